@@ -1,0 +1,150 @@
+"""Study configuration: JSON-schema validation with readable messages and defaults filled in.
+
+The schema (``schemas/config.schema.yaml``) is the single source of truth; the Snakemake
+workflow validates against the same file.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from vitalfm.errors import ConfigError
+
+SCHEMA_RESOURCE = "schemas/config.schema.yaml"
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("vitalfm").joinpath(SCHEMA_RESOURCE).read_text()
+    return yaml.safe_load(text)
+
+
+def _fill_defaults(instance: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(instance[key], sub)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def _allowed(error: jsonschema.ValidationError) -> str:
+    validator, value = error.validator, error.validator_value
+    if validator == "enum":
+        return "one of " + ", ".join(repr(v) for v in value)
+    if validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        return "only the keys " + ", ".join(known) if known else "no extra keys"
+    if validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        words = {
+            "minimum": ">=",
+            "exclusiveMinimum": ">",
+            "maximum": "<=",
+            "exclusiveMaximum": "<",
+        }
+        return f"a number {words[validator]} {value}"
+    if validator == "type":
+        return f"a value of type {value}"
+    if validator == "pattern":
+        return f"a string matching {value}"
+    if validator in ("minItems", "maxItems"):
+        return f"a list with {'at least' if validator == 'minItems' else 'at most'} {value} items"
+    if validator == "uniqueItems":
+        return "a list without repeated items"
+    if validator == "propertyNames":
+        return "keys that are " + _allowed(error.context[0]) if error.context else "known keys"
+    return f"a value satisfying {validator}={value!r}"
+
+
+def _problem(error: jsonschema.ValidationError) -> tuple[str, str]:
+    if error.validator == "additionalProperties":
+        known = set(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - known)
+        where = _key_path(error)
+        return (
+            f"config key {'.'.join([where, extra[0]]) if where != '(top level)' else extra[0]!s} "
+            "is not a known setting",
+            f"remove or rename it; allowed here: {_allowed(error)}",
+        )
+    return (
+        f"config key {_key_path(error)} = {error.instance!r} is invalid",
+        f"set it to {_allowed(error)}",
+    )
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a validated deep copy of ``config`` with defaults filled in.
+
+    Raises :class:`ConfigError` naming the key, the value and what is allowed.
+    """
+    schema = load_schema()
+    instance = copy.deepcopy(dict(config))
+    _fill_defaults(instance, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        problem, fix = _problem(errors[0])
+        more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
+        raise ConfigError(problem + more, fix)
+    _check_cross_field(instance)
+    return instance
+
+
+def _check_cross_field(cfg: dict[str, Any]) -> None:
+    split = cfg["split"]
+    total = split["train"] + split["validation"] + split["test"]
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ConfigError(
+            f"config keys split.train + split.validation + split.test = {total:g}, not 1",
+            "make the three split fractions add up to 1 (e.g. 0.7, 0.15, 0.15)",
+        )
+    low, high = cfg["synthetic"]["stay_hours"]
+    if low > high:
+        raise ConfigError(
+            f"config key synthetic.stay_hours = {[low, high]!r} has min > max",
+            "give [shortest, longest] ICU stay length in hours",
+        )
+    step_h = cfg["grid"]["frequency_minutes"] / 60
+    win = cfg["windows"]
+    for key in ("context_hours", "horizon_hours", "stride_hours"):
+        steps = win[key] / step_h
+        if abs(steps - round(steps)) > 1e-9:
+            raise ConfigError(
+                f"config key windows.{key} = {win[key]!r} is not a whole number of "
+                f"{cfg['grid']['frequency_minutes']}-minute grid steps",
+                f"use a multiple of {step_h:g} h or change grid.frequency_minutes",
+            )
+    if cfg["database"]["source"] == "external" and "password" in cfg["database"]["dsn"].lower():
+        raise ConfigError(
+            "config key database.dsn contains a password",
+            "remove it from the config; put it in PGPASSWORD or ~/.pgpass instead",
+        )
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", "pass an existing file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}", "fix its syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} is not a mapping", "write key: value pairs")
+    return validate_config(raw)
+
+
+def grid_steps(cfg: Mapping[str, Any], hours: float) -> int:
+    """Number of grid steps in ``hours`` for this config's grid frequency."""
+    return round(hours * 60 / cfg["grid"]["frequency_minutes"])

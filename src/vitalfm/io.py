@@ -1,0 +1,49 @@
+"""Atomic file output: write to a temporary name beside the target, then rename.
+
+A job that fails or is killed half-way never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path in the target's directory; rename it onto ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(table: pa.Table, target: str | os.PathLike[str], **kwargs: Any) -> None:
+    """Write a pyarrow table to parquet atomically (zstd-compressed by default)."""
+    kwargs.setdefault("compression", "zstd")
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, **kwargs)
+
+
+def write_text(text: str, target: str | os.PathLike[str]) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(obj: Any, target: str | os.PathLike[str]) -> None:
+    write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", target)
