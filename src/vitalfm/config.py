@@ -139,7 +139,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist", "pass an existing file") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}", "fix its syntax") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {err}", "fix its syntax"
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} is not a mapping", "write key: value pairs")
     return validate_config(raw)
