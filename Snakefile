@@ -1,0 +1,25 @@
+# Vital-sign forecasting of ICU sepsis patients with time-series foundation models.
+# Data flows one way: database -> cohort -> vitals -> grid -> splits -> windows.
+# Run: snakemake --cores all   (see README.md; the default study needs no credentials)
+
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/database.smk"
+include: "workflow/rules/cohort.smk"
+include: "workflow/rules/preprocess.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

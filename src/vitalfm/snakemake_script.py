@@ -1,0 +1,44 @@
+"""Glue for the thin scripts in ``scripts/``: log to the rule's log file, fail with one message.
+
+Each script calls :func:`run` with a function of the ``snakemake`` object. Output goes to the
+rule's ``log:`` file; a :class:`~vitalfm.errors.VitalfmError` becomes one "ERROR: problem /
+How to fix" message in the log and on the terminal, and exit status 1 (Snakemake then removes
+the job's outputs, so nothing half-written looks finished).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from vitalfm.errors import VitalfmError
+
+
+def run(snakemake: Any, step: Callable[[Any], None]) -> None:
+    terminal = sys.__stderr__
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    stream = open(log_path, "w", buffering=1) if log_path else sys.stderr  # noqa: SIM115
+    sys.stdout = sys.stderr = stream
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=stream,
+        force=True,
+    )
+    try:
+        step(snakemake)
+    except VitalfmError as err:
+        message = f"ERROR in rule {snakemake.rule}: {err}"
+        print(message, file=stream, flush=True)
+        if terminal is not None and stream is not terminal:
+            print(message, file=terminal, flush=True)
+        raise SystemExit(1) from None
+    finally:
+        stream.flush()
+
+
+def config_of(snakemake: Any) -> dict[str, Any]:
+    """The validated study config (Snakemake passes it as a plain dict)."""
+    return dict(snakemake.config)

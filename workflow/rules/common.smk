@@ -1,0 +1,38 @@
+# Config validation and input functions shared by all rules.
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from vitalfm.config import validate_config
+from vitalfm.errors import ConfigError
+
+# Our validator first: it names the key, the value and what is allowed in one line.
+try:
+    _validated = validate_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"Invalid configuration: {err}") from None
+config.clear()
+config.update(_validated)
+# The same schema through Snakemake's own validator (it also records it for the report).
+validate(config, schema="../schemas/config.schema.yaml")
+
+SPLITS = ["train", "validation", "test"]
+SYNTHETIC_DIR = "results/database/synthetic_mimic"
+EXTERNAL_CHECK = "results/database/external_database.json"
+
+
+def database_input():
+    """What the database-reading rules depend on: the synthetic CSVs, or the server check."""
+    if config["database"]["source"] == "synthetic":
+        return SYNTHETIC_DIR
+    return EXTERNAL_CHECK
+
+
+def get_final_outputs():
+    return [
+        "results/cohort/cohort_summary.tsv",
+        "results/vitals/vitals_summary.tsv",
+        "results/grid/grid_summary.tsv",
+        "results/splits/split_summary.tsv",
+        *expand("results/windows/{split}.npz", split=SPLITS),
+    ]

@@ -1,0 +1,73 @@
+# From raw measurements to model inputs: regular grid, patient splits, forecasting windows.
+
+
+rule grid:
+    input:
+        vitals="results/vitals/vitals.parquet",
+        cohort="results/cohort/cohort.parquet",
+    output:
+        grid="results/grid/grid.parquet",
+        summary=report(
+            "results/grid/grid_summary.tsv",
+            caption="../report/grid_summary.rst",
+            category="Data",
+        ),
+    params:
+        grid=config["grid"],
+        vitals=config["vitals"],
+    log:
+        "results/logs/grid.log",
+    benchmark:
+        "results/benchmarks/grid.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/grid.py"
+
+
+rule split:
+    input:
+        grid="results/grid/grid.parquet",
+        cohort="results/cohort/cohort.parquet",
+    output:
+        manifest="results/splits/manifest.parquet",
+        summary=report(
+            "results/splits/split_summary.tsv",
+            caption="../report/split_summary.rst",
+            category="Data",
+        ),
+    params:
+        split=config["split"],
+    log:
+        "results/logs/split.log",
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/split.py"
+
+
+rule windows:
+    input:
+        grid="results/grid/grid.parquet",
+        manifest="results/splits/manifest.parquet",
+    output:
+        arrays="results/windows/{split}.npz",
+        index="results/windows/{split}.parquet",
+    params:
+        grid=config["grid"],
+        windows=config["windows"],
+        vitals=config["vitals"],
+    log:
+        "results/logs/windows/{split}.log",
+    wildcard_constraints:
+        split="train|validation|test",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/windows.py"
