@@ -96,7 +96,7 @@ def _child_setup(identity: pwd.struct_passwd | None) -> None:
 
 
 class EmbeddedPostgres:
-    """Start with :meth:`start` (or ``with EmbeddedPostgres() as pg:``); connect with :meth:`connect`."""
+    """Start with :meth:`start` (or ``with EmbeddedPostgres() as pg:``), then :meth:`connect`."""
 
     def __init__(
         self,
@@ -177,7 +177,8 @@ class EmbeddedPostgres:
         )
 
     def dsn(self, dbname: str | None = None) -> str:
-        return f"host={self.socket_dir} port={self.port} dbname={dbname or self.dbname} user={self.user}"
+        name = dbname or self.dbname
+        return f"host={self.socket_dir} port={self.port} dbname={name} user={self.user}"
 
     def connect(
         self, dbname: str | None = None, **kwargs: object
@@ -266,9 +267,11 @@ class EmbeddedPostgres:
         while time.monotonic() < deadline:
             assert self._proc is not None and self.root is not None
             if self._proc.poll() is not None:
+                log_tail = _tail(self.root / "server.log")
                 raise DatabaseError(
-                    f"the embedded PostgreSQL server exited at start-up: {_tail(self.root / 'server.log')}",
-                    "check the server log above; a full /tmp or missing shared memory are common causes",
+                    f"the embedded PostgreSQL server exited at start-up: {log_tail}",
+                    "read the server log above; a full /tmp or missing shared memory are "
+                    "common causes",
                 )
             try:
                 psycopg2.connect(self.dsn("postgres"), connect_timeout=2).close()
