@@ -122,6 +122,74 @@ def make_vitals(
     write_tsv(result.summary, out_summary)
 
 
+def make_grid(
+    cfg: Mapping[str, Any],
+    vitals_path: str | Path,
+    cohort_path: str | Path,
+    out_grid: str | Path,
+    out_summary: str | Path,
+) -> None:
+    from vitalfm.data.grid import resample_stays, write_grid
+
+    cfg = validate_config(cfg)
+    grid_cfg = cfg["grid"]
+    result = resample_stays(
+        pq.read_table(vitals_path),
+        pq.read_table(cohort_path),
+        vital_names=vital_names_from_config(cfg["vitals"]),
+        frequency_minutes=grid_cfg["frequency_minutes"],
+        fill=grid_cfg["fill"],
+        max_fill_gap_minutes=grid_cfg["max_fill_gap_minutes"],
+        max_fill_gap_minutes_per_vital=grid_cfg["max_fill_gap_minutes_per_vital"],
+    )
+    log.info("grid: %s", result.report())
+    write_tsv(result.summary, out_summary)
+    write_grid(result.table, out_grid)
+
+
+def make_splits(
+    cfg: Mapping[str, Any], grid_path: str | Path, out_manifest: str | Path, out_summary: str | Path
+) -> None:
+    from vitalfm.data.splits import split_manifest, split_summary, write_manifest
+
+    cfg = validate_config(cfg)
+    stays = pq.read_table(grid_path, columns=["subject_id", "icustay_id"]).to_pandas()
+    manifest = split_manifest(stays.drop_duplicates(), **cfg["split"])
+    summary = split_summary(manifest).reset_index()
+    log.info("splits:\n%s", summary.to_string(index=False))
+    write_tsv(summary, out_summary)
+    write_manifest(manifest, out_manifest)
+
+
+def make_windows(
+    cfg: Mapping[str, Any],
+    split: str,
+    grid_path: str | Path,
+    manifest_path: str | Path,
+    out_arrays: str | Path,
+    out_index: str | Path,
+) -> None:
+    from vitalfm.data.grid import read_grid
+    from vitalfm.data.splits import read_manifest
+    from vitalfm.data.windows import build_windows
+
+    cfg = validate_config(cfg)
+    names = vital_names_from_config(cfg["vitals"])
+    windows = build_windows(
+        read_grid(grid_path, names),
+        read_manifest(manifest_path),
+        split=split,
+        vital_names=names,
+        frequency_minutes=cfg["grid"]["frequency_minutes"],
+        context_hours=cfg["windows"]["context_hours"],
+        horizon_hours=cfg["windows"]["horizon_hours"],
+        stride_hours=cfg["windows"]["stride_hours"],
+        min_horizon_observed=cfg["windows"]["min_horizon_observed"],
+    )
+    log.info("%s: %d windows from %d ICU stays", split, len(windows), len(windows.stay_ids))
+    windows.save(out_arrays, out_index)
+
+
 def synthetic_dir_of(snakemake: Any) -> str | None:
     """The synthetic CSV directory when the database input is one (source: synthetic)."""
     database = str(snakemake.input.database)

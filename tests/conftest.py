@@ -1,0 +1,44 @@
+"""Shared fixtures: one real PostgreSQL server per test session (the project's embedded one)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from vitalfm.db.embedded import EmbeddedPostgres
+
+_schema_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    with EmbeddedPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_conn(pg_server: EmbeddedPostgres) -> Iterator[Any]:
+    conn = pg_server.connect()
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def mimic_schema(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh, empty MIMIC-III schema (the project's DDL) for hand-built edge cases."""
+    from vitalfm.db.ddl import create_schema_sql
+
+    name = f"mimic_case_{next(_schema_counter)}"
+    conn = pg_server.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(create_schema_sql(name))
+    try:
+        yield name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {name} CASCADE")
+        conn.close()
