@@ -41,9 +41,8 @@ CASES = [
 
 def _insert_cases(conn: Any, schema: str) -> None:
     with conn.cursor() as cur:
-        row = 0
-        for subject, hadm, stay, source, dob, intime, hours, codes, procs in CASES:
-            row += 1
+        for row, case in enumerate(CASES, start=1):
+            subject, hadm, stay, source, dob, intime, hours, codes, procs = case
             outtime = intime + timedelta(hours=hours)
             cur.execute(
                 f"INSERT INTO {schema}.patients (row_id, subject_id, gender, dob, expire_flag) "
@@ -264,11 +263,11 @@ def test_read_only_role_suffices(
         reader.set_session(readonly=True)
         result = _cohort(reader, schema)
         assert result.table.num_rows == 3
-        extracted, rows = _extract(reader, schema, tmp_path, [100, 200], ["heart_rate"])
+        extracted, _ = _extract(reader, schema, tmp_path, [100, 200], ["heart_rate"])
         assert extracted.rows == 2
-        with pytest.raises(psycopg2.Error):  # and it could not write even if it tried
-            with reader.cursor() as cur:
-                cur.execute(f"DELETE FROM {schema}.chartevents")
+        # and it could not write even if it tried
+        with pytest.raises(psycopg2.Error), reader.cursor() as cur:
+            cur.execute(f"DELETE FROM {schema}.chartevents")
     finally:
         reader.close()
         with conn.cursor() as cur:
