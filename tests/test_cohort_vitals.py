@@ -132,7 +132,7 @@ def test_explicit_cohort_edge_cases(case_db: tuple[Any, str]) -> None:
     assert frame.loc[100, "los_hours"] == pytest.approx(30)
     steps = result.summary.set_index("step")["icustays"].to_dict()
     assert steps == {
-        "all_icu_stays": 9,
+        "all_icu_stays": 8,
         "sepsis_explicit": 5,
         "has_times": 5,
         "adult": 4,
