@@ -1,0 +1,139 @@
+"""The data half of the DAG, run by Snakemake from a fresh copy of the repository."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from vitalfm.data.windows import WindowSet
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SMALL_STUDY = {"synthetic": {"n_patients": 40, "seed": 11}}
+
+
+def _fresh_clone(dest: Path) -> Path:
+    """Copy what a clone would hold: tracked files plus new files git does not ignore."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = REPO / name.decode()
+        if source.is_file() or source.is_symlink():
+            target = dest / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target, follow_symlinks=False)
+    return dest
+
+
+def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = _fresh_clone(tmp_path_factory.mktemp("clone"))
+    (workdir / "small.yaml").write_text(yaml.safe_dump(SMALL_STUDY))
+    done = _snakemake(workdir, "--cores", "2", "--configfile", "small.yaml")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_data_dag_runs_from_a_fresh_clone(study: Path) -> None:
+    results = study / "results"
+    summary = pd.read_csv(results / "cohort/cohort_summary.tsv", sep="\t")
+    assert summary["icustays"].is_monotonic_decreasing
+    cohort = pd.read_parquet(results / "cohort/cohort.parquet")
+    assert len(cohort) == summary["icustays"].iloc[-1] > 0
+    manifest = pd.read_parquet(results / "splits/manifest.parquet")
+    assert manifest["subject_id"].is_unique  # no patient in two splits
+    seen: set[int] = set()
+    for split in ("train", "validation", "test"):
+        windows = WindowSet.load(results / f"windows/{split}.npz")
+        assert len(windows) > 0
+        subjects = set(np.unique(windows.subject_ids).tolist())
+        assert subjects <= set(manifest.loc[manifest["split"] == split, "subject_id"])
+        assert not subjects & seen
+        seen |= subjects
+        hr = windows.context("heart_rate")
+        assert hr.shape == (len(windows), 24)  # 6 h at 15 min
+        assert windows.horizon("heart_rate").shape[1] == 12
+        assert np.nanmean(hr) == pytest.approx(90, abs=30)  # plausible adult ICU heart rates
+    for log in ("synthetic_mimic", "cohort", "vitals", "grid", "split"):
+        assert (results / "logs" / f"{log}.log").exists()
+    assert (results / "benchmarks/vitals.tsv").exists()
+    # nothing is left running or lying around from the embedded servers
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(study) not in ps
+
+
+@pytest.mark.slow
+def test_rerun_has_nothing_to_do(study: Path) -> None:
+    done = _snakemake(study, "--cores", "1", "--configfile", "small.yaml", "-n")
+    assert done.returncode == 0
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_empty_cohort_fails_cleanly(study: Path) -> None:
+    """A user error inside a job: one clear message, non-zero exit, no finished-looking output."""
+    config = {**SMALL_STUDY, "cohort": {"icd9_codes": ["0010"]}}
+    (study / "empty.yaml").write_text(yaml.safe_dump(config))
+    done = _snakemake(study, "--cores", "1", "--configfile", "empty.yaml", "cohort")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "cohort is empty" in output and "How to fix" in output
+    assert not (study / "results/cohort/cohort.parquet").exists()
+    assert not (study / "results/cohort/cohort_summary.tsv").exists()
+
+
+def test_invalid_config_is_refused_before_any_job(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"grid": {"frequency_minutes": 7}}))
+    done = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-n",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(REPO),
+            "--configfile",
+            str(tmp_path / "bad.yaml"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "grid.frequency_minutes = 7" in output
+    assert "one of 5, 10, 15, 20, 30, 60" in output
+
+
+def test_lint_is_clean() -> None:
+    done = subprocess.run(
+        [*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
