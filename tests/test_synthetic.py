@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from vitalfm.db.ddl import TABLE_COLUMNS
+from vitalfm.errors import DataError
 from vitalfm.mimic import (
     ANGUS_EXPLICIT_CODES,
     ANGUS_INFECTION_CODES_5,
@@ -115,6 +116,20 @@ def test_interrupted_write_leaves_nothing_that_looks_complete(
     with pytest.raises(RuntimeError, match="disk full"):
         write_csv_dir({"n_patients": 5}, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rewrite_replaces_output_and_removes_stale_partial_dirs(tmp_path: Path) -> None:
+    stale = tmp_path / ".out.999999999.deadbeef.part"  # a killed run's leftovers
+    stale.mkdir()
+    write_csv_dir({"n_patients": 3}, tmp_path / "out")
+    write_csv_dir({"n_patients": 4}, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert read_manifest(tmp_path / "out")["tables"]["patients"]["rows"] == 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not a synthetic"):
+        write_csv_dir({"n_patients": 3}, tmp_path / "other")
+    assert (tmp_path / "other" / "notes.txt").exists()
 
 
 def test_batches_bound_memory(generated: dict[str, Any]) -> None:

@@ -822,7 +822,7 @@ def _finish_chartevents(
     delay = np.where(
         mv,
         np.rint(rng.lognormal(np.log(240.0), 0.8, m)),  # seconds: monitor values validated soon
-        np.rint(rng.uniform(5.0, 120.0, m)) * 60,  # CareVue: charted later, whole minutes
+        np.rint(rng.uniform(2.0, 60.0, m)) * 60,  # CareVue: charted later, whole minutes
     ).astype(np.int64)
     storetime = charttime + np.maximum(delay, 30)
     cgid = np.where(

@@ -17,8 +17,8 @@ import logging
 import os
 import queue
 import shutil
-import tempfile
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -151,6 +151,14 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         os.replace(tmp, out_dir)
 
 
+def _remove_stale_parts(out_dir: Path) -> None:
+    """Delete partial outputs of earlier runs that were killed (their process is gone)."""
+    for part in out_dir.parent.glob(f".{out_dir.name}.*.part"):
+        pid = part.name[len(out_dir.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(part, ignore_errors=True)
+
+
 def write_csv_dir(
     cfg_synthetic: Mapping[str, Any] | None, out_dir: str | os.PathLike[str]
 ) -> dict[str, Any]:
@@ -164,7 +172,9 @@ def write_csv_dir(
     settings = synthetic_settings(cfg_synthetic)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
+    _remove_stale_parts(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    tmp.mkdir()  # mode from the umask (tempfile.mkdtemp would make it private)
     try:
         files = {t: _TableFile(tmp / csv_file_name(t), t) for t in TABLE_COLUMNS}
         for batch in _prefetched(_serialised(settings)):
