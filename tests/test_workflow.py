@@ -96,7 +96,7 @@ def test_empty_cohort_fails_cleanly(study: Path) -> None:
     """A user error inside a job: one clear message, non-zero exit, no finished-looking output."""
     config = {**SMALL_STUDY, "cohort": {"icd9_codes": ["0010"]}}
     (study / "empty.yaml").write_text(yaml.safe_dump(config))
-    done = _snakemake(study, "--cores", "1", "--configfile", "empty.yaml", "cohort")
+    done = _snakemake(study, "cohort", "--cores", "1", "--configfile", "empty.yaml")
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert "cohort is empty" in output and "How to fix" in output
