@@ -22,7 +22,7 @@ from vitalfm.db.connection import (
     REQUIRED_TABLES,
     check_mimic_schema,
     connect,
-    describe_target,
+    redact_dsn,
     set_read_only,
     table_row_estimates,
 )
@@ -66,7 +66,7 @@ def check_external_database(cfg: Mapping[str, Any], out_json: str | Path) -> Non
             "(icustay_id, itemid, charttime);",
             db["schema"],
         )
-    facts["target"] = describe_target(db["dsn"])
+    facts["target"] = redact_dsn(db["dsn"])
     write_json(facts, out_json)
 
 

@@ -63,14 +63,10 @@ def redact_dsn(dsn: str) -> str:
     return " ".join(f"{k}={params[k]}" for k in shown if k in params) or "(libpq defaults)"
 
 
-def describe_target(dsn: str) -> str:
-    return redact_dsn(dsn)
-
-
 def connect(dsn: str, *, connect_timeout_s: int = 10, application_name: str = "vitalfm") -> Any:
     """Open a connection, turning libpq's failures into one message with the fix."""
     check_dsn_has_no_password(dsn)
-    target = describe_target(dsn)
+    target = redact_dsn(dsn)
     try:
         conn = psycopg2.connect(
             dsn, connect_timeout=connect_timeout_s, application_name=application_name
