@@ -1,0 +1,1 @@
+"""Training and forecasting engine shared by every model family."""

@@ -1,0 +1,214 @@
+"""The forecasting interface every model family implements.
+
+A family (Chronos, MOIRAI, Lag-Llama, ...) lives in one module ``vitalfm.models.<family>`` that
+defines a :class:`Forecaster` subclass and exposes it as ``FORECASTER``. The engine only talks
+to this interface: it trains ``forecaster.module`` (wrapped by an adapter or not) through
+:meth:`Forecaster.loss`, and forecasts through :meth:`Forecaster.predict`. Adding a family
+therefore touches its own module and one config entry (``family: <name>``).
+
+All series are univariate, float32, in original units, with NaN where a value is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from vitalfm.errors import ConfigError, VitalfmError
+
+
+class ModelError(VitalfmError):
+    """A model cannot be loaded, adapted, trained or saved as configured."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights come from: exactly one of ``hub``, ``path`` or ``standin``.
+
+    ``standin`` names a small pretrained stand-in built by the ``pretrain`` rule; ``location``
+    is then the folder that rule wrote (in the released format), so every source ends up
+    loaded by the same loader code.
+    """
+
+    hub: str | None = None
+    path: str | None = None
+    standin: str | None = None
+    standin_dir: str | None = None
+
+    @classmethod
+    def from_config(cls, entry: dict[str, Any]) -> ModelSource:
+        keys = [k for k in ("hub", "path", "standin") if entry.get(k)]
+        if len(keys) != 1:
+            raise ConfigError(
+                f"a model source needs exactly one of hub, path or standin, got {sorted(entry)}",
+                "write e.g. `source: {hub: amazon/chronos-t5-small}`, "
+                "`source: {path: /models/chronos-t5-small}` or `source: {standin: chronos-t5}`",
+            )
+        return cls(**{k: entry[k] for k in ("hub", "path", "standin") if entry.get(k)})
+
+    @property
+    def is_standin(self) -> bool:
+        return self.standin is not None
+
+    @property
+    def location(self) -> str:
+        """What the family's loader opens: a hub id or a local folder."""
+        if self.hub:
+            return self.hub
+        if self.path:
+            return self.path
+        if not self.standin_dir:
+            raise ModelError(
+                f"stand-in {self.standin!r} has no folder yet",
+                "run it through the workflow, which pretrains stand-ins with the `pretrain` rule",
+            )
+        return self.standin_dir
+
+    def describe(self) -> str:
+        if self.hub:
+            return f"hub:{self.hub}"
+        if self.path:
+            return f"path:{self.path}"
+        return f"stand-in:{self.standin} (small model pretrained here on a synthetic corpus)"
+
+
+@dataclass
+class SeriesBatch:
+    """A batch of univariate forecasting examples.
+
+    ``context`` [B, C] may hold NaN (missing); ``target`` [B, H] holds NaN where the point
+    must not count in the loss (missing, or filled in by the grid step).
+    """
+
+    context: torch.Tensor
+    target: torch.Tensor
+
+    def to(self, device: torch.device | str) -> SeriesBatch:
+        return SeriesBatch(self.context.to(device), self.target.to(device))
+
+    def __len__(self) -> int:
+        return int(self.context.shape[0])
+
+
+@dataclass
+class Forecast:
+    """A model's native probabilistic output for a batch, in original units.
+
+    Exactly one of ``samples`` [B, S, H] or ``quantiles`` [B, Q, H] (at ``quantile_levels``)
+    is set; :func:`vitalfm.engine.forecast.to_quantiles` turns either into the study's levels.
+    """
+
+    median: torch.Tensor  # [B, H]
+    samples: torch.Tensor | None = None
+    quantiles: torch.Tensor | None = None
+    quantile_levels: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class TargetModules:
+    """Name patterns of the layers each adaptation method touches, per family.
+
+    Patterns are module-name suffixes as peft matches them (``"q"`` matches
+    ``...SelfAttention.q``). ``norms`` are the normalisation layers that LayerNorm tuning
+    trains (those inside attention blocks), ``bias_linears`` the linears that BitFit gives a
+    trainable bias.
+    """
+
+    attention: tuple[str, ...]
+    ffn: tuple[str, ...] = ()
+    norms: tuple[str, ...] = ()
+    bias_linears: tuple[str, ...] = ()
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+class Forecaster(ABC):
+    """One loaded model of a family, ready to train and forecast.
+
+    ``module`` is the ``nn.Module`` that holds every weight; adaptation replaces it with a
+    wrapped version (:meth:`set_module`) and the family's :meth:`loss` and :meth:`predict`
+    must always go through the current ``module``.
+    """
+
+    family: ClassVar[str]
+    #: Families whose loss is a proper likelihood report it as "nll"; others name theirs.
+    loss_name: ClassVar[str] = "loss"
+
+    def __init__(self, module: nn.Module, source: ModelSource, variant: str) -> None:
+        self.module = module
+        self.source = source
+        self.variant = variant
+
+    # --- loading and saving ---------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def load(cls, source: ModelSource, device: torch.device) -> Forecaster:
+        """Load a released checkpoint (hub id or local folder) with the family's own loader."""
+
+    @classmethod
+    @abstractmethod
+    def standin(cls, name: str, horizon: int, seed: int) -> Forecaster:
+        """A randomly initialised stand-in of the family's architecture, scaled down."""
+
+    @classmethod
+    def standin_names(cls) -> tuple[str, ...]:
+        return ()
+
+    @abstractmethod
+    def save_pretrained(self, directory: Path) -> None:
+        """Save the full model in the released format (loadable by :meth:`load`)."""
+
+    def set_module(self, module: nn.Module) -> None:
+        """Swap in a wrapped or merged module (families with a pipeline re-point it here)."""
+        self.module = module
+
+    # --- what adaptation methods target ---------------------------------------------------
+
+    @abstractmethod
+    def target_modules(self) -> TargetModules: ...
+
+    # --- training and forecasting ---------------------------------------------------------
+
+    @abstractmethod
+    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+        """Scalar training loss of the current module on the batch (differentiable)."""
+
+    @abstractmethod
+    def predict(self, context: torch.Tensor, horizon: int, num_samples: int) -> Forecast:
+        """Forecast ``horizon`` steps for each row of ``context`` [B, C] (eval mode, no grad)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "variant": self.variant,
+            "source": self.source.describe(),
+            "standin": self.source.is_standin,
+        }
+
+
+def forecaster_class(family: str) -> type[Forecaster]:
+    """The Forecaster of ``vitalfm.models.<family>``; ConfigError if there is none."""
+    if not family.isidentifier():
+        raise ConfigError(f"model family {family!r} is not a valid name", "use e.g. chronos")
+    try:
+        module = importlib.import_module(f"vitalfm.models.{family}")
+    except ModuleNotFoundError as err:
+        if err.name != f"vitalfm.models.{family}":
+            raise
+        raise ConfigError(
+            f"unknown model family {family!r}",
+            "use one of the families in src/vitalfm/models/ (e.g. chronos), "
+            "or add a module there that defines FORECASTER",
+        ) from None
+    forecaster = getattr(module, "FORECASTER", None)
+    if forecaster is None:
+        raise ConfigError(
+            f"vitalfm.models.{family} defines no FORECASTER", "set FORECASTER = YourForecaster"
+        )
+    return forecaster
