@@ -1,5 +1,6 @@
 # Vital-sign forecasting of ICU sepsis patients with time-series foundation models.
-# Data flows one way: database -> cohort -> vitals -> grid -> splits -> windows.
+# Data flows one way: database -> cohort -> vitals -> grid -> splits -> windows
+# -> (stand-ins pretrained on a synthetic corpus) -> fine-tuned runs -> forecasts.
 # Run: snakemake --cores all   (see README.md; the default study needs no credentials)
 
 from snakemake.utils import min_version
@@ -17,6 +18,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/database.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/models.smk"
 
 
 rule all:

@@ -42,3 +42,24 @@ def run(snakemake: Any, step: Callable[[Any], None]) -> None:
 def config_of(snakemake: Any) -> dict[str, Any]:
     """The validated study config (Snakemake passes it as a plain dict)."""
     return dict(snakemake.config)
+
+
+def optional_input(snakemake: Any, name: str) -> str | None:
+    """A named input that an input function may have left empty (returned [])."""
+    value = getattr(snakemake.input, name, None)
+    if not value:
+        return None
+    return str(value)
+
+
+def use_rule_threads(snakemake: Any) -> None:
+    """Give torch the job's threads, so concurrent jobs do not oversubscribe the cores."""
+    import torch
+
+    torch.set_num_threads(max(1, int(snakemake.threads)))
+    try:  # HF progress bars would flood the job log
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

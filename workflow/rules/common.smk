@@ -5,10 +5,13 @@ from snakemake.utils import validate
 
 from vitalfm.config import validate_config
 from vitalfm.errors import ConfigError
+from vitalfm.study import find_run, standins, study_runs
 
 # Our validator first: it names the key, the value and what is allowed in one line.
 try:
     _validated = validate_config(config)
+    RUNS = study_runs(_validated)
+    STANDINS = standins(_validated)
 except ConfigError as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
 config.clear()
@@ -28,6 +31,25 @@ def database_input():
     return EXTERNAL_CHECK
 
 
+def _run(wildcards):
+    try:
+        return find_run(config, wildcards.model, wildcards.setting)
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def standin_input(wildcards):
+    """The pretrained stand-in a run starts from, if its model is a stand-in."""
+    run = _run(wildcards)
+    return f"results/models/standins/{run.standin}" if run.standin else []
+
+
+def run_input(wildcards):
+    """The fine-tuned model a forecast uses; nothing for zero-shot."""
+    run = _run(wildcards)
+    return f"results/runs/{run.model}/{run.setting}" if run.trains else []
+
+
 def get_final_outputs():
     return [
         "results/cohort/cohort_summary.tsv",
@@ -35,4 +57,5 @@ def get_final_outputs():
         "results/grid/grid_summary.tsv",
         "results/splits/split_summary.tsv",
         *expand("results/windows/{split}.npz", split=SPLITS),
+        *[f"results/forecasts/{run.run_id}.parquet" for run in RUNS],
     ]

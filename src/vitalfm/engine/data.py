@@ -1,0 +1,176 @@
+"""Training data for the engine: batches that are a pure function of (seed, step).
+
+Drawing batch ``step`` from ``np.random.default_rng([seed, step])`` instead of iterating an
+epoch-based loader means a job resumed at step ``k`` sees exactly the batches an
+uninterrupted job would have seen, with no sampler state to checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from vitalfm.data.windows import WindowSet
+from vitalfm.errors import DataError
+from vitalfm.models.base import SeriesBatch
+
+
+class TrainingData(Protocol):
+    context_steps: int
+    horizon_steps: int
+
+    def train_batch(self, step: int, batch_size: int) -> SeriesBatch: ...
+
+    def validation_batches(self, batch_size: int) -> Iterator[SeriesBatch]: ...
+
+    def describe(self) -> dict[str, int | str]: ...
+
+
+@dataclass
+class SeriesPairs:
+    """Univariate examples gathered from a window set: one row per (window, vital)."""
+
+    context: np.ndarray  # float32 [P, C], NaN where missing
+    target: np.ndarray  # float32 [P, H], NaN where not observed (filled or missing)
+    window_ids: np.ndarray  # int64 [P]
+    vitals: np.ndarray  # object [P]
+
+    @classmethod
+    def from_windows(cls, windows: WindowSet, vitals: Sequence[str]) -> SeriesPairs:
+        contexts, targets, ids, names = [], [], [], []
+        for vital in vitals:
+            rows = windows.windows_for(vital)
+            target = windows.horizon(vital, rows).astype(np.float32, copy=True)
+            target[~windows.horizon_observed_mask(vital, rows)] = np.nan
+            contexts.append(windows.context(vital, rows).astype(np.float32, copy=False))
+            targets.append(target)
+            ids.append(rows)
+            names.append(np.full(len(rows), vital, dtype=object))
+        return cls(
+            np.concatenate(contexts),
+            np.concatenate(targets),
+            np.concatenate(ids),
+            np.concatenate(names),
+        )
+
+    def __len__(self) -> int:
+        return int(self.context.shape[0])
+
+
+class WindowTrainingData:
+    """Train and validation examples from the study's windows (all configured vitals)."""
+
+    def __init__(
+        self,
+        train: WindowSet,
+        validation: WindowSet,
+        vitals: Sequence[str],
+        seed: int,
+        validation_max_series: int,
+    ) -> None:
+        self.train = SeriesPairs.from_windows(train, vitals)
+        self.validation = SeriesPairs.from_windows(validation, vitals)
+        for name, pairs in (("train", self.train), ("validation", self.validation)):
+            if len(pairs) == 0:
+                raise DataError(
+                    f"the {name} split has no window with an observed horizon",
+                    "use more patients, shorter windows or a lower windows.min_horizon_observed",
+                )
+        if len(self.validation) > validation_max_series:
+            keep = np.random.default_rng([seed, 1]).choice(
+                len(self.validation), validation_max_series, replace=False
+            )
+            keep.sort()
+            self.validation = SeriesPairs(*(a[keep] for a in vars(self.validation).values()))
+        self.seed = seed
+        self.context_steps = train.context_steps
+        self.horizon_steps = train.horizon_steps
+
+    def train_batch(self, step: int, batch_size: int) -> SeriesBatch:
+        rows = np.random.default_rng([self.seed, 0, step]).integers(0, len(self.train), batch_size)
+        return SeriesBatch(
+            torch.from_numpy(self.train.context[rows]), torch.from_numpy(self.train.target[rows])
+        )
+
+    def validation_batches(self, batch_size: int) -> Iterator[SeriesBatch]:
+        for start in range(0, len(self.validation), batch_size):
+            part = slice(start, start + batch_size)
+            yield SeriesBatch(
+                torch.from_numpy(self.validation.context[part]),
+                torch.from_numpy(self.validation.target[part]),
+            )
+
+    def describe(self) -> dict[str, int | str]:
+        return {
+            "source": "windows",
+            "train_series": len(self.train),
+            "validation_series": len(self.validation),
+            "context_steps": self.context_steps,
+            "horizon_steps": self.horizon_steps,
+        }
+
+
+class CorpusTrainingData:
+    """Random crops of a synthetic pretraining corpus [N, L].
+
+    Each example is a crop of ``max_context + horizon`` points; a random number of its first
+    points is blanked (NaN) so that the model sees contexts from ``min_context`` to
+    ``max_context`` long, as left-padded batches in the Chronos pipelines look. The last
+    ``validation_fraction`` of the series is held out for validation.
+    """
+
+    def __init__(
+        self,
+        corpus: np.ndarray,
+        min_context: int,
+        max_context: int,
+        horizon: int,
+        seed: int,
+        validation_fraction: float = 0.05,
+    ) -> None:
+        if corpus.shape[1] < max_context + horizon:
+            raise DataError(
+                f"corpus series have {corpus.shape[1]} points, fewer than context {max_context} "
+                f"+ horizon {horizon}",
+                "raise pretrain.corpus.length or lower pretrain.max_context_steps",
+            )
+        n_validation = max(1, int(len(corpus) * validation_fraction))
+        self.corpus = corpus[:-n_validation]
+        self.held_out = corpus[-n_validation:]
+        self.min_context, self.max_context = min_context, max_context
+        self.context_steps, self.horizon_steps = max_context, horizon
+        self.seed = seed
+        rng = np.random.default_rng([seed, 2])
+        self.validation = self._crops(self.held_out, rng, len(self.held_out))
+
+    def _crops(self, series: np.ndarray, rng: np.random.Generator, n: int) -> SeriesBatch:
+        length = self.max_context + self.horizon_steps
+        rows = rng.integers(0, len(series), n)
+        starts = rng.integers(0, series.shape[1] - length + 1, n)
+        crops = series[rows[:, None], starts[:, None] + np.arange(length)].astype(np.float32)
+        context, target = crops[:, : self.max_context].copy(), crops[:, self.max_context :]
+        blank = self.max_context - rng.integers(self.min_context, self.max_context + 1, n)
+        context[np.arange(self.max_context) < blank[:, None]] = np.nan
+        return SeriesBatch(torch.from_numpy(context), torch.from_numpy(target.copy()))
+
+    def train_batch(self, step: int, batch_size: int) -> SeriesBatch:
+        return self._crops(self.corpus, np.random.default_rng([self.seed, 0, step]), batch_size)
+
+    def validation_batches(self, batch_size: int) -> Iterator[SeriesBatch]:
+        for start in range(0, len(self.validation), batch_size):
+            part = slice(start, start + batch_size)
+            yield SeriesBatch(self.validation.context[part], self.validation.target[part])
+
+    def describe(self) -> dict[str, int | str]:
+        return {
+            "source": "synthetic corpus",
+            "train_series": len(self.corpus),
+            "validation_series": len(self.validation),
+            "context_steps": self.max_context,
+            "min_context_steps": self.min_context,
+            "horizon_steps": self.horizon_steps,
+        }

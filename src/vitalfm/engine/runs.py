@@ -1,0 +1,385 @@
+"""The model half of the workflow as plain functions: pretrain a stand-in, fine-tune, forecast.
+
+Snakemake scripts call these with paths; every output is written under a temporary name and
+renamed at the end, so a failed or killed job never leaves a complete-looking result.
+Checkpoints live outside the outputs (``results/checkpoints/...``) so that a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitalfm.config import validate_config
+from vitalfm.data.vitals import vital_names_from_config
+from vitalfm.data.windows import WindowSet
+from vitalfm.engine.data import CorpusTrainingData, WindowTrainingData
+from vitalfm.engine.devices import DeviceClaim, claim_device, describe_environment
+from vitalfm.engine.forecast import ForecastConfig, forecast_windows
+from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
+from vitalfm.io import write_json, write_parquet
+from vitalfm.models.adaptation import (
+    MethodSpec,
+    adapt,
+    load_adapted,
+    merge_for_inference,
+    parameter_counts,
+    save_adapted,
+)
+from vitalfm.models.base import Forecaster, ModelError, ModelSource, forecaster_class
+from vitalfm.study import Run, find_run, standins
+from vitalfm.synthetic.corpus import CorpusConfig, corpus_summary, generate_corpus
+
+log = logging.getLogger(__name__)
+
+PACKAGES = ("vitalfm", "torch", "transformers", "peft", "chronos-forecasting", "numpy", "pandas")
+
+
+def software_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _history_tsv(history: list[dict[str, float]]) -> str:
+    buffer = io.StringIO()
+    fields = ["step", "train_loss", "validation_loss", "learning_rate", "samples_per_s"]
+    writer = csv.DictWriter(buffer, fields, delimiter="\t", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+class _StagedDir:
+    """Build a directory under a temporary sibling name; rename it into place on success."""
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.target = Path(target)
+        self.tmp = self.target.parent / f".{self.target.name}.part"
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        shutil.rmtree(self.target, ignore_errors=True)
+        os.replace(self.tmp, self.target)
+
+
+def _claim(cfg: Mapping[str, Any]) -> DeviceClaim:
+    device_cfg = cfg["device"]
+    claim = claim_device(device_cfg["preference"], lock_dir=device_cfg["lock_dir"] or None)
+    log.info("device: %s", claim.reason)
+    return claim
+
+
+def _source(run: Run, standin_dir: str | None) -> ModelSource:
+    source = ModelSource.from_config(run.source)
+    if source.is_standin:
+        if standin_dir is None:
+            raise ModelError(f"run {run.run_id} needs its stand-in folder", "pass standin_dir")
+        source = ModelSource(standin=source.standin, standin_dir=str(standin_dir))
+    return source
+
+
+def load_base(run: Run, standin_dir: str | None, device: torch.device) -> Forecaster:
+    family = forecaster_class(run.family)
+    forecaster = family.load(_source(run, standin_dir), device)
+    forecaster.module.to(device)
+    return forecaster
+
+
+def method_spec(run: Run) -> MethodSpec:
+    """The adaptation spec of a run (its method entry minus the engine's own keys)."""
+    engine_keys = ("method", "max_steps")
+    return MethodSpec.from_config(
+        run.setting, {k: v for k, v in run.method.items() if k not in engine_keys}
+    )
+
+
+def _training_config(cfg: Mapping[str, Any], method: Mapping[str, Any]) -> TrainingConfig:
+    return TrainingConfig.from_config(
+        cfg["training"],
+        learning_rate=method.get("learning_rate"),
+        max_steps=method.get("max_steps"),
+    )
+
+
+# --- stand-ins ------------------------------------------------------------------------------
+
+
+def pretrain_standin(
+    cfg: Mapping[str, Any], name: str, out_dir: str | Path, checkpoint_dir: str | Path
+) -> None:
+    """Train a stand-in from random weights on the synthetic corpus and save it as released."""
+    cfg = validate_config(cfg)
+    used = standins(cfg)
+    if name not in used:
+        raise ModelError(f"no model in this config uses stand-in {name!r}", "check `models`")
+    family = forecaster_class(used[name])
+    if name not in family.standin_names():
+        raise ModelError(
+            f"family {used[name]} has no stand-in {name!r}",
+            f"use one of {', '.join(family.standin_names()) or '(none)'}",
+        )
+    pre = cfg["pretrain"]
+    horizon = round(cfg["windows"]["horizon_hours"] * 60 / cfg["grid"]["frequency_minutes"])
+    with _claim(cfg) as claim:
+        started = time.perf_counter()
+        corpus = generate_corpus(CorpusConfig(**pre["corpus"]))
+        data = CorpusTrainingData(
+            corpus, pre["min_context_steps"], pre["max_context_steps"], horizon, pre["seed"]
+        )
+        forecaster = family.standin(name, horizon=horizon, seed=pre["seed"])
+        forecaster.module.to(claim.device)
+        for param in forecaster.module.parameters():
+            param.requires_grad_(True)
+        config = TrainingConfig(
+            max_steps=pre["max_steps"],
+            batch_size=pre["batch_size"],
+            learning_rate=pre["learning_rate"],
+            warmup_fraction=0.05,
+            schedule="cosine",
+            min_lr_ratio=0.1,
+            eval_every=pre["eval_every"],
+            patience=1_000_000,  # pretraining runs its budget; validation is only reported
+            checkpoint_every=max(pre["eval_every"], 100),
+            seed=pre["seed"],
+        )
+        trainer = Trainer(
+            forecaster,
+            data,
+            config,
+            claim.device,
+            Path(checkpoint_dir),
+            fingerprint={"standin": name, "pretrain": pre, "horizon": horizon},
+        )
+        result = trainer.fit()
+        forecaster.module.to("cpu")
+        trainable, total = parameter_counts(forecaster.module)
+        with _StagedDir(out_dir) as tmp:
+            forecaster.save_pretrained(tmp)
+            write_json(
+                {
+                    "standin": name,
+                    "note": "a small model of the family's architecture, pretrained here on a "
+                    "synthetic corpus that contains no vital signs; not a released checkpoint",
+                    **forecaster.describe(),
+                    "parameters": total,
+                    "corpus": {**pre["corpus"], **corpus_summary(corpus)},
+                    "data": data.describe(),
+                    "training": result.to_dict(),
+                    "device": claim.describe(),
+                    "software": software_versions(),
+                    "git_revision": git_revision(),
+                    "wall_time_s": time.perf_counter() - started,
+                },
+                tmp / "standin.json",
+            )
+            (tmp / "history.tsv").write_text(_history_tsv(result.history))
+        assert trainable == total
+
+
+# --- fine-tuning -----------------------------------------------------------------------------
+
+
+def finetune(
+    cfg: Mapping[str, Any],
+    model: str,
+    setting: str,
+    train_windows: str | Path,
+    validation_windows: str | Path,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    standin_dir: str | None = None,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Adapt one model with one method setting; write the adapter (or full model) + metadata."""
+    cfg = validate_config(cfg)
+    run = find_run(cfg, model, setting)
+    if not run.trains:
+        raise ModelError(
+            f"run {run.run_id} is zero-shot and has nothing to train", "forecast it directly"
+        )
+    spec = method_spec(run)
+    training = _training_config(cfg, run.method)
+    vitals = vital_names_from_config(cfg["vitals"])
+    with _claim(cfg) as claim:
+        started = time.perf_counter()
+        forecaster = load_base(run, standin_dir, claim.device)
+        data = WindowTrainingData(
+            WindowSet.load(train_windows),
+            WindowSet.load(validation_windows),
+            vitals,
+            seed=training.seed,
+            validation_max_series=cfg["training"]["validation_max_series"],
+        )
+        base_trainable, base_total = parameter_counts(forecaster.module)
+        torch.manual_seed(training.seed)
+        forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
+        trainable, total = parameter_counts(forecaster.module)
+        log.info("%s: %d trainable of %d parameters", run.run_id, trainable, total)
+        trainer = Trainer(
+            forecaster,
+            data,
+            training,
+            claim.device,
+            Path(checkpoint_dir),
+            fingerprint={
+                "run": run.run_id,
+                "method": run.method,
+                "source": run.source,
+                "data": data.describe(),
+                "vitals": list(vitals),
+            },
+        )
+        result = trainer.fit(stop_after_steps=stop_after_steps)
+        forecaster.module.to("cpu")
+        meta = {
+            "run": run.run_id,
+            "model": model,
+            "setting": setting,
+            **forecaster.describe(),
+            "method": spec.to_dict(),
+            "parameters": {"trainable": trainable, "total": total, "base_total": base_total},
+            "training_config": training.__dict__,
+            "data": data.describe(),
+            "training": result.to_dict(),
+            "device": claim.describe(),
+            "environment": describe_environment(),
+            "software": software_versions(),
+            "git_revision": git_revision(),
+            "wall_time_s": time.perf_counter() - started,
+        }
+        with _StagedDir(out_dir) as tmp:
+            if spec.kind == "full":
+                forecaster.save_pretrained(tmp / "model")
+            else:
+                save_adapted(forecaster.module, spec, tmp / "model")
+            write_json(meta, tmp / "metadata.json")
+            (tmp / "history.tsv").write_text(_history_tsv(result.history))
+        del base_trainable
+        return meta
+
+
+def load_for_forecast(
+    run: Run, run_dir: str | Path | None, standin_dir: str | None, device: torch.device
+) -> Forecaster:
+    """The model a run forecasts with: the base for zero-shot, else base + merged adaptation."""
+    spec = method_spec(run)
+    if not run.trains:
+        return load_base(run, standin_dir, device)
+    if run_dir is None:
+        raise ModelError(
+            f"run {run.run_id} needs its fine-tuned model folder", "run the finetune rule first"
+        )
+    model_dir = Path(run_dir) / "model"
+    if spec.kind == "full":
+        family = forecaster_class(run.family)
+        original = _source(run, standin_dir)
+        forecaster = family.load(ModelSource(path=str(model_dir)), device)
+        forecaster.source = original
+        return forecaster
+    forecaster = load_base(run, standin_dir, device)
+    merged = load_adapted(forecaster.module, spec, model_dir, forecaster.target_modules())
+    forecaster.set_module(merge_for_inference(merged))
+    return forecaster
+
+
+def forecast(
+    cfg: Mapping[str, Any],
+    model: str,
+    setting: str,
+    test_windows: str | Path,
+    out_parquet: str | Path,
+    out_json: str | Path,
+    run_dir: str | Path | None = None,
+    standin_dir: str | None = None,
+) -> dict[str, Any]:
+    """Forecast every test window with one run's model; parquet table + metadata JSON."""
+    cfg = validate_config(cfg)
+    run = find_run(cfg, model, setting)
+    fc = cfg["forecast"]
+    config = ForecastConfig(
+        num_samples=fc["num_samples"],
+        batch_size=fc["batch_size"],
+        quantile_levels=tuple(fc["quantile_levels"]),
+        seed=fc["seed"],
+    )
+    with _claim(cfg) as claim:
+        forecaster = load_for_forecast(run, run_dir, standin_dir, claim.device)
+        windows = WindowSet.load(test_windows)
+        try:
+            table, facts = forecast_windows(
+                forecaster, windows, vital_names_from_config(cfg["vitals"]), config
+            )
+        except torch.OutOfMemoryError:
+            raise TrainingError(
+                f"the GPU ran out of memory forecasting batches of {config.batch_size} series",
+                f"lower forecast.batch_size (e.g. to {max(1, config.batch_size // 2)})",
+            ) from None
+        if table.num_rows == 0:
+            raise ModelError(
+                f"run {run.run_id} produced no forecasts",
+                "check that the test split has windows with observed horizons",
+            )
+        if run.trains and run_dir is not None:
+            import json
+
+            parameters = json.loads((Path(run_dir) / "metadata.json").read_text())["parameters"]
+        else:
+            total = parameter_counts(forecaster.module)[1]
+            parameters = {"trainable": 0, "total": total, "base_total": total}
+        meta = {
+            "run": run.run_id,
+            "model": model,
+            "setting": setting,
+            **forecaster.describe(),
+            "method": run.method,
+            "parameters": parameters,
+            "forecast_config": {**config.__dict__, "quantile_levels": list(config.quantile_levels)},
+            "forecast": facts,
+            "median_finite_fraction": float(
+                np.isfinite(table.column("median").to_numpy(zero_copy_only=False)).mean()
+            ),
+            "device": claim.describe(),
+            "software": software_versions(),
+            "git_revision": git_revision(),
+        }
+        write_parquet(table, out_parquet)
+        write_json(meta, out_json)
+        return meta

@@ -1,0 +1,457 @@
+"""The training loop shared by every family and adaptation method.
+
+AdamW over the trainable parameters, linear warm-up then linear or cosine decay, gradient
+clipping, early stopping on validation loss (the best weights are restored at the end), and
+bf16 autocast on GPU (fp32 on CPU).
+
+Resumption: a checkpoint (trainable weights, best weights, optimizer and scheduler state,
+counters) is written atomically every ``checkpoint_every`` steps and when SIGTERM arrives.
+Batches and dropout masks are pure functions of (seed, step) (see :mod:`vitalfm.engine.data`),
+so a job killed at any point (even by SIGKILL) and rerun resumes from its last checkpoint and
+ends, on CPU, with the same weights as an uninterrupted run. We keep our own loop rather
+than HF ``Trainer`` or Lightning because neither gives bit-identical resumption with
+step-addressed batches, and both add per-step overhead that the small models here feel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from vitalfm.engine.data import TrainingData
+from vitalfm.models.base import Forecaster, ModelError, SeriesBatch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+KEEP_CHECKPOINTS = 2
+
+
+class TrainingError(ModelError):
+    """Training cannot go on as configured (NaN loss, out of memory, bad checkpoint)."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGTERM arrived; a checkpoint was written and a rerun resumes from it."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    max_steps: int = 200
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.1
+    schedule: str = "linear"  # linear | cosine | constant (after warm-up)
+    min_lr_ratio: float = 0.0
+    grad_clip_norm: float = 1.0
+    eval_every: int = 25
+    patience: int = 4
+    min_delta: float = 0.0
+    checkpoint_every: int = 50
+    seed: int = 0
+    validation_batch_size: int = 256
+
+    @classmethod
+    def from_config(cls, entry: dict[str, Any], **overrides: Any) -> TrainingConfig:
+        """Settings from the config's ``training`` section; ``None`` overrides are ignored."""
+        known = set(cls.__dataclass_fields__)
+        given = {**entry, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**{k: v for k, v in given.items() if k in known})
+
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.warmup_fraction * self.max_steps)
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rate for optimizer step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        if self.schedule == "constant":
+            return 1.0
+        span = max(1, self.max_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        decay = (
+            1.0 - progress
+            if self.schedule == "linear"
+            else 0.5 * (1 + math.cos(math.pi * progress))
+        )
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay
+
+
+@dataclass
+class TrainingResult:
+    steps: int
+    best_step: int
+    best_validation_loss: float
+    initial_validation_loss: float
+    stopped_early: bool
+    resumed_from_step: int | None
+    wall_time_s: float
+    train_samples_per_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trainable_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, 3, step]).generate_state(1)[0])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _sigterm_flag() -> Iterator[dict[str, bool]]:
+    """Turn SIGTERM (pre-emption, scancel, Snakemake shutting down) into a flag we poll."""
+    flag = {"stop": False}
+    if threading_main():
+
+        def handler(signum: int, frame: Any) -> None:
+            flag["stop"] = True
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield flag
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    else:
+        yield flag
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class Trainer:
+    """Trains ``forecaster.module`` (already adapted) on ``data``; see the module docstring."""
+
+    def __init__(
+        self,
+        forecaster: Forecaster,
+        data: TrainingData,
+        config: TrainingConfig,
+        device: torch.device,
+        checkpoint_dir: Path,
+        fingerprint: dict[str, Any],
+        progress: bool = True,
+    ) -> None:
+        self.forecaster = forecaster
+        self.data = data
+        self.config = config
+        self.device = device
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.fingerprint = hashlib.sha256(
+            json.dumps(
+                {"training": asdict(config), **fingerprint}, sort_keys=True, default=str
+            ).encode()
+        ).hexdigest()
+        self.progress = progress
+        self.params = trainable_parameters(forecaster.module)
+        if not self.params:
+            raise TrainingError(
+                "the adapted model has no trainable parameters",
+                "use method kind zero_shot for forecasting without training",
+            )
+        self.optimizer = torch.optim.AdamW(
+            list(self.params.values()),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            foreach=device.type == "cuda",
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
+        self.step = 0
+        self.best_loss = math.inf
+        self.best_step = 0
+        self.initial_loss = math.nan
+        self.bad_evals = 0
+        self.history: list[dict[str, float]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # --- one step and validation -------------------------------------------------------------
+
+    def _autocast(self) -> Any:
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        )
+
+    def _loss(self, batch: SeriesBatch) -> torch.Tensor:
+        with self._autocast():
+            return self.forecaster.loss(batch.to(self.device)).float()
+
+    def validation_loss(self) -> float:
+        self.forecaster.module.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in self.data.validation_batches(self.config.validation_batch_size):
+                total += float(self._loss(batch)) * len(batch)
+                count += len(batch)
+        return total / max(count, 1)
+
+    def _train_step(self) -> float:
+        cfg = self.config
+        self.forecaster.module.train()
+        torch.manual_seed(_step_seed(cfg.seed, self.step))
+        batch = self.data.train_batch(self.step, cfg.batch_size)
+        loss = self._loss(batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the training loss became {float(loss)} at step {self.step + 1} "
+                f"(learning rate {self.scheduler.get_last_lr()[0]:.3g})",
+                "lower the learning rate (training.learning_rate or the method's "
+                "learning_rate), or raise training.grad_clip_norm's strictness; the last "
+                f"checkpoint is kept in {self.checkpoint_dir}",
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.grad_clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return float(loss)
+
+    def _evaluate(self, train_loss: float, samples_per_s: float) -> bool:
+        """Record a validation point; True when early stopping says stop."""
+        loss = self.validation_loss()
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"the validation loss became {loss} at step {self.step}",
+                f"lower the learning rate; the last checkpoint is kept in {self.checkpoint_dir}",
+            )
+        if self.step == 0:
+            self.initial_loss = loss
+        improved = loss < self.best_loss - self.config.min_delta
+        if improved:
+            self.best_loss, self.best_step, self.bad_evals = loss, self.step, 0
+            self.best_state = {k: p.detach().clone() for k, p in self.params.items()}
+        elif self.step > 0:
+            self.bad_evals += 1
+        self.history.append(
+            {
+                "step": self.step,
+                "train_loss": train_loss,
+                "validation_loss": loss,
+                "learning_rate": self.scheduler.get_last_lr()[0],
+                "samples_per_s": samples_per_s,
+            }
+        )
+        return self.step > 0 and self.bad_evals >= self.config.patience
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def _checkpoints(self) -> list[Path]:
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = [p for p in self.checkpoint_dir.glob("step-*") if p.is_dir()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+    def save_checkpoint(self) -> Path:
+        target = self.checkpoint_dir / f"step-{self.step:07d}"
+        tmp = self.checkpoint_dir / f".{target.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(
+            {k: p.detach().cpu().contiguous() for k, p in self.params.items()},
+            tmp / "trainable.safetensors",
+        )
+        if self.best_state is not None:
+            save_file(
+                {k: t.cpu().contiguous() for k, t in self.best_state.items()},
+                tmp / "best.safetensors",
+            )
+        torch.save(
+            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+            tmp / "optimizer.pt",
+        )
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "best_loss": self.best_loss,
+            "best_step": self.best_step,
+            "initial_loss": self.initial_loss,
+            "bad_evals": self.bad_evals,
+            "history": self.history,
+            "files": files,
+        }
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        for handle_path in tmp.iterdir():  # make the files durable before the rename
+            with open(handle_path, "rb") as handle:
+                os.fsync(handle.fileno())
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        for old in self._checkpoints()[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def _corrupt(self, path: Path, why: str) -> TrainingError:
+        return TrainingError(
+            f"the checkpoint {path} cannot be resumed: {why}",
+            f"delete {self.checkpoint_dir} to restart this run from step 0",
+        )
+
+    def load_latest_checkpoint(self) -> int | None:
+        found = self._checkpoints()
+        if not found:
+            return None
+        path = found[-1]
+        try:
+            state = json.loads((path / "state.json").read_text())
+        except (OSError, ValueError) as err:
+            raise self._corrupt(path, f"state.json is unreadable ({err})") from None
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise self._corrupt(path, f"unknown checkpoint format {state.get('format')!r}")
+        if state.get("fingerprint") != self.fingerprint:
+            raise self._corrupt(
+                path, "it was written for a different model, method, data or training config"
+            )
+        for name, digest in state["files"].items():
+            file = path / name
+            if not file.is_file() or _sha256(file) != digest:
+                raise self._corrupt(path, f"{name} is missing or does not match its checksum")
+        try:
+            trained = load_file(path / "trainable.safetensors")
+            best = (
+                load_file(path / "best.safetensors")
+                if (path / "best.safetensors").is_file()
+                else None
+            )
+            opt_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        except (SafetensorError, RuntimeError, OSError, ValueError) as err:
+            raise self._corrupt(path, f"its tensors cannot be read ({err})") from None
+        if set(trained) != set(self.params):
+            raise self._corrupt(path, "its parameter names differ from the adapted model's")
+        with torch.no_grad():
+            for name, param in self.params.items():
+                param.copy_(trained[name].to(param.device))
+        self.optimizer.load_state_dict(opt_state["optimizer"])
+        self.scheduler.load_state_dict(opt_state["scheduler"])
+        self.best_state = (
+            {k: t.to(self.device) for k, t in best.items()} if best is not None else None
+        )
+        self.step = int(state["step"])
+        self.best_loss = float(state["best_loss"])
+        self.best_step = int(state["best_step"])
+        self.initial_loss = float(state["initial_loss"])
+        self.bad_evals = int(state["bad_evals"])
+        self.history = list(state["history"])
+        return self.step
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def fit(self, stop_after_steps: int | None = None) -> TrainingResult:
+        """Train to ``max_steps`` or early stop; ``stop_after_steps`` is for tests (a crash)."""
+        cfg = self.config
+        started = time.perf_counter()
+        resumed = self.load_latest_checkpoint()
+        if resumed is not None:
+            log.info("resuming from checkpoint at step %d in %s", resumed, self.checkpoint_dir)
+        stopped_early = bool(resumed is not None and self.bad_evals >= cfg.patience)
+        if resumed is None:
+            self._evaluate(math.nan, math.nan)
+            log.info("step 0 validation %s: %.5f", self.forecaster.loss_name, self.initial_loss)
+        window_loss, window_steps, window_started = 0.0, 0, time.perf_counter()
+        trained_samples, train_time = 0, 0.0
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            desc="train",
+            disable=not self.progress,
+            file=sys.stderr,
+            mininterval=1.0 if sys.stderr.isatty() else 15.0,
+            dynamic_ncols=True,
+        )
+        try:
+            with _sigterm_flag() as sigterm:
+                while self.step < cfg.max_steps and not stopped_early:
+                    step_started = time.perf_counter()
+                    try:
+                        window_loss += self._train_step()
+                    except torch.OutOfMemoryError:
+                        raise TrainingError(
+                            f"the GPU ran out of memory at batch size {cfg.batch_size}",
+                            f"lower training.batch_size (e.g. to {max(1, cfg.batch_size // 2)})",
+                        ) from None
+                    train_time += time.perf_counter() - step_started
+                    trained_samples += cfg.batch_size
+                    window_steps += 1
+                    rate = trained_samples / max(train_time, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{window_loss / window_steps:.4f}", sps=f"{rate:.0f}")
+                    if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                        elapsed = time.perf_counter() - window_started
+                        stopped_early = self._evaluate(
+                            window_loss / window_steps, window_steps * cfg.batch_size / elapsed
+                        )
+                        log.info(
+                            "step %d: train %.5f, validation %.5f (best %.5f at %d)",
+                            self.step,
+                            window_loss / window_steps,
+                            self.history[-1]["validation_loss"],
+                            self.best_loss,
+                            self.best_step,
+                        )
+                        window_loss, window_steps, window_started = 0.0, 0, time.perf_counter()
+                    if self.step % cfg.checkpoint_every == 0 or sigterm["stop"]:
+                        self.save_checkpoint()
+                    if sigterm["stop"]:
+                        raise TrainingInterrupted(
+                            f"training received SIGTERM at step {self.step}; a checkpoint "
+                            f"was saved in {self.checkpoint_dir}",
+                            "rerun the same command (or Snakemake target) to resume from it",
+                        )
+                    if stop_after_steps is not None and self.step >= stop_after_steps:
+                        raise KeyboardInterrupt  # simulate a crash, for tests
+        finally:
+            bar.close()
+        if self.step and (self.step % cfg.checkpoint_every):
+            self.save_checkpoint()
+        if stopped_early:
+            log.info("early stop at step %d: best validation at step %d", self.step, self.best_step)
+        if self.best_state is not None:
+            with torch.no_grad():
+                for name, param in self.params.items():
+                    param.copy_(self.best_state[name])
+        return TrainingResult(
+            steps=self.step,
+            best_step=self.best_step,
+            best_validation_loss=self.best_loss,
+            initial_validation_loss=self.initial_loss,
+            stopped_early=stopped_early,
+            resumed_from_step=resumed,
+            wall_time_s=time.perf_counter() - started,
+            train_samples_per_s=trained_samples / train_time if train_time else math.nan,
+            history=self.history,
+        )

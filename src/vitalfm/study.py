@@ -1,0 +1,105 @@
+"""The study's runs: every (model, method setting) pair the config asks for.
+
+A method entry with a list of ranks (or FourierFT frequencies) is a sweep and expands into one
+setting per value, named ``<method>-r<rank>`` (``<method>-n<n_frequency>``); the Snakefile
+builds its jobs from :func:`study_runs`. This module stays free of torch so that parsing the
+Snakefile is fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vitalfm.errors import ConfigError
+
+RANKED_KINDS = ("lora", "dora", "vera")
+
+
+@dataclass(frozen=True)
+class Run:
+    model: str
+    family: str
+    source: dict[str, str]
+    setting: str
+    method: dict[str, Any]  # one expanded method entry (kind + scalar settings)
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.model}/{self.setting}"
+
+    @property
+    def trains(self) -> bool:
+        return self.method["kind"] != "zero_shot"
+
+    @property
+    def standin(self) -> str | None:
+        return self.source.get("standin")
+
+
+def method_settings(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Expand sweeps: {setting name: method entry with scalar rank / n_frequency}."""
+    settings: dict[str, dict[str, Any]] = {}
+    for name, entry in cfg["methods"].items():
+        kind = entry["kind"]
+        if kind in RANKED_KINDS:
+            ranks = entry.get("rank", 2 if kind != "vera" else 64)
+            for rank in ranks if isinstance(ranks, list) else [ranks]:
+                settings[f"{name}-r{rank}"] = {**entry, "rank": rank, "method": name}
+        elif kind == "fourierft":
+            counts = entry.get("n_frequency", 100)
+            for n in counts if isinstance(counts, list) else [counts]:
+                settings[f"{name}-n{n}"] = {**entry, "n_frequency": n, "method": name}
+        else:
+            if "rank" in entry or "n_frequency" in entry:
+                raise ConfigError(
+                    f"config key methods.{name} sets rank or n_frequency, which kind {kind} "
+                    "does not use",
+                    "remove it, or use kind lora, dora, vera (rank) or fourierft (n_frequency)",
+                )
+            settings[name] = {**entry, "method": name}
+    return settings
+
+
+def study_runs(cfg: Mapping[str, Any]) -> list[Run]:
+    settings = method_settings(cfg)
+    runs = []
+    for model, entry in cfg["models"].items():
+        chosen = entry.get("methods") or list(cfg["methods"])
+        unknown = [m for m in chosen if m not in cfg["methods"]]
+        if unknown:
+            raise ConfigError(
+                f"config key models.{model}.methods names unknown method(s) {unknown}",
+                f"use names defined under `methods`: {', '.join(cfg['methods'])}",
+            )
+        for setting, method in settings.items():
+            if method["method"] in chosen:
+                runs.append(Run(model, entry["family"], dict(entry["source"]), setting, method))
+    return runs
+
+
+def find_run(cfg: Mapping[str, Any], model: str, setting: str) -> Run:
+    for run in study_runs(cfg):
+        if run.model == model and run.setting == setting:
+            return run
+    raise ConfigError(
+        f"no run {model}/{setting} in this config",
+        "use a model under `models` and a method setting from `methods` (e.g. lora-r2)",
+    )
+
+
+def standins(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """Stand-ins the config uses: {stand-in name: family}."""
+    found: dict[str, str] = {}
+    for model, entry in cfg["models"].items():
+        name = entry["source"].get("standin")
+        if name is None:
+            continue
+        if found.get(name, entry["family"]) != entry["family"]:
+            raise ConfigError(
+                f"stand-in {name!r} is used with two families ({found[name]}, {entry['family']})",
+                f"fix models.{model}.family",
+            )
+        found[name] = entry["family"]
+    return found

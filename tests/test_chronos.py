@@ -1,0 +1,342 @@
+"""The Chronos family: released-format round trips, library equivalence, bad sources, every
+adaptation method end to end through the engine's run functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from vitalfm.config import validate_config
+from vitalfm.engine import runs
+from vitalfm.engine.forecast import ForecastConfig, forecast_windows
+from vitalfm.engine.train import Trainer, TrainingConfig
+from vitalfm.models.adaptation import (
+    MethodSpec,
+    adapt,
+    load_adapted,
+    merge_for_inference,
+    save_adapted,
+)
+from vitalfm.models.base import ModelError, ModelSource, forecaster_class
+from vitalfm.models.chronos import ChronosForecaster
+from vitalfm.testing import toy_windows
+
+CPU = torch.device("cpu")
+VITALS = ("heart_rate", "mbp")
+
+
+@pytest.fixture(scope="module")
+def standin_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each stand-in, randomly initialised and saved in the released format."""
+    root = tmp_path_factory.mktemp("standins")
+    dirs = {}
+    for name in ChronosForecaster.standin_names():
+        dirs[name] = root / name
+        ChronosForecaster.standin(name, horizon=12, seed=0).save_pretrained(dirs[name])
+    return dirs
+
+
+def load(path: Path) -> ChronosForecaster:
+    return ChronosForecaster.load(ModelSource(path=str(path)), CPU)
+
+
+def test_family_is_found_by_name() -> None:
+    assert forecaster_class("chronos") is ChronosForecaster
+    with pytest.raises(Exception, match="unknown model family 'nope'"):
+        forecaster_class("nope")
+
+
+@pytest.mark.parametrize("name", ["chronos-t5", "chronos-bolt", "chronos-2"])
+def test_standins_load_with_the_library_loader(name: str, standin_dirs: dict[str, Path]) -> None:
+    from chronos import BaseChronosPipeline
+
+    pipeline = BaseChronosPipeline.from_pretrained(standin_dirs[name], device_map="cpu")
+    expected = {
+        "chronos-t5": "ChronosPipeline",
+        "chronos-bolt": "ChronosBoltPipeline",
+        "chronos-2": "Chronos2Pipeline",
+    }[name]
+    assert type(pipeline).__name__ == expected
+    assert load(standin_dirs[name]).variant == name
+    files = {p.name for p in standin_dirs[name].iterdir()}
+    assert {"config.json", "model.safetensors"} <= files
+
+
+@pytest.mark.parametrize("name", ["chronos-bolt", "chronos-2"])
+def test_engine_zero_shot_equals_library_predict_window_by_window(
+    name: str, standin_dirs: dict[str, Path]
+) -> None:
+    forecaster = load(standin_dirs[name])
+    windows = toy_windows("test", n_stays=2)
+    table, _ = forecast_windows(
+        forecaster, windows, VITALS, ForecastConfig(batch_size=16), progress=False
+    )
+    frame = table.to_pandas()
+    pipeline = load(standin_dirs[name]).pipeline  # a separate copy, called per window
+    for vital in VITALS:
+        rows = windows.windows_for(vital)
+        context = windows.context(vital, rows)
+        mine = frame[frame.vital == vital]
+        for i, row in enumerate(rows[:5]):
+            single = torch.from_numpy(context[i])
+            if name == "chronos-bolt":
+                reference = pipeline.predict(single[None], prediction_length=12)[0]
+            else:
+                reference = pipeline.predict(single[None, None], prediction_length=12)[0][0]
+            median = reference[list(pipeline.quantiles).index(0.5)].numpy()
+            got = mine[mine.window_id == row].sort_values("step")
+            np.testing.assert_allclose(got["median"].to_numpy(), median, rtol=1e-5, atol=1e-4)
+            q90 = reference[list(pipeline.quantiles).index(0.9)].numpy()
+            np.testing.assert_allclose(got["q0.9"].to_numpy(), q90, rtol=1e-5, atol=1e-4)
+
+
+def test_t5_library_sampler_equals_the_pipeline_for_the_same_seed(
+    standin_dirs: dict[str, Path],
+) -> None:
+    forecaster = load(standin_dirs["chronos-t5"])
+    forecaster.t5_sampler = "library"
+    context = torch.from_numpy(toy_windows("test").context("heart_rate")[:6])
+    torch.manual_seed(7)
+    mine = forecaster.predict(context, 12, num_samples=10).samples
+    torch.manual_seed(7)
+    library = load(standin_dirs["chronos-t5"]).pipeline.predict(
+        context, prediction_length=12, num_samples=10
+    )
+    assert torch.equal(mine, library)
+
+
+def test_t5_fast_sampler_draws_from_the_pipeline_distribution(
+    standin_dirs: dict[str, Path],
+) -> None:
+    forecaster = load(standin_dirs["chronos-t5"])
+    with torch.no_grad():  # sharpen the random model so its distribution has structure
+        forecaster.module.lm_head.weight.mul_(30)
+    context = torch.from_numpy(toy_windows("test").context("heart_rate")[:2])
+    draws = {}
+    for sampler in ("fast", "library"):
+        forecaster.t5_sampler = sampler
+        torch.manual_seed(0)
+        draws[sampler] = forecaster.predict(context, 1, num_samples=3000).samples[:, :, 0]
+    for row in range(2):
+        fast, library = draws["fast"][row], draws["library"][row]
+        spread = float(torch.cat([fast, library]).std()) / np.sqrt(3000)
+        assert abs(float(fast.mean() - library.mean())) < 5 * spread + 1e-6
+        for q in (0.25, 0.5, 0.75):
+            assert (
+                abs(float(fast.quantile(q) - library.quantile(q)))
+                < 0.2 * float(library.std()) + 1e-6
+            )
+
+
+def test_unknown_hub_id_offline_says_how_to_use_a_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError) as err:
+        ChronosForecaster.load(ModelSource(hub="amazon/chronos-t5-nonexistent"), CPU)
+    assert "source: {path: <folder>}" in str(err.value)
+
+
+def test_local_folder_with_missing_or_foreign_files(
+    tmp_path: Path, standin_dirs: dict[str, Path]
+) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        load(tmp_path / "absent")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_text((standin_dirs["chronos-t5"] / "config.json").read_text())
+    with pytest.raises(ModelError, match=r"lacks model\.safetensors"):
+        load(partial)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    (foreign / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match="not a Chronos checkpoint"):
+        load(foreign)
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "config.json").write_text((standin_dirs["chronos-2"] / "config.json").read_text())
+    (truncated / "model.safetensors").write_bytes(
+        (standin_dirs["chronos-2"] / "model.safetensors").read_bytes()[:1000]
+    )
+    with pytest.raises(ModelError, match="cannot load the Chronos checkpoint"):
+        load(truncated)
+
+
+def test_lora_training_leaves_base_weights_bit_identical(
+    standin_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    forecaster = load(standin_dirs["chronos-t5"])
+    base = {k: v.clone() for k, v in forecaster.module.state_dict().items()}
+    spec = MethodSpec(name="lora-r2", kind="lora", rank=2, alpha=16, dropout=0.05)
+    forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
+    data = runs.WindowTrainingData(
+        toy_windows(), toy_windows("validation", seed=1), VITALS, seed=0, validation_max_series=32
+    )
+    Trainer(
+        forecaster,
+        data,
+        TrainingConfig(max_steps=4, batch_size=8, learning_rate=1e-2),
+        CPU,
+        tmp_path,
+        fingerprint={},
+        progress=False,
+    ).fit()
+    after = {
+        k.replace(".base_layer", ""): v
+        for k, v in forecaster.module.get_base_model().state_dict().items()
+        if "lora_" not in k
+    }
+    assert after.keys() == base.keys()
+    changed = [k for k in base if not torch.equal(base[k], after[k])]
+    assert changed == []
+    assert any("lora_B" in k and p.abs().sum() > 0 for k, p in forecaster.module.named_parameters())
+
+
+def test_adapter_round_trip_gives_identical_forecasts(
+    standin_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    forecaster = load(standin_dirs["chronos-2"])
+    spec = MethodSpec(name="dora-r2", kind="dora", rank=2, alpha=16)
+    forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
+    data = runs.WindowTrainingData(
+        toy_windows(), toy_windows("validation", seed=1), VITALS, seed=0, validation_max_series=32
+    )
+    Trainer(
+        forecaster,
+        data,
+        TrainingConfig(max_steps=3, batch_size=8, learning_rate=1e-2),
+        CPU,
+        tmp_path / "ck",
+        fingerprint={},
+        progress=False,
+    ).fit()
+    save_adapted(forecaster.module, spec, tmp_path / "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {
+        p.name for p in (tmp_path / "adapter").iterdir()
+    }
+    forecaster.set_module(merge_for_inference(forecaster.module))
+    context = torch.from_numpy(toy_windows("test").context("mbp"))
+    trained = forecaster.predict(context, 12, 1).quantiles
+
+    reloaded = load(standin_dirs["chronos-2"])
+    merged = load_adapted(reloaded.module, spec, tmp_path / "adapter", reloaded.target_modules())
+    reloaded.set_module(merged)
+    again = reloaded.predict(context, 12, 1).quantiles
+    torch.testing.assert_close(again, trained, rtol=1e-5, atol=1e-5)
+    untrained = load(standin_dirs["chronos-2"]).predict(context, 12, 1).quantiles
+    assert not torch.allclose(untrained, trained)
+
+
+METHODS = {
+    "zero_shot": {"kind": "zero_shot"},
+    "lora": {"kind": "lora", "rank": 2, "alpha": 16},
+    "dora": {"kind": "dora", "rank": 2},
+    "vera": {"kind": "vera", "rank": 16},
+    "fourierft": {"kind": "fourierft", "n_frequency": 20},
+    "bitfit": {"kind": "bitfit"},
+    "layernorm": {"kind": "layernorm"},
+    "full": {"kind": "full"},
+}
+
+
+@pytest.fixture(scope="module")
+def window_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("windows")
+    files = {}
+    for i, split in enumerate(("train", "validation", "test")):
+        files[split] = root / f"{split}.npz"
+        toy_windows(split, n_stays=4 if split == "train" else 2, seed=i).save(files[split])
+    return files
+
+
+def study_config(model: str, standin: str) -> dict:
+    return validate_config(
+        {
+            "vitals": {"names": list(VITALS)},
+            "models": {model: {"family": "chronos", "source": {"standin": standin}}},
+            "methods": METHODS,
+            "training": {
+                "max_steps": 2,
+                "batch_size": 8,
+                "eval_every": 1,
+                "checkpoint_every": 1,
+                "validation_max_series": 16,
+            },
+            "forecast": {"num_samples": 8, "batch_size": 32},
+            "device": {"preference": "cpu"},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("standin", "settings"),
+    [
+        (
+            "chronos-t5",
+            [
+                "zero_shot",
+                "lora-r2",
+                "dora-r2",
+                "vera-r16",
+                "fourierft-n20",
+                "bitfit",
+                "layernorm",
+                "full",
+            ],
+        ),
+        ("chronos-bolt", ["lora-r2", "bitfit", "full"]),
+        ("chronos-2", ["vera-r16", "layernorm", "full"]),
+    ],
+)
+def test_every_method_runs_end_to_end(
+    standin: str,
+    settings: list[str],
+    standin_dirs: dict[str, Path],
+    window_files: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    cfg = study_config("m", standin)
+    standin_dir = str(standin_dirs[standin])
+    base_total = sum(p.numel() for p in load(standin_dirs[standin]).module.parameters())
+    for setting in settings:
+        run_dir = tmp_path / "runs" / setting
+        if setting != "zero_shot":
+            meta = runs.finetune(
+                cfg,
+                "m",
+                setting,
+                window_files["train"],
+                window_files["validation"],
+                run_dir,
+                tmp_path / "ck" / setting,
+                standin_dir=standin_dir,
+            )
+            params = meta["parameters"]
+            assert 0 < params["trainable"] <= params["total"]
+            assert (params["trainable"] == params["total"]) == (setting == "full")
+            assert meta["training"]["steps"] == 2 and meta["standin"] is True
+            assert (run_dir / "history.tsv").is_file()
+        out = tmp_path / "forecasts" / f"{setting}.parquet"
+        meta = runs.forecast(
+            cfg,
+            "m",
+            setting,
+            window_files["test"],
+            out,
+            out.with_suffix(".json"),
+            run_dir=None if setting == "zero_shot" else run_dir,
+            standin_dir=standin_dir,
+        )
+        table = pq.read_table(out)
+        assert table.num_rows == meta["forecast"]["rows"] > 0
+        assert meta["parameters"]["base_total"] == base_total
+        assert meta["median_finite_fraction"] == 1.0
+        assert "stand-in" in meta["source"]
+    assert not list((tmp_path / "runs").glob(".*part"))

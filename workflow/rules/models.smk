@@ -1,0 +1,70 @@
+# The model half: pretrain stand-ins, fine-tune each (model, method setting), forecast the test
+# windows. Model jobs declare `gpu=1`, so `--resources gpu=2` runs two at once; each job claims
+# a free device itself (Snakemake counts GPUs but never assigns them) and falls back to CPU.
+
+
+rule pretrain:
+    output:
+        directory("results/models/standins/{standin}"),
+    params:
+        checkpoints="results/checkpoints/standins/{standin}",
+    log:
+        "results/logs/pretrain/{standin}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{standin}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=6000,
+        runtime=120,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/pretrain.py"
+
+
+rule finetune:
+    input:
+        train="results/windows/train.npz",
+        validation="results/windows/validation.npz",
+        standin=standin_input,
+    output:
+        directory("results/runs/{model}/{setting}"),
+    params:
+        checkpoints="results/checkpoints/{model}/{setting}",
+    log:
+        "results/logs/finetune/{model}/{setting}.log",
+    benchmark:
+        "results/benchmarks/finetune/{model}/{setting}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/finetune.py"
+
+
+rule forecast:
+    input:
+        test="results/windows/test.npz",
+        run=run_input,
+        standin=standin_input,
+    output:
+        forecasts="results/forecasts/{model}/{setting}.parquet",
+        metadata="results/forecasts/{model}/{setting}.json",
+    log:
+        "results/logs/forecast/{model}/{setting}.log",
+    benchmark:
+        "results/benchmarks/forecast/{model}/{setting}.tsv"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/forecast.py"
