@@ -259,3 +259,19 @@ def test_forecast_table_has_truth_masks_and_ordered_quantiles() -> None:
     assert frame[["q0.025", "q0.1", "q0.5", "q0.9", "q0.975"]].notna().all().all()
     assert np.allclose(frame["median"], frame["q0.5"], atol=1e-4)
     assert json.dumps(facts)  # serialisable for the run metadata
+
+
+def test_gpu_out_of_memory_suggests_a_smaller_batch(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path)
+    real_loss = trainer.forecaster.loss
+
+    def loss(batch: object) -> torch.Tensor:
+        if trainer.forecaster.module.training:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_loss(batch)
+
+    trainer.forecaster.loss = loss  # type: ignore[method-assign]
+    with pytest.raises(TrainingError) as err:
+        trainer.fit()
+    assert "batch size 16" in str(err.value) and "training.batch_size (e.g. to 8)" in str(err.value)
+    assert not list(tmp_path.glob("step-*"))  # no checkpoint pretends progress

@@ -1,7 +1,8 @@
-"""The data half of the DAG, run by Snakemake from a fresh copy of the repository."""
+"""The DAG, run by Snakemake from a fresh copy of the repository (a small study)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,20 @@ from vitalfm.data.windows import WindowSet
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-SMALL_STUDY = {"synthetic": {"n_patients": 40, "seed": 11}}
+SMALL_STUDY = {
+    "synthetic": {"n_patients": 40, "seed": 11},
+    "pretrain": {"max_steps": 150, "corpus": {"n_series": 600}, "eval_every": 50},
+    "training": {"max_steps": 60, "eval_every": 20, "checkpoint_every": 20},
+    "forecast": {"num_samples": 20},
+}
+# --configfile merges into config.yaml, so the small study picks its jobs by target.
+MODEL = "chronos-bolt-standin"
+SETTINGS = ("zero_shot", "lora-r2", "full")
+TARGETS = [
+    "results/cohort/cohort_summary.tsv",
+    "results/splits/split_summary.tsv",
+    *(f"results/forecasts/{MODEL}/{setting}.parquet" for setting in SETTINGS),
+]
 
 
 def _fresh_clone(dest: Path) -> Path:
@@ -50,7 +64,7 @@ def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Comp
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = _fresh_clone(tmp_path_factory.mktemp("clone"))
     (workdir / "small.yaml").write_text(yaml.safe_dump(SMALL_STUDY))
-    done = _snakemake(workdir, "--cores", "2", "--configfile", "small.yaml")
+    done = _snakemake(workdir, *TARGETS, "--cores", "2", "--configfile", "small.yaml")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return workdir
 
@@ -85,8 +99,61 @@ def test_data_dag_runs_from_a_fresh_clone(study: Path) -> None:
 
 
 @pytest.mark.slow
+def test_model_jobs_adapt_a_pretrained_standin(study: Path) -> None:
+    results = study / "results"
+    standin = json.loads((results / "models/standins/chronos-bolt/standin.json").read_text())
+    assert standin["standin"] == "chronos-bolt" and "no vital signs" in standin["note"]
+    pretrain = standin["training"]
+    assert pretrain["best_validation_loss"] < pretrain["initial_validation_loss"]
+    assert (results / "models/standins/chronos-bolt/model.safetensors").is_file()
+    for setting in ("lora-r2", "full"):
+        meta = json.loads((results / f"runs/{MODEL}/{setting}/metadata.json").read_text())
+        training = meta["training"]
+        # the study's effect: adapting to vitals beats the stand-in's zero-shot loss
+        assert training["best_validation_loss"] < 0.99 * training["initial_validation_loss"]
+        assert meta["parameters"]["trainable"] > 0 and meta["device"]["device"] == "cpu"
+        assert meta["software"]["torch"] and meta["git_revision"]
+        assert (results / f"benchmarks/finetune/{MODEL}/{setting}.tsv").is_file()
+    lora = json.loads((results / f"runs/{MODEL}/lora-r2/metadata.json").read_text())
+    assert lora["parameters"]["trainable"] < lora["parameters"]["total"] / 10
+    assert (results / f"runs/{MODEL}/lora-r2/model/adapter_model.safetensors").is_file()
+    for setting in SETTINGS:
+        forecasts = pd.read_parquet(results / f"forecasts/{MODEL}/{setting}.parquet")
+        assert len(forecasts) > 0 and forecasts["median"].notna().all()
+        assert set(forecasts["vital"]) <= {
+            "heart_rate",
+            "sbp",
+            "dbp",
+            "mbp",
+            "resp_rate",
+            "spo2",
+            "temperature",
+        }
+
+
+@pytest.mark.slow
+def test_model_jobs_declare_one_gpu(study: Path) -> None:
+    done = _snakemake(
+        study,
+        f"results/forecasts/{MODEL}/lora-r4.parquet",
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=2",
+        "--configfile",
+        "small.yaml",
+        "-n",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    for rule in ("finetune", "forecast"):
+        block = output.split(f"rule {rule}:")[1].split("rule ")[0]
+        assert "gpu=1" in block
+
+
+@pytest.mark.slow
 def test_rerun_has_nothing_to_do(study: Path) -> None:
-    done = _snakemake(study, "--cores", "1", "--configfile", "small.yaml", "-n")
+    done = _snakemake(study, *TARGETS, "--cores", "1", "--configfile", "small.yaml", "-n")
     assert done.returncode == 0
     assert "Nothing to be done" in done.stdout + done.stderr
 

@@ -7,6 +7,7 @@ uninterrupted job would have seen, with no sampler state to checkpoint.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -149,12 +150,27 @@ class CorpusTrainingData:
 
     def _crops(self, series: np.ndarray, rng: np.random.Generator, n: int) -> SeriesBatch:
         length = self.max_context + self.horizon_steps
-        rows = rng.integers(0, len(series), n)
-        starts = rng.integers(0, series.shape[1] - length + 1, n)
-        crops = series[rows[:, None], starts[:, None] + np.arange(length)].astype(np.float32)
-        context, target = crops[:, : self.max_context].copy(), crops[:, self.max_context :]
-        blank = self.max_context - rng.integers(self.min_context, self.max_context + 1, n)
-        context[np.arange(self.max_context) < blank[:, None]] = np.nan
+        contexts, targets, kept = [], [], 0
+        while kept < n:
+            rows = rng.integers(0, len(series), n)
+            starts = rng.integers(0, series.shape[1] - length + 1, n)
+            crops = series[rows[:, None], starts[:, None] + np.arange(length)].astype(np.float32)
+            context, target = crops[:, : self.max_context].copy(), crops[:, self.max_context :]
+            blank = self.max_context - rng.integers(self.min_context, self.max_context + 1, n)
+            context[np.arange(self.max_context) < blank[:, None]] = np.nan
+            # Instance-normalising models (Bolt, Chronos-2) divide by the context's spread: a
+            # flat synthetic context would blow their loss up by orders of magnitude.
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)
+                spread = np.nanstd(context, axis=1)
+                level = np.nanmean(np.abs(context), axis=1)
+            usable = np.isfinite(spread) & (spread > 1e-3 * np.maximum(level, 1e-3))
+            usable &= np.isfinite(target).any(axis=1)
+            contexts.append(context[usable])
+            targets.append(target[usable])
+            kept += int(usable.sum())
+        context = np.concatenate(contexts)[:n]
+        target = np.concatenate(targets)[:n]
         return SeriesBatch(torch.from_numpy(context), torch.from_numpy(target.copy()))
 
     def train_batch(self, step: int, batch_size: int) -> SeriesBatch:

@@ -409,7 +409,9 @@ class Trainer:
                     window_steps += 1
                     rate = trained_samples / max(train_time, 1e-9)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{window_loss / window_steps:.4f}", sps=f"{rate:.0f}")
+                    bar.set_postfix(
+                        loss=f"{window_loss / window_steps:.4f}", sps=f"{rate:.0f}", refresh=False
+                    )
                     if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                         elapsed = time.perf_counter() - window_started
                         stopped_early = self._evaluate(
