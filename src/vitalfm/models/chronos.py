@@ -6,7 +6,9 @@ checkpoint's config. Forecasting goes through the pipeline's ``predict``; traini
 same network the pipeline holds, with each variant's own objective:
 
 - Chronos-T5: cross-entropy over the mean-scaled, binned tokens (the pipeline's tokenizer);
-- Chronos-Bolt and Chronos-2: the models' quantile (pinball) loss on the horizon.
+- Chronos-Bolt: its quantile (pinball) loss, relative to the context's level (see
+  ``_bolt_loss`` for why not its own normalisation);
+- Chronos-2: the model's own quantile loss on the horizon.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class ChronosForecaster(Forecaster):
         super().__init__(module, source, variant)
         self.loss_name = "cross_entropy" if variant == "chronos-t5" else "quantile_loss"
         self._train_tokenizers: dict[int, Any] = {}
+        if variant == "chronos-bolt":
+            self._bolt_quantiles = [float(q) for q in pipeline.model.chronos_config.quantiles]
         if variant == "chronos-2":
             self._output_patch_size = int(pipeline.model.chronos_config.output_patch_size)
 
@@ -301,11 +305,29 @@ class ChronosForecaster(Forecaster):
             )
             return out.loss
         if self.variant == "chronos-bolt":
-            return self.module(context=batch.context, target=batch.target).loss
+            return self._bolt_loss(batch)
         patches = -(-batch.target.shape[-1] // self._output_patch_size)
         return self.module(
             context=batch.context, future_target=batch.target, num_output_patches=patches
         ).loss
+
+    def _bolt_loss(self, batch: SeriesBatch) -> torch.Tensor:
+        """Bolt's pinball loss, scaled by the context's mean absolute value.
+
+        Bolt's own loss divides errors by the context's standard deviation (floored at 1e-5),
+        so one flat context (SpO2 at 100 %, a filled gap) outweighs a whole batch by orders
+        of magnitude. The same quantile loss relative to the series' level, as Chronos-T5
+        scales its inputs, keeps every series' weight bounded.
+        """
+        preds = self.module(context=batch.context).quantile_preds[..., : batch.target.shape[-1]]
+        target = batch.target.to(preds.dtype)
+        observed = ~torch.isnan(target)
+        scale = torch.nan_to_num(batch.context.abs().nanmean(dim=-1), nan=1.0).clamp_min(1e-3)
+        levels = torch.tensor(self._bolt_quantiles, device=preds.device).view(1, -1, 1)
+        error = torch.where(observed, target, 0.0).unsqueeze(1) - preds
+        pinball = 2 * torch.maximum(levels * error, (levels - 1) * error).sum(dim=1)
+        pinball = pinball / scale.unsqueeze(-1) * observed
+        return pinball.sum() / observed.sum().clamp_min(1)
 
     @torch.no_grad()
     def _sample_t5(self, context: torch.Tensor, horizon: int, num_samples: int) -> torch.Tensor:
