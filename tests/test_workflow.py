@@ -24,7 +24,7 @@ SMALL_STUDY = {
     "forecast": {"num_samples": 20},
 }
 # --configfile merges into config.yaml, so the small study picks its jobs by target.
-MODEL = "chronos-bolt-standin"
+MODEL = "chronos-2-standin"
 SETTINGS = ("zero_shot", "lora-r2", "full")
 TARGETS = [
     "results/cohort/cohort_summary.tsv",
@@ -101,11 +101,12 @@ def test_data_dag_runs_from_a_fresh_clone(study: Path) -> None:
 @pytest.mark.slow
 def test_model_jobs_adapt_a_pretrained_standin(study: Path) -> None:
     results = study / "results"
-    standin = json.loads((results / "models/standins/chronos-bolt/standin.json").read_text())
-    assert standin["standin"] == "chronos-bolt" and "no vital signs" in standin["note"]
+    standin = json.loads((results / "models/standins/chronos-2/standin.json").read_text())
+    assert standin["standin"] is True and standin["variant"] == "chronos-2"
+    assert "no vital signs" in standin["note"]
     pretrain = standin["training"]
     assert pretrain["best_validation_loss"] < pretrain["initial_validation_loss"]
-    assert (results / "models/standins/chronos-bolt/model.safetensors").is_file()
+    assert (results / "models/standins/chronos-2/model.safetensors").is_file()
     for setting in ("lora-r2", "full"):
         meta = json.loads((results / f"runs/{MODEL}/{setting}/metadata.json").read_text())
         training = meta["training"]
