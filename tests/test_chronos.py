@@ -13,6 +13,7 @@ import torch
 
 from vitalfm.config import validate_config
 from vitalfm.engine import runs
+from vitalfm.engine.data import usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows
 from vitalfm.engine.train import Trainer, TrainingConfig
 from vitalfm.models.adaptation import (
@@ -79,7 +80,7 @@ def test_engine_zero_shot_equals_library_predict_window_by_window(
     frame = table.to_pandas()
     pipeline = load(standin_dirs[name]).pipeline  # a separate copy, called per window
     for vital in VITALS:
-        rows = windows.windows_for(vital)
+        rows = usable_rows(windows, vital)
         context = windows.context(vital, rows)
         mine = frame[frame.vital == vital]
         for i, row in enumerate(rows[:5]):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitalfm.engine.data import WindowTrainingData
+from vitalfm.engine.data import WindowTrainingData, usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
 from vitalfm.models.adaptation import MethodSpec, adapt
@@ -246,10 +246,10 @@ def test_forecast_table_has_truth_masks_and_ordered_quantiles() -> None:
         forecaster, windows, ("heart_rate", "mbp"), ForecastConfig(batch_size=7), progress=False
     )
     frame = table.to_pandas()
-    expected_series = sum(len(windows.windows_for(v)) for v in ("heart_rate", "mbp"))
+    expected_series = sum(len(usable_rows(windows, v)) for v in ("heart_rate", "mbp"))
     assert facts["series"] == expected_series and len(frame) == expected_series * 12
     hr = frame[frame.vital == "heart_rate"]
-    rows = windows.windows_for("heart_rate")
+    rows = usable_rows(windows, "heart_rate")
     truth = windows.horizon("heart_rate", rows)
     mask = windows.horizon_observed_mask("heart_rate", rows)
     assert np.array_equal(hr.observed.to_numpy(), mask.reshape(-1))
@@ -275,3 +275,15 @@ def test_gpu_out_of_memory_suggests_a_smaller_batch(tmp_path: Path) -> None:
         trainer.fit()
     assert "batch size 16" in str(err.value) and "training.batch_size (e.g. to 8)" in str(err.value)
     assert not list(tmp_path.glob("step-*"))  # no checkpoint pretends progress
+
+
+def test_windows_without_any_context_value_are_neither_trained_nor_forecast() -> None:
+    windows = toy_windows("test", n_stays=2, missing_fraction=0.0)
+    hr = windows.vital_index("heart_rate")
+    first = windows.window_start_rows[0]
+    windows.values[first : first + windows.context_steps, hr] = np.nan
+    windows.observed[first : first + windows.context_steps, hr] = False
+    rows = usable_rows(windows, "heart_rate")
+    assert 0 in windows.windows_for("heart_rate") and 0 not in rows
+    assert len(rows) == len(windows.windows_for("heart_rate")) - 1
+    assert 0 in usable_rows(windows, "mbp")

@@ -31,6 +31,18 @@ class TrainingData(Protocol):
     def describe(self) -> dict[str, int | str]: ...
 
 
+def usable_rows(windows: WindowSet, vital: str) -> np.ndarray:
+    """Windows of ``vital`` with an observed horizon and at least one context value.
+
+    A window whose context holds no value of the vital (a gap longer than the context) gives
+    a model nothing to condition on; training on it teaches nothing and scoring it measures
+    nothing, so neither training nor forecasting uses it.
+    """
+    rows = windows.windows_for(vital)
+    has_context = np.isfinite(windows.context(vital, rows)).any(axis=1)
+    return rows[has_context]
+
+
 @dataclass
 class SeriesPairs:
     """Univariate examples gathered from a window set: one row per (window, vital)."""
@@ -44,7 +56,7 @@ class SeriesPairs:
     def from_windows(cls, windows: WindowSet, vitals: Sequence[str]) -> SeriesPairs:
         contexts, targets, ids, names = [], [], [], []
         for vital in vitals:
-            rows = windows.windows_for(vital)
+            rows = usable_rows(windows, vital)
             target = windows.horizon(vital, rows).astype(np.float32, copy=True)
             target[~windows.horizon_observed_mask(vital, rows)] = np.nan
             contexts.append(windows.context(vital, rows).astype(np.float32, copy=False))

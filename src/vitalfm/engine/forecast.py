@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from vitalfm.data.windows import WindowSet
+from vitalfm.engine.data import usable_rows
 from vitalfm.models.base import Forecast, Forecaster, ModelError
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def forecast_windows(
     config: ForecastConfig,
     progress: bool = True,
 ) -> tuple[pa.Table, dict[str, float]]:
-    """Forecast every scorable window of every vital; returns the table and timing facts."""
+    """Forecast every scorable window of every vital (see :func:`usable_rows`); returns the
+    table and timing facts."""
     horizon = windows.horizon_steps
     levels = tuple(config.quantile_levels)
     if 0.5 not in levels:
@@ -95,12 +97,12 @@ def forecast_windows(
         )
     }
     window_subjects, window_stays = windows.window_subject_ids(), windows.window_icustay_ids()
-    total = sum(len(windows.windows_for(v)) for v in vitals)
+    total = sum(len(usable_rows(windows, v)) for v in vitals)
     started, n_series = time.perf_counter(), 0
     bar = tqdm(total=total, desc="forecast", disable=not progress, mininterval=15.0)
     batch_index = 0
     for vital in vitals:
-        rows = windows.windows_for(vital)
+        rows = usable_rows(windows, vital)
         context_all = windows.context(vital, rows)
         truth_all = windows.horizon(vital, rows)
         observed_all = windows.horizon_observed_mask(vital, rows)
