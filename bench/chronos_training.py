@@ -45,8 +45,6 @@ import json
 import logging
 import math
 import os
-import platform
-import statistics
 import tempfile
 import time
 import warnings
@@ -57,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from benchfacts import git_state, load, machine, summarise, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("self_attention.q", "self_attention.k", "self_attention.v", "self_attention.o")
@@ -79,61 +78,6 @@ class Lora:
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.05
-
-
-# --- machine facts ---------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpu_model": cpu_model(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "gpu": torch.cuda.is_available(),
-    }
-
-
-def versions() -> dict[str, str]:
-    import chronos
-    import peft
-    import transformers
-
-    import vitalfm
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "chronos-forecasting": getattr(chronos, "__version__", "unknown"),
-        "vitalfm": getattr(vitalfm, "__version__", "unknown"),
-        "numpy": np.__version__,
-    }
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and whether src/ differed from it."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return done.stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "src_dirty": bool(git("status", "--short", "src"))}
-
-
-def load() -> float:
-    return os.getloadavg()[0]
 
 
 # --- model and data --------------------------------------------------------------------------
@@ -359,10 +303,6 @@ def run_library(
 
 
 # --- driver ----------------------------------------------------------------------------------
-
-
-def summarise(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def measure_case(
