@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Mapping
@@ -29,7 +27,7 @@ from vitalfm.engine.data import CorpusTrainingData, WindowTrainingData
 from vitalfm.engine.devices import DeviceClaim, claim_device, describe_environment
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
-from vitalfm.io import write_json, write_parquet
+from vitalfm.io import atomic_dir, write_json, write_parquet
 from vitalfm.models.adaptation import (
     MethodSpec,
     adapt,
@@ -78,26 +76,6 @@ def _history_tsv(history: list[dict[str, float]]) -> str:
     writer.writeheader()
     writer.writerows(history)
     return buffer.getvalue()
-
-
-class _StagedDir:
-    """Build a directory under a temporary sibling name; rename it into place on success."""
-
-    def __init__(self, target: str | os.PathLike[str]) -> None:
-        self.target = Path(target)
-        self.tmp = self.target.parent / f".{self.target.name}.part"
-
-    def __enter__(self) -> Path:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
-        return self.tmp
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        shutil.rmtree(self.target, ignore_errors=True)
-        os.replace(self.tmp, self.target)
 
 
 def _claim(cfg: Mapping[str, Any]) -> DeviceClaim:
@@ -191,7 +169,7 @@ def pretrain_standin(
         result = trainer.fit()
         forecaster.module.to("cpu")
         trainable, total = parameter_counts(forecaster.module)
-        with _StagedDir(out_dir) as tmp:
+        with atomic_dir(out_dir) as tmp:
             forecaster.save_pretrained(tmp)
             write_json(
                 {
@@ -285,7 +263,7 @@ def finetune(
             "git_revision": git_revision(),
             "wall_time_s": time.perf_counter() - started,
         }
-        with _StagedDir(out_dir) as tmp:
+        with atomic_dir(out_dir) as tmp:
             if spec.kind == "full":
                 forecaster.save_pretrained(tmp / "model")
             else:

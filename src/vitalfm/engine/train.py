@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import signal
 import sys
@@ -37,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vitalfm.engine.data import TrainingData
+from vitalfm.io import atomic_dir
 from vitalfm.models.base import Forecaster, ModelError, SeriesBatch
 
 log = logging.getLogger(__name__)
@@ -278,40 +278,36 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         target = self.checkpoint_dir / f"step-{self.step:07d}"
-        tmp = self.checkpoint_dir / f".{target.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(
-            {k: p.detach().cpu().contiguous() for k, p in self.params.items()},
-            tmp / "trainable.safetensors",
-        )
-        if self.best_state is not None:
+        with atomic_dir(target) as tmp:
             save_file(
-                {k: t.cpu().contiguous() for k, t in self.best_state.items()},
-                tmp / "best.safetensors",
+                {k: p.detach().cpu().contiguous() for k, p in self.params.items()},
+                tmp / "trainable.safetensors",
             )
-        torch.save(
-            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-            tmp / "optimizer.pt",
-        )
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": self.fingerprint,
-            "step": self.step,
-            "best_loss": self.best_loss,
-            "best_step": self.best_step,
-            "initial_loss": self.initial_loss,
-            "bad_evals": self.bad_evals,
-            "history": self.history,
-            "files": files,
-        }
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        for handle_path in tmp.iterdir():  # make the files durable before the rename
-            with open(handle_path, "rb") as handle:
-                os.fsync(handle.fileno())
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+            if self.best_state is not None:
+                save_file(
+                    {k: t.cpu().contiguous() for k, t in self.best_state.items()},
+                    tmp / "best.safetensors",
+                )
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                },
+                tmp / "optimizer.pt",
+            )
+            files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": self.fingerprint,
+                "step": self.step,
+                "best_loss": self.best_loss,
+                "best_step": self.best_step,
+                "initial_loss": self.initial_loss,
+                "bad_evals": self.bad_evals,
+                "history": self.history,
+                "files": files,
+            }
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
         for old in self._checkpoints()[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
         return target

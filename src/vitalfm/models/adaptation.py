@@ -41,10 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import shutil
-import tempfile
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -55,6 +52,7 @@ import torch
 from torch import nn
 
 from vitalfm.errors import ConfigError
+from vitalfm.io import atomic_dir
 from vitalfm.models.base import ModelError, TargetModules
 
 log = logging.getLogger(__name__)
@@ -568,33 +566,9 @@ def merge_for_inference(module: nn.Module) -> nn.Module:
 
 
 def _write_atomically(directory: Path, write: Any) -> None:
-    """Run ``write(tmp)`` on a sibling temp dir, then swap it in for ``directory``.
-
-    A directory cannot be renamed onto a non-empty one, so an existing ``directory`` is moved
-    aside first; a crash in between leaves no ``directory`` rather than a half-written one.
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".part", dir=directory.parent))
-    try:
+    """Run ``write(tmp)`` on a temporary sibling of ``directory``, then swap it in."""
+    with atomic_dir(directory) as tmp:
         write(tmp)
-        for path in tmp.iterdir():
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    os.fsync(handle.fileno())
-        os.chmod(tmp, 0o755)
-        if directory.exists():
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent)
-            )
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_adapted(module: nn.Module, spec: MethodSpec, directory: Path) -> None:
