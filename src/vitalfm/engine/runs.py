@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import subprocess
 import time
@@ -226,7 +227,7 @@ def finetune(
             seed=training.seed,
             validation_max_series=cfg["training"]["validation_max_series"],
         )
-        base_trainable, base_total = parameter_counts(forecaster.module)
+        _, base_total = parameter_counts(forecaster.module)
         torch.manual_seed(training.seed)
         forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
         trainable, total = parameter_counts(forecaster.module)
@@ -270,7 +271,6 @@ def finetune(
                 save_adapted(forecaster.module, spec, tmp / "model")
             write_json(meta, tmp / "metadata.json")
             (tmp / "history.tsv").write_text(_history_tsv(result.history))
-        del base_trainable
         return meta
 
 
@@ -336,8 +336,6 @@ def forecast(
                 "check that the test split has windows with observed horizons",
             )
         if run.trains and run_dir is not None:
-            import json
-
             parameters = json.loads((Path(run_dir) / "metadata.json").read_text())["parameters"]
         else:
             total = parameter_counts(forecaster.module)[1]

@@ -22,6 +22,7 @@ import math
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,7 +134,8 @@ def _sha256(path: Path) -> str:
 def _sigterm_flag() -> Iterator[dict[str, bool]]:
     """Turn SIGTERM (pre-emption, scancel, Snakemake shutting down) into a flag we poll."""
     flag = {"stop": False}
-    if threading_main():
+    # signal handlers can only be installed from the main thread
+    if threading.current_thread() is threading.main_thread():
 
         def handler(signum: int, frame: Any) -> None:
             flag["stop"] = True
@@ -145,12 +147,6 @@ def _sigterm_flag() -> Iterator[dict[str, bool]]:
             signal.signal(signal.SIGTERM, previous)
     else:
         yield flag
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 class Trainer:

@@ -36,8 +36,8 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 # Stand-ins: the released architectures and config formats, scaled down so that the
 # `pretrain` rule can train them in a few CPU minutes. Released sizes for comparison:
 # chronos-t5-tiny d_model 256, 4+4 layers; chronos-bolt-tiny the same; chronos-2 d_model 768, 12 L.
+# Chronos-T5 and Chronos-Bolt stand-ins share one T5 shape.
 _STANDIN_T5 = dict(d_model=64, d_kv=16, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4)
-_STANDIN_BOLT = dict(d_model=64, d_kv=16, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4)
 _STANDIN_CHRONOS2 = dict(d_model=64, d_kv=16, d_ff=256, num_layers=2, num_heads=4)
 BOLT_QUANTILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # The 21 levels of amazon/chronos-2.
@@ -198,7 +198,7 @@ class ChronosForecaster(Forecaster):
                     quantiles=BOLT_QUANTILES,
                     use_reg_token=True,
                 ),
-                **_STANDIN_BOLT,
+                **_STANDIN_T5,
                 **common,
             )
             pipeline = ChronosBoltPipeline(model=ChronosBoltModelForForecasting(config))
