@@ -9,7 +9,7 @@ Snakefile is fast.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vitalfm.errors import ConfigError
@@ -24,6 +24,7 @@ class Run:
     source: dict[str, str]
     setting: str
     method: dict[str, Any]  # one expanded method entry (kind + scalar settings)
+    options: dict[str, Any] = field(default_factory=dict)  # models.<name>.options
 
     @property
     def run_id(self) -> str:
@@ -75,7 +76,16 @@ def study_runs(cfg: Mapping[str, Any]) -> list[Run]:
             )
         for setting, method in settings.items():
             if method["method"] in chosen:
-                runs.append(Run(model, entry["family"], dict(entry["source"]), setting, method))
+                runs.append(
+                    Run(
+                        model,
+                        entry["family"],
+                        dict(entry["source"]),
+                        setting,
+                        method,
+                        dict(entry.get("options") or {}),
+                    )
+                )
     return runs
 
 

@@ -142,6 +142,11 @@ class WindowSet:
         """int64 [N]: step of each window's first bin within its stay."""
         return self.window_start_rows - self.stay_offsets[:-1][self.window_stay_index]
 
+    def window_start_seconds(self) -> np.ndarray:
+        """int64 [N]: when each window's first bin starts, in seconds since the Unix epoch."""
+        stay_start_s = self.stay_start_times[self.window_stay_index] // 1_000_000
+        return stay_start_s + self.window_start_steps() * self.frequency_minutes * 60
+
     def index_frame(self) -> pd.DataFrame:
         """One row per window: ids, where it starts, and observed horizon points per vital."""
         step_us = self.frequency_minutes * _US_PER_MINUTE

@@ -17,7 +17,7 @@ import torch
 
 from vitalfm.data.windows import WindowSet
 from vitalfm.errors import DataError
-from vitalfm.models.base import SeriesBatch
+from vitalfm.models.base import SeriesBatch, TimeAxis
 
 
 class TrainingData(Protocol):
@@ -51,10 +51,13 @@ class SeriesPairs:
     target: np.ndarray  # float32 [P, H], NaN where not observed (filled or missing)
     window_ids: np.ndarray  # int64 [P]
     vitals: np.ndarray  # object [P]
+    start_s: np.ndarray  # int64 [P], epoch seconds of the first context point
+    step_s: int
 
     @classmethod
     def from_windows(cls, windows: WindowSet, vitals: Sequence[str]) -> SeriesPairs:
         contexts, targets, ids, names = [], [], [], []
+        window_start_s = windows.window_start_seconds()
         for vital in vitals:
             rows = usable_rows(windows, vital)
             target = windows.horizon(vital, rows).astype(np.float32, copy=True)
@@ -63,15 +66,35 @@ class SeriesPairs:
             targets.append(target)
             ids.append(rows)
             names.append(np.full(len(rows), vital, dtype=object))
+        window_ids = np.concatenate(ids)
         return cls(
             np.concatenate(contexts),
             np.concatenate(targets),
-            np.concatenate(ids),
+            window_ids,
             np.concatenate(names),
+            window_start_s[window_ids],
+            windows.frequency_minutes * 60,
         )
 
     def __len__(self) -> int:
         return int(self.context.shape[0])
+
+    def subset(self, rows: np.ndarray | slice) -> SeriesPairs:
+        return SeriesPairs(
+            self.context[rows],
+            self.target[rows],
+            self.window_ids[rows],
+            self.vitals[rows],
+            self.start_s[rows],
+            self.step_s,
+        )
+
+    def batch(self, rows: np.ndarray | slice) -> SeriesBatch:
+        return SeriesBatch(
+            torch.from_numpy(self.context[rows]),
+            torch.from_numpy(self.target[rows]),
+            TimeAxis(self.start_s[rows], self.step_s),
+        )
 
 
 class WindowTrainingData:
@@ -98,24 +121,18 @@ class WindowTrainingData:
                 len(self.validation), validation_max_series, replace=False
             )
             keep.sort()
-            self.validation = SeriesPairs(*(a[keep] for a in vars(self.validation).values()))
+            self.validation = self.validation.subset(keep)
         self.seed = seed
         self.context_steps = train.context_steps
         self.horizon_steps = train.horizon_steps
 
     def train_batch(self, step: int, batch_size: int) -> SeriesBatch:
         rows = np.random.default_rng([self.seed, 0, step]).integers(0, len(self.train), batch_size)
-        return SeriesBatch(
-            torch.from_numpy(self.train.context[rows]), torch.from_numpy(self.train.target[rows])
-        )
+        return self.train.batch(rows)
 
     def validation_batches(self, batch_size: int) -> Iterator[SeriesBatch]:
         for start in range(0, len(self.validation), batch_size):
-            part = slice(start, start + batch_size)
-            yield SeriesBatch(
-                torch.from_numpy(self.validation.context[part]),
-                torch.from_numpy(self.validation.target[part]),
-            )
+            yield self.validation.batch(slice(start, start + batch_size))
 
     def describe(self) -> dict[str, int | str]:
         return {
@@ -133,8 +150,13 @@ class CorpusTrainingData:
     Each example is a crop of ``max_context + horizon`` points; a random number of its first
     points is blanked (NaN) so that the model sees contexts from ``min_context`` to
     ``max_context`` long, as left-padded batches in the Chronos pipelines look. The last
-    ``validation_fraction`` of the series is held out for validation.
+    ``validation_fraction`` of the series is held out for validation. The corpus has no
+    calendar, so each crop gets a random start time (within a year, on a ``step_s`` grid)
+    for the families with calendar features.
     """
+
+    YEAR_S = 365 * 24 * 3600
+    EPOCH_2000_S = 946_684_800
 
     def __init__(
         self,
@@ -144,6 +166,7 @@ class CorpusTrainingData:
         horizon: int,
         seed: int,
         validation_fraction: float = 0.05,
+        step_s: int = 900,
     ) -> None:
         if corpus.shape[1] < max_context + horizon:
             raise DataError(
@@ -157,6 +180,7 @@ class CorpusTrainingData:
         self.min_context, self.max_context = min_context, max_context
         self.context_steps, self.horizon_steps = max_context, horizon
         self.seed = seed
+        self.step_s = step_s
         rng = np.random.default_rng([seed, 2])
         self.validation = self._crops(self.held_out, rng, len(self.held_out))
 
@@ -183,7 +207,12 @@ class CorpusTrainingData:
             kept += int(usable.sum())
         context = np.concatenate(contexts)[:n]
         target = np.concatenate(targets)[:n]
-        return SeriesBatch(torch.from_numpy(context), torch.from_numpy(target.copy()))
+        start_s = self.EPOCH_2000_S + rng.integers(0, self.YEAR_S // self.step_s, n) * self.step_s
+        return SeriesBatch(
+            torch.from_numpy(context),
+            torch.from_numpy(target.copy()),
+            TimeAxis(start_s.astype(np.int64), self.step_s),
+        )
 
     def train_batch(self, step: int, batch_size: int) -> SeriesBatch:
         return self._crops(self.corpus, np.random.default_rng([self.seed, 0, step]), batch_size)
@@ -191,7 +220,8 @@ class CorpusTrainingData:
     def validation_batches(self, batch_size: int) -> Iterator[SeriesBatch]:
         for start in range(0, len(self.validation), batch_size):
             part = slice(start, start + batch_size)
-            yield SeriesBatch(self.validation.context[part], self.validation.target[part])
+            time = self.validation.time[part] if self.validation.time is not None else None
+            yield SeriesBatch(self.validation.context[part], self.validation.target[part], time)
 
     def describe(self) -> dict[str, int | str]:
         return {

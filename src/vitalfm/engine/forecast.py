@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from vitalfm.data.windows import WindowSet
 from vitalfm.engine.data import usable_rows
-from vitalfm.models.base import Forecast, Forecaster, ModelError
+from vitalfm.models.base import Forecast, Forecaster, ModelError, TimeAxis
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def forecast_windows(
         )
     }
     window_subjects, window_stays = windows.window_subject_ids(), windows.window_icustay_ids()
+    window_start_s, step_s = windows.window_start_seconds(), windows.frequency_minutes * 60
     total = sum(len(usable_rows(windows, v)) for v in vitals)
     started, n_series = time.perf_counter(), 0
     bar = tqdm(total=total, desc="forecast", disable=not progress, mininterval=15.0)
@@ -106,12 +107,14 @@ def forecast_windows(
         context_all = windows.context(vital, rows)
         truth_all = windows.horizon(vital, rows)
         observed_all = windows.horizon_observed_mask(vital, rows)
+        start_s_all = window_start_s[rows]
         for start in range(0, len(rows), config.batch_size):
             part = slice(start, start + config.batch_size)
             torch.manual_seed(config.seed * 1_000_003 + batch_index)
             batch_index += 1
             context = torch.from_numpy(np.ascontiguousarray(context_all[part]))
-            forecast = forecaster.predict(context, horizon, config.num_samples)
+            axis = TimeAxis(start_s_all[part], step_s)
+            forecast = forecaster.predict(context, horizon, config.num_samples, time=axis)
             quantiles = to_quantiles(forecast, levels).numpy()  # [B, L, H]
             batch_rows = rows[part]
             b = len(batch_rows)

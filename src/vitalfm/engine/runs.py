@@ -43,7 +43,17 @@ from vitalfm.synthetic.corpus import CorpusConfig, corpus_summary, generate_corp
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("vitalfm", "torch", "transformers", "peft", "chronos-forecasting", "numpy", "pandas")
+PACKAGES = (
+    "vitalfm",
+    "torch",
+    "transformers",
+    "peft",
+    "chronos-forecasting",
+    "uni2ts",
+    "gluonts",
+    "numpy",
+    "pandas",
+)
 
 
 def software_versions() -> dict[str, str]:
@@ -98,6 +108,7 @@ def _source(run: Run, standin_dir: str | None) -> ModelSource:
 def load_base(run: Run, standin_dir: str | None, device: torch.device) -> Forecaster:
     family = forecaster_class(run.family)
     forecaster = family.load(_source(run, standin_dir), device)
+    forecaster.configure(run.options)
     forecaster.module.to(device)
     return forecaster
 
@@ -141,7 +152,12 @@ def pretrain_standin(
         started = time.perf_counter()
         corpus = generate_corpus(CorpusConfig(**pre["corpus"]))
         data = CorpusTrainingData(
-            corpus, pre["min_context_steps"], pre["max_context_steps"], horizon, pre["seed"]
+            corpus,
+            pre["min_context_steps"],
+            pre["max_context_steps"],
+            horizon,
+            pre["seed"],
+            step_s=cfg["grid"]["frequency_minutes"] * 60,
         )
         forecaster = family.standin(name, horizon=horizon, seed=pre["seed"])
         forecaster.module.to(claim.device)
@@ -290,6 +306,7 @@ def load_for_forecast(
         family = forecaster_class(run.family)
         original = _source(run, standin_dir)
         forecaster = family.load(ModelSource(path=str(model_dir)), device)
+        forecaster.configure(run.options)
         forecaster.source = original
         return forecaster
     forecaster = load_base(run, standin_dir, device)

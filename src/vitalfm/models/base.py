@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -78,19 +80,42 @@ class ModelSource:
         return f"stand-in:{self.standin} (small model pretrained here on a synthetic corpus)"
 
 
+@dataclass(frozen=True)
+class TimeAxis:
+    """When each row of a batch was measured: a regular grid per row.
+
+    Point ``j`` of row ``b`` (``j = 0`` is the first context point, the horizon follows the
+    context) was measured at ``start_s[b] + j * step_s`` seconds since the Unix epoch.
+    Families with calendar features (Lag-Llama) use it; the others ignore it.
+    """
+
+    start_s: np.ndarray  # int64 [B]
+    step_s: int
+
+    def timestamps(self, length: int, offset: int = 0) -> np.ndarray:
+        """datetime64[s] [B, length] of points ``offset`` .. ``offset + length - 1``."""
+        steps = (np.arange(length, dtype=np.int64) + offset) * self.step_s
+        return (self.start_s.astype(np.int64)[:, None] + steps).astype("datetime64[s]")
+
+    def __getitem__(self, rows: Any) -> TimeAxis:
+        return TimeAxis(np.atleast_1d(self.start_s[rows]), self.step_s)
+
+
 @dataclass
 class SeriesBatch:
     """A batch of univariate forecasting examples.
 
     ``context`` [B, C] may hold NaN (missing); ``target`` [B, H] holds NaN where the point
-    must not count in the loss (missing, or filled in by the grid step).
+    must not count in the loss (missing, or filled in by the grid step). ``time`` says when
+    the points were measured, where that is known.
     """
 
     context: torch.Tensor
     target: torch.Tensor
+    time: TimeAxis | None = None
 
     def to(self, device: torch.device | str) -> SeriesBatch:
-        return SeriesBatch(self.context.to(device), self.target.to(device))
+        return SeriesBatch(self.context.to(device), self.target.to(device), self.time)
 
     def __len__(self) -> int:
         return int(self.context.shape[0])
@@ -138,11 +163,33 @@ class Forecaster(ABC):
     family: ClassVar[str]
     #: Families whose loss is a proper likelihood report it as "nll"; others name theirs.
     loss_name: ClassVar[str] = "loss"
+    #: Settings a config may give under ``models.<name>.options``: {name: what it does}.
+    OPTIONS: ClassVar[dict[str, str]] = {}
 
     def __init__(self, module: nn.Module, source: ModelSource, variant: str) -> None:
         self.module = module
         self.source = source
         self.variant = variant
+        self.options: dict[str, Any] = {}
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """Apply ``models.<name>.options`` from the config (ModelError on unknown keys)."""
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            allowed = ", ".join(sorted(self.OPTIONS)) or "none"
+            raise ModelError(
+                f"family {self.family} has no option(s) {', '.join(unknown)}",
+                f"remove them from models.<name>.options (this family's options: {allowed})",
+            )
+        self.apply_options(dict(options))
+        self.options = dict(options)
+
+    def apply_options(self, options: dict[str, Any]) -> None:
+        """Validate and apply family options (keys are already known to be in OPTIONS).
+
+        The default accepts them as they are; families with options override this.
+        """
+        return None
 
     # --- loading and saving ---------------------------------------------------------------
 
@@ -180,8 +227,17 @@ class Forecaster(ABC):
         """Scalar training loss of the current module on the batch (differentiable)."""
 
     @abstractmethod
-    def predict(self, context: torch.Tensor, horizon: int, num_samples: int) -> Forecast:
-        """Forecast ``horizon`` steps for each row of ``context`` [B, C] (eval mode, no grad)."""
+    def predict(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        num_samples: int,
+        time: TimeAxis | None = None,
+    ) -> Forecast:
+        """Forecast ``horizon`` steps for each row of ``context`` [B, C] (eval mode, no grad).
+
+        ``time`` places the rows in time (point 0 = first context point), where known.
+        """
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -189,6 +245,7 @@ class Forecaster(ABC):
             "variant": self.variant,
             "source": self.source.describe(),
             "standin": self.source.is_standin,
+            "options": self.options,
         }
 
 

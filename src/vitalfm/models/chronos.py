@@ -29,6 +29,7 @@ from vitalfm.models.base import (
     ModelSource,
     SeriesBatch,
     TargetModules,
+    TimeAxis,
 )
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -375,7 +376,13 @@ class ChronosForecaster(Forecaster):
         return tokenizer.output_transform(tokens.cpu(), scale).float()
 
     @torch.no_grad()
-    def predict(self, context: torch.Tensor, horizon: int, num_samples: int) -> Forecast:
+    def predict(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        num_samples: int,
+        time: TimeAxis | None = None,  # Chronos has no calendar features
+    ) -> Forecast:
         self.module.eval()
         context = context.float().cpu()
         if self.variant == "chronos-t5":
