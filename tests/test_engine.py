@@ -19,7 +19,7 @@ from vitalfm.engine.data import WindowTrainingData, usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
 from vitalfm.models.adaptation import MethodSpec, adapt
-from vitalfm.models.base import Forecast
+from vitalfm.models.base import Forecast, ModelError, TimeAxis
 from vitalfm.models.chronos import ChronosForecaster
 from vitalfm.testing import toy_windows
 
@@ -287,3 +287,47 @@ def test_windows_without_any_context_value_are_neither_trained_nor_forecast() ->
     assert 0 in windows.windows_for("heart_rate") and 0 not in rows
     assert len(rows) == len(windows.windows_for("heart_rate")) - 1
     assert 0 in usable_rows(windows, "mbp")
+
+
+def test_batches_and_forecasts_carry_when_each_window_was_measured() -> None:
+    windows = toy_windows("test", n_stays=3, seed=4)
+    frame = windows.index_frame()
+    step_s = windows.frequency_minutes * 60
+    data = WindowTrainingData(windows, windows, ("heart_rate",), seed=0, validation_max_series=64)
+    batch = data.train_batch(step=0, batch_size=8)
+    assert batch.time is not None and batch.time.step_s == step_s
+    # the batch rows are drawn at random; compare each row's start with its window's
+    rows = np.random.default_rng([0, 0, 0]).integers(0, len(data.train), 8)
+    expected = frame["context_start"].to_numpy()[data.train.window_ids[rows]]
+    stamps = batch.time.timestamps(windows.window_steps)
+    assert (stamps[:, 0] == expected.astype("datetime64[s]")).all()
+    assert (np.diff(stamps, axis=1) == np.timedelta64(step_s, "s")).all()
+    assert batch.to("cpu").time is batch.time
+
+    seen: list[TimeAxis] = []
+
+    class Recorder(ChronosForecaster):
+        def predict(self, context, horizon, num_samples, time=None):  # type: ignore[override]
+            seen.append(time)
+            return super().predict(context, horizon, num_samples, time)
+
+    recorder = Recorder(
+        ChronosForecaster.standin("chronos-bolt", 12, 0).pipeline, lora_bolt().source
+    )
+    table, _ = forecast_windows(
+        recorder, windows, ("heart_rate",), ForecastConfig(batch_size=4), progress=False
+    )
+    first_window = table.column("window_id").to_numpy()[0]
+    assert seen[0] is not None
+    assert seen[0].timestamps(1)[0, 0] == frame["context_start"].to_numpy()[first_window].astype(
+        "datetime64[s]"
+    )
+    assert sum(len(axis.start_s) for axis in seen) == table.num_rows // windows.horizon_steps
+
+
+def test_unknown_model_options_are_refused_with_the_allowed_ones() -> None:
+    forecaster = ChronosForecaster.standin("chronos-bolt", horizon=12, seed=0)
+    with pytest.raises(ModelError, match=r"family chronos has no option\(s\) patch_size"):
+        forecaster.configure({"patch_size": 16})
+    forecaster.configure({})
+    assert forecaster.describe()["options"] == {}

@@ -15,6 +15,7 @@ import pytest
 from vitalfm.db.embedded import EmbeddedPostgres
 
 _schema_counter = itertools.count()
+_US_PER_MINUTE = 60_000_000
 
 
 _fallback_server: EmbeddedPostgres | None = None
@@ -104,7 +105,9 @@ def toy_windows(
         stay_ids=np.arange(200001, 200001 + n_stays, dtype=np.int32),
         subject_ids=np.arange(1001, 1001 + n_stays, dtype=np.int32),
         stay_offsets=offsets,
-        stay_start_times=np.full(n_stays, 1_600_000_000_000_000, dtype=np.int64),
+        # stays start at different times of day (37 h 15 min apart) so calendar features differ
+        stay_start_times=1_600_000_000_000_000
+        + np.arange(n_stays, dtype=np.int64) * (37 * 60 + 15) * _US_PER_MINUTE,
         window_start_rows=starts_arr,
         window_stay_index=np.array(stay_index, dtype=np.int32),
         horizon_observed=horizon_observed,
