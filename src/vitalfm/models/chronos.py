@@ -366,10 +366,11 @@ class ChronosForecaster(Forecaster):
                 use_cache=True,
             )
             past = out.past_key_values
-            logits = out.logits[:, -1].float() / config.temperature
+            logits = out.logits[:, -1].float()
             logits[:, config.eos_token_id] = float("-inf")
+            # A positive temperature keeps the order, so it applies to the top-k values only.
             values, indices = logits.topk(top_k, dim=-1)
-            choice = torch.multinomial(torch.softmax(values, dim=-1), 1)
+            choice = torch.multinomial(torch.softmax(values / config.temperature, dim=-1), 1)
             token = indices.gather(1, choice)
             drawn.append(token)
         tokens = torch.cat(drawn, dim=1).reshape(len(context), num_samples, horizon)
