@@ -147,6 +147,7 @@ def test_engine_samples_equal_moirai_forecast_for_the_same_seed(
 ) -> None:
     """forecast_windows (one batch per vital) draws exactly what MoiraiForecast draws."""
     forecaster = load(standin_dirs["moirai"], patch_size=patch_size)
+    forecaster.sampler = "library"
     windows = toy_windows("test", n_stays=2)
     config = ForecastConfig(num_samples=12, batch_size=256, seed=3)
     table, _ = forecast_windows(forecaster, windows, VITALS, config, progress=False)
@@ -178,9 +179,42 @@ def test_predict_pads_leading_gaps_as_gluonts_pads_short_series(
     with torch.no_grad():
         library = net(**uni2ts_inputs(net, contexts))
     forecaster = load(standin_dirs["moirai"], patch_size=8)  # building a module draws
+    forecaster.sampler = "library"
     torch.manual_seed(5)
     mine = forecaster.predict(torch.from_numpy(contexts), 12, 10)
     assert torch.equal(mine.samples, library)
+
+
+@pytest.mark.parametrize("patch_size", [8, 32])
+def test_fast_sampler_draws_from_the_same_distribution(
+    patch_size: int, standin_dirs: dict[str, Path]
+) -> None:
+    """The fast sampler's distribution is MoiraiForecast's, restricted to the horizon."""
+    forecaster = load(standin_dirs["moirai"], patch_size=patch_size)
+    context = torch.from_numpy(holed_contexts()[:4])
+    inputs = moirai_inputs(context)
+    net = forecaster._net
+    with torch.no_grad(), net.hparams_context(context_length=24, prediction_length=12):
+        full = net._get_distr(patch_size, *inputs)
+        restricted = forecaster._horizon_distribution(*inputs, patch_size)
+        first = net.context_token_length(patch_size)
+        tokens = net.prediction_token_length(patch_size)
+        values = 80 + 10 * torch.randn(restricted.batch_shape)
+        padded = torch.zeros(full.batch_shape)
+        padded[:, first : first + tokens, :patch_size] = values
+        expected = full.log_prob(padded)[:, first : first + tokens, :patch_size]
+        torch.testing.assert_close(restricted.log_prob(values), expected)
+    draws = {}
+    for sampler, seed in (("fast", 0), ("library", 0), ("library", 1)):
+        forecaster.sampler = sampler
+        torch.manual_seed(seed)
+        draws[sampler, seed] = forecaster.predict(context, 12, 1000).samples
+    assert not torch.equal(draws["fast", 0], draws["library", 0])
+    levels = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)
+    quantiles = {key: torch.quantile(d.double(), levels, dim=1) for key, d in draws.items()}
+    noise = (quantiles["library", 0] - quantiles["library", 1]).abs().mean()
+    difference = (quantiles["fast", 0] - quantiles["library", 0]).abs().mean()
+    assert difference < 2 * noise  # within the sampling noise between two library runs
 
 
 def test_moirai2_quantiles_equal_moirai2_forecast(standin_dirs: dict[str, Path]) -> None:
@@ -298,6 +332,7 @@ def test_patch_size_option(standin_dirs: dict[str, Path]) -> None:
     assert load(standin_dirs["moirai-2"], patch_size="auto").patch_size == 16
 
     forecaster = load(standin_dirs["moirai"], patch_size="auto")
+    forecaster.sampler = "library"
     assert forecaster.describe()["patch_size"] == "auto"
     context = torch.from_numpy(holed_contexts())
     torch.manual_seed(1)
