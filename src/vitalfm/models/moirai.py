@@ -6,20 +6,25 @@ from ``config.json`` (MOIRAI 1.x: ``patch_sizes`` + ``distr_output``; Moirai-2: 
 ``quantile_levels``) and the weights are opened with that class's own ``from_pretrained``.
 
 Inputs are packed exactly as uni2ts's forecast modules pack them (``MoiraiForecast._convert`` /
-``Moirai2Forecast._convert``), and forecasting calls those modules' ``forward`` on the whole
-batch. Missing values follow each variant's released inference code, with one rule shared by
-both: NaN before a row's first value is *padding* (a shorter history, ``past_is_pad``), as
-gluonts' instance splitter pads a short series, not a run of missing points.
+``Moirai2Forecast._convert``), and forecasting runs those modules on the whole batch (MOIRAI
+1.x by default draws only the horizon's points from the same distribution, see
+:attr:`MoiraiForecaster.sampler`). Missing values follow each variant's released inference
+code, with one rule shared by both: NaN before a row's first value is *padding* (a shorter
+history, ``past_is_pad``), as gluonts' instance splitter pads a short series, not a run of
+missing points.
 
 - MOIRAI 1.x: other NaN are unobserved and filled with 0 (gluonts' ``AddObservedValuesIndicator``
   as ``MoiraiForecast``'s predictor does). Training minimises the model's own NLL
   (``PackedNLLLoss``) of the mixture distribution on the masked horizon tokens, inputs built as
-  ``MoiraiForecast._val_loss`` builds them; NaN in the horizon is unobserved, not scored.
+  ``MoiraiForecast._val_loss`` builds them; NaN in the horizon is unobserved, not scored. With
+  ``patch_size: auto`` (and for stand-ins) every step trains one patch size drawn from the
+  model's, and the validation loss averages them all (:meth:`MoiraiForecaster.loss`).
 - Moirai-2: other NaN get the causal mean and stay unobserved (gluonts'
   ``CausalMeanValueImputation``, as ``Moirai2Forecast``'s predictor; see :func:`moirai2_inputs`
-  for why not ``Moirai2Forecast.predict``). uni2ts ships no Moirai-2 training code (uni2ts #231), so
-  the objective is ours, built from the model's own training path (``training_mode=True``) and
-  uni2ts's ``PackedQuantileMAELoss``: see :meth:`MoiraiForecaster._quantile_loss`.
+  for why not ``Moirai2Forecast.predict``). uni2ts ships no Moirai-2 training code (uni2ts
+  #231), so the objective is ours, built from the model's own training path
+  (``training_mode=True``) and uni2ts's ``PackedQuantileMAELoss``: see
+  :meth:`MoiraiForecaster._quantile_loss`.
 """
 
 from __future__ import annotations
