@@ -237,7 +237,10 @@ def test_a_fake_released_checkpoint_loads_and_predicts(tmp_path: Path) -> None:
         "collections.OrderedDict",
     } <= pickled_globals(file)
     assert "gluonts.torch.modules.loss" not in __import__("sys").modules
-    for source in (file.parent, file):
+    renamed = tmp_path / "renamed" / "any-name.ckpt"  # a folder's single .ckpt also loads
+    renamed.parent.mkdir()
+    renamed.write_bytes(file.read_bytes())
+    for source in (file.parent, file, renamed.parent):
         model = load(source)
         assert model.config.n_layer == 8 and model.config.dropout == 0.0
         state = model.module.state_dict()
