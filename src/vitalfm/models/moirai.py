@@ -418,7 +418,11 @@ class MoiraiForecaster(Forecaster):
         self._net.module = module
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "patch_size": self.patch_size}
+        return {
+            **super().describe(),
+            "patch_size": self.patch_size,
+            "training_patch_sizes": list(self.train_patch_sizes),
+        }
 
     # --- adaptation targets ----------------------------------------------------------------
 
