@@ -26,10 +26,27 @@ SMALL_STUDY = {
 # --configfile merges into config.yaml, so the small study picks its jobs by target.
 MODEL = "chronos-2-standin"
 SETTINGS = ("zero_shot", "lora-r2", "full")
+# Every method, for the two families beside Chronos (config.yaml runs them all).
+EVERY_METHOD = (
+    "zero_shot",
+    "lora-r2",
+    "dora-r2",
+    "vera-r64",
+    "fourierft-n100",
+    "bitfit",
+    "layernorm",
+    "full",
+)
+FAMILY_MODELS = {"moirai-standin": "moirai", "lag-llama-standin": "lag-llama"}
 TARGETS = [
     "results/cohort/cohort_summary.tsv",
     "results/splits/split_summary.tsv",
     *(f"results/forecasts/{MODEL}/{setting}.parquet" for setting in SETTINGS),
+    *(
+        f"results/forecasts/{model}/{setting}.parquet"
+        for model in FAMILY_MODELS
+        for setting in EVERY_METHOD
+    ),
 ]
 
 
@@ -64,7 +81,7 @@ def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Comp
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = _fresh_clone(tmp_path_factory.mktemp("clone"))
     (workdir / "small.yaml").write_text(yaml.safe_dump(SMALL_STUDY))
-    done = _snakemake(workdir, *TARGETS, "--cores", "2", "--configfile", "small.yaml")
+    done = _snakemake(workdir, *TARGETS, "--cores", "2", "--configfile", "small.yaml", timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return workdir
 
@@ -130,6 +147,39 @@ def test_model_jobs_adapt_a_pretrained_standin(study: Path) -> None:
             "spo2",
             "temperature",
         }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", FAMILY_MODELS)
+def test_every_method_of_moirai_and_lag_llama_runs_in_the_dag(study: Path, model: str) -> None:
+    results = study / "results"
+    standin = json.loads(
+        (results / f"models/standins/{FAMILY_MODELS[model]}/standin.json").read_text()
+    )
+    assert standin["standin"] is True
+    assert (
+        standin["training"]["best_validation_loss"] < standin["training"]["initial_validation_loss"]
+    )
+    totals = set()
+    for setting in EVERY_METHOD:
+        forecast = json.loads((results / f"forecasts/{model}/{setting}.json").read_text())
+        assert forecast["median_finite_fraction"] == 1.0 and forecast["standin"] is True
+        table = pd.read_parquet(results / f"forecasts/{model}/{setting}.parquet")
+        assert len(table) == forecast["forecast"]["rows"] > 0
+        assert (table["q0.1"] <= table["q0.9"]).all()
+        totals.add(forecast["parameters"]["base_total"])
+        if setting == "zero_shot":
+            continue
+        meta = json.loads((results / f"runs/{model}/{setting}/metadata.json").read_text())
+        params, training = meta["parameters"], meta["training"]
+        assert 0 < params["trainable"] <= params["total"]
+        assert (params["trainable"] == params["total"]) == (setting == "full")
+        assert meta["method"]["kind"] == setting.split("-")[0]
+        # adapting to vitals beats the stand-in's zero-shot validation loss, for every method
+        assert training["best_validation_loss"] < training["initial_validation_loss"], setting
+        if setting in ("lora-r2", "full"):
+            assert training["best_validation_loss"] < 0.99 * training["initial_validation_loss"]
+    assert len(totals) == 1  # every run starts from the same stand-in
 
 
 @pytest.mark.slow
