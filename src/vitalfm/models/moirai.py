@@ -615,7 +615,7 @@ class MoiraiForecaster(Forecaster):
         Why not ``MoiraiForecast.forward``: it samples the mixture at every token (context
         included) and every position of the largest patch (128), then keeps the horizon
         tokens' first ``patch_size`` positions; drawing the discarded gamma and Poisson
-        variates was ~95 % of forecasting time. We run the same forward (``_get_distr``),
+        variates was ~90 % of forecasting time. We run the same forward (``_get_distr``),
         capture the scaler's loc/scale and ``param_proj``'s parameters with forward hooks,
         keep the horizon's and rebuild the distribution with the module's own
         ``distr_output.distribution``: the same distribution, fewer (so different) draws.
