@@ -229,7 +229,7 @@ class Trainer:
         loss = self._loss(batch)
         if not torch.isfinite(loss):
             raise TrainingError(
-                f"the training loss became {float(loss)} at step {self.step + 1} "
+                f"the training loss became {float(loss.detach())} at step {self.step + 1} "
                 f"(learning rate {self.scheduler.get_last_lr()[0]:.3g})",
                 "lower the learning rate (training.learning_rate or the method's "
                 "learning_rate), or raise training.grad_clip_norm's strictness; the last "
@@ -242,7 +242,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return float(loss)
+        return float(loss.detach())
 
     def _evaluate(self, train_loss: float, samples_per_s: float) -> bool:
         """Record a validation point; True when early stopping says stop."""
