@@ -39,7 +39,12 @@ from typing import Any
 import torch
 from benchfacts import ROOT, git_state, load, machine, versions
 
-DEFAULT_MODELS = ["moirai:moirai", "moirai:moirai-2", "lag_llama:lag-llama"]
+DEFAULT_MODELS = [
+    "moirai:moirai",
+    "moirai:moirai-2",
+    "lag_llama:lag-llama",
+    "lag_llama:released",
+]
 METHODS = {
     "lora-r8": {"kind": "lora", "rank": 8, "alpha": 16, "dropout": 0.05},
     "full": {"kind": "full"},
@@ -56,10 +61,26 @@ def _windows(split: str) -> Any:
     return toy_windows(split, n_stays=40 if split == "train" else 12, seed=1), "toy windows"
 
 
+def _released_lag_llama() -> Any:
+    """Lag-Llama in the released shape (2.45 M parameters), random weights."""
+    from vitalfm.models.base import ModelSource
+    from vitalfm.models.lag_llama import LagLlamaForecaster, released_model_kwargs
+    from vitalfm.models.lag_llama.network import LagLlamaConfig, LagLlamaNetwork
+
+    torch.manual_seed(0)
+    network = LagLlamaNetwork(LagLlamaConfig.from_model_kwargs(released_model_kwargs())).eval()
+    hyper = {"context_length": network.config.context_length, "prediction_length": 12}
+    return LagLlamaForecaster(network, ModelSource(path="released-shape"), hyper)
+
+
 def _forecaster(family: str, standin: str, device: torch.device) -> Any:
+    """A stand-in by name; ``lag_llama:released`` is Lag-Llama in the released shape."""
     from vitalfm.models.base import forecaster_class
 
-    forecaster = forecaster_class(family).standin(standin, horizon=12, seed=0)
+    if (family, standin) == ("lag_llama", "released"):
+        forecaster = _released_lag_llama()
+    else:
+        forecaster = forecaster_class(family).standin(standin, horizon=12, seed=0)
     forecaster.module.to(device)
     return forecaster
 
@@ -124,7 +145,9 @@ def measure_training(family: str, standin: str, method: str, steps: int, batch: 
     }
 
 
-def measure_forecast(family: str, standin: str, num_samples: int, batch: int) -> dict:
+def measure_forecast(
+    family: str, standin: str, num_samples: int, batch: int, vitals: list[str] | None
+) -> dict:
     from vitalfm.engine.forecast import ForecastConfig, forecast_windows
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,15 +155,15 @@ def measure_forecast(family: str, standin: str, num_samples: int, batch: int) ->
     forecaster = _forecaster(family, standin, device)
     config = ForecastConfig(num_samples=num_samples, batch_size=batch)
     started = time.perf_counter()
-    table, facts = forecast_windows(
-        forecaster, test, tuple(test.vital_names), config, progress=False
-    )
+    chosen = tuple(vitals or test.vital_names)
+    table, facts = forecast_windows(forecaster, test, chosen, config, progress=False)
     return {
         "series": facts["series"],
         "series_per_s": facts["series_per_s"],
         "wall_s": time.perf_counter() - started,
         "rows": table.num_rows,
         "num_samples": num_samples,
+        "vitals": list(chosen),
         "peak_memory_mb": _peak_memory_mb(device),
         "device": str(device),
         "windows": source,
@@ -167,6 +190,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-samples", type=int, default=100)
     parser.add_argument("--forecast-batch-size", type=int, default=128)
+    parser.add_argument(
+        "--forecast-vitals", nargs="+", default=None, help="forecast only these (default all)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/peft_throughput.json")
     parser.add_argument("--job", help=argparse.SUPPRESS)
@@ -212,6 +238,7 @@ def main() -> None:
                 "standin": standin,
                 "num_samples": args.num_samples,
                 "batch": args.forecast_batch_size,
+                "vitals": args.forecast_vitals,
                 "threads": args.threads,
             }
         )
