@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from vitalfm.config import validate_config
 from vitalfm.engine import runs
 from vitalfm.engine.data import usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows
@@ -25,7 +23,13 @@ from vitalfm.models.adaptation import (
 )
 from vitalfm.models.base import ModelError, ModelSource, forecaster_class
 from vitalfm.models.chronos import ChronosForecaster
-from vitalfm.testing import toy_windows
+from vitalfm.testing import (
+    EVERY_SETTING,
+    run_every_setting,
+    tiny_study_config,
+    toy_window_files,
+    toy_windows,
+)
 
 CPU = torch.device("cpu")
 VITALS = ("heart_rate", "mbp")
@@ -235,63 +239,15 @@ def test_adapter_round_trip_gives_identical_forecasts(
     assert not torch.allclose(untrained, trained)
 
 
-METHODS = {
-    "zero_shot": {"kind": "zero_shot"},
-    "lora": {"kind": "lora", "rank": 2, "alpha": 16},
-    "dora": {"kind": "dora", "rank": 2},
-    "vera": {"kind": "vera", "rank": 16},
-    "fourierft": {"kind": "fourierft", "n_frequency": 20},
-    "bitfit": {"kind": "bitfit"},
-    "layernorm": {"kind": "layernorm"},
-    "full": {"kind": "full"},
-}
-
-
 @pytest.fixture(scope="module")
 def window_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("windows")
-    files = {}
-    for i, split in enumerate(("train", "validation", "test")):
-        files[split] = root / f"{split}.npz"
-        toy_windows(split, n_stays=4 if split == "train" else 2, seed=i).save(files[split])
-    return files
-
-
-def study_config(model: str, standin: str) -> dict:
-    return validate_config(
-        {
-            "vitals": {"names": list(VITALS)},
-            "models": {model: {"family": "chronos", "source": {"standin": standin}}},
-            "methods": METHODS,
-            "training": {
-                "max_steps": 2,
-                "batch_size": 8,
-                "eval_every": 1,
-                "checkpoint_every": 1,
-                "validation_max_series": 16,
-            },
-            "forecast": {"num_samples": 8, "batch_size": 32},
-            "device": {"preference": "cpu"},
-        }
-    )
+    return toy_window_files(tmp_path_factory.mktemp("windows"))
 
 
 @pytest.mark.parametrize(
     ("standin", "settings"),
     [
-        (
-            "chronos-t5",
-            [
-                "zero_shot",
-                "lora-r2",
-                "dora-r2",
-                "vera-r16",
-                "fourierft-n20",
-                "bitfit",
-                "layernorm",
-                "full",
-            ],
-        ),
+        ("chronos-t5", EVERY_SETTING),
         ("chronos-bolt", ["lora-r2", "bitfit", "full"]),
         ("chronos-2", ["vera-r16", "layernorm", "full"]),
     ],
@@ -303,41 +259,5 @@ def test_every_method_runs_end_to_end(
     window_files: dict[str, Path],
     tmp_path: Path,
 ) -> None:
-    cfg = study_config("m", standin)
-    standin_dir = str(standin_dirs[standin])
-    base_total = sum(p.numel() for p in load(standin_dirs[standin]).module.parameters())
-    for setting in settings:
-        run_dir = tmp_path / "runs" / setting
-        if setting != "zero_shot":
-            meta = runs.finetune(
-                cfg,
-                "m",
-                setting,
-                window_files["train"],
-                window_files["validation"],
-                run_dir,
-                tmp_path / "ck" / setting,
-                standin_dir=standin_dir,
-            )
-            params = meta["parameters"]
-            assert 0 < params["trainable"] <= params["total"]
-            assert (params["trainable"] == params["total"]) == (setting == "full")
-            assert meta["training"]["steps"] == 2 and meta["standin"] is True
-            assert (run_dir / "history.tsv").is_file()
-        out = tmp_path / "forecasts" / f"{setting}.parquet"
-        meta = runs.forecast(
-            cfg,
-            "m",
-            setting,
-            window_files["test"],
-            out,
-            out.with_suffix(".json"),
-            run_dir=None if setting == "zero_shot" else run_dir,
-            standin_dir=standin_dir,
-        )
-        table = pq.read_table(out)
-        assert table.num_rows == meta["forecast"]["rows"] > 0
-        assert meta["parameters"]["base_total"] == base_total
-        assert meta["median_finite_fraction"] == 1.0
-        assert "stand-in" in meta["source"]
-    assert not list((tmp_path / "runs").glob(".*part"))
+    cfg = tiny_study_config("chronos", standin, vitals=VITALS)
+    run_every_setting(cfg, settings, window_files, standin_dirs[standin], tmp_path)

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 import vitalfm.models.lag_llama as lag_llama_module
-from vitalfm.config import validate_config
 from vitalfm.engine import runs
 from vitalfm.engine.train import Trainer, TrainingConfig
 from vitalfm.models.adaptation import (
@@ -49,7 +47,13 @@ from vitalfm.models.lag_llama.network import (
     RotaryEmbedding,
     apply_rope,
 )
-from vitalfm.testing import toy_windows
+from vitalfm.testing import (
+    EVERY_SETTING,
+    run_every_setting,
+    tiny_study_config,
+    toy_window_files,
+    toy_windows,
+)
 
 CPU = torch.device("cpu")
 VITALS = ("heart_rate", "mbp")
@@ -611,92 +615,17 @@ def test_a_standin_trained_briefly_beats_its_zero_shot_validation_nll(tmp_path: 
     assert result.best_validation_loss < result.initial_validation_loss - 0.15
 
 
-METHODS = {
-    "zero_shot": {"kind": "zero_shot"},
-    "lora": {"kind": "lora", "rank": 2, "alpha": 16},
-    "dora": {"kind": "dora", "rank": 2},
-    "vera": {"kind": "vera", "rank": 16},
-    "fourierft": {"kind": "fourierft", "n_frequency": 20},
-    "bitfit": {"kind": "bitfit"},
-    "layernorm": {"kind": "layernorm"},
-    "full": {"kind": "full"},
-}
-
-
 @pytest.fixture(scope="module")
 def window_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("windows")
-    files = {}
-    for i, split in enumerate(("train", "validation", "test")):
-        files[split] = root / f"{split}.npz"
-        toy_windows(split, n_stays=4 if split == "train" else 2, seed=i).save(files[split])
-    return files
+    return toy_window_files(tmp_path_factory.mktemp("windows"))
 
 
 def test_every_method_runs_end_to_end(window_files: dict[str, Path], tmp_path: Path) -> None:
     # the stand-in folder holds a tiny model in the released format (the loader takes any)
     standin_dir = tmp_path / "standin"
     tiny().save_pretrained(standin_dir)
-    cfg = validate_config(
-        {
-            "vitals": {"names": list(VITALS)},
-            "models": {"m": {"family": "lag_llama", "source": {"standin": "lag-llama"}}},
-            "methods": METHODS,
-            "training": {
-                "max_steps": 2,
-                "batch_size": 8,
-                "eval_every": 1,
-                "checkpoint_every": 1,
-                "validation_max_series": 16,
-            },
-            "forecast": {"num_samples": 8, "batch_size": 32},
-            "device": {"preference": "cpu"},
-        }
-    )
-    base_total = sum(p.numel() for p in load(standin_dir).module.parameters())
-    settings = [
-        "zero_shot",
-        "lora-r2",
-        "dora-r2",
-        "vera-r16",
-        "fourierft-n20",
-        "bitfit",
-        "layernorm",
-        "full",
-    ]
-    for setting in settings:
-        run_dir = tmp_path / "runs" / setting
-        if setting != "zero_shot":
-            meta = runs.finetune(
-                cfg,
-                "m",
-                setting,
-                window_files["train"],
-                window_files["validation"],
-                run_dir,
-                tmp_path / "ck" / setting,
-                standin_dir=str(standin_dir),
-            )
-            params = meta["parameters"]
-            assert 0 < params["trainable"] <= params["total"]
-            assert (params["trainable"] == params["total"]) == (setting == "full")
-            assert meta["training"]["steps"] == 2 and meta["standin"] is True
-            assert np.isfinite(meta["training"]["best_validation_loss"])
-        out = tmp_path / "forecasts" / f"{setting}.parquet"
-        meta = runs.forecast(
-            cfg,
-            "m",
-            setting,
-            window_files["test"],
-            out,
-            out.with_suffix(".json"),
-            run_dir=None if setting == "zero_shot" else run_dir,
-            standin_dir=str(standin_dir),
-        )
-        table = pq.read_table(out)
-        assert table.num_rows == meta["forecast"]["rows"] > 0
-        assert meta["parameters"]["base_total"] == base_total
-        assert meta["median_finite_fraction"] == 1.0
-        assert "stand-in" in meta["source"] and meta["architecture"]["n_layer"] == 1
-    assert (tmp_path / "runs" / "full" / "model" / CHECKPOINT_FILE).is_file()
-    assert not list((tmp_path / "runs").glob(".*part"))
+    cfg = tiny_study_config("lag_llama", "lag-llama", vitals=VITALS)
+    results = run_every_setting(cfg, EVERY_SETTING, window_files, standin_dir, tmp_path)
+    for setting, (trained, _) in results.items():
+        if trained is not None:
+            assert np.isfinite(trained["training"]["best_validation_loss"]), setting

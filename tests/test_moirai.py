@@ -11,12 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from vitalfm.config import validate_config
-from vitalfm.engine import runs
 from vitalfm.engine.data import CorpusTrainingData, WindowTrainingData, usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig
@@ -30,7 +27,13 @@ from vitalfm.models.adaptation import (
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, forecaster_class
 from vitalfm.models.moirai import MoiraiForecaster, moirai_inputs
 from vitalfm.synthetic.corpus import CorpusConfig, generate_corpus
-from vitalfm.testing import toy_windows
+from vitalfm.testing import (
+    EVERY_SETTING,
+    run_every_setting,
+    tiny_study_config,
+    toy_window_files,
+    toy_windows,
+)
 
 CPU = torch.device("cpu")
 VITALS = ("heart_rate", "mbp")
@@ -493,48 +496,9 @@ def test_brief_training_beats_zero_shot_validation_loss(
     assert result.best_validation_loss < result.initial_validation_loss
 
 
-METHODS = {
-    "zero_shot": {"kind": "zero_shot"},
-    "lora": {"kind": "lora", "rank": 2, "alpha": 16},
-    "dora": {"kind": "dora", "rank": 2},
-    "vera": {"kind": "vera", "rank": 16},
-    "fourierft": {"kind": "fourierft", "n_frequency": 20},
-    "bitfit": {"kind": "bitfit"},
-    "layernorm": {"kind": "layernorm"},
-    "full": {"kind": "full"},
-}
-SETTINGS = ["zero_shot", "lora-r2", "dora-r2", "vera-r16", "fourierft-n20", "bitfit", "layernorm"]
-
-
 @pytest.fixture(scope="module")
 def window_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("windows")
-    files = {}
-    for i, split in enumerate(("train", "validation", "test")):
-        files[split] = root / f"{split}.npz"
-        toy_windows(split, n_stays=4 if split == "train" else 2, seed=i).save(files[split])
-    return files
-
-
-def study_config(model: str, standin: str, options: dict) -> dict:
-    return validate_config(
-        {
-            "vitals": {"names": list(VITALS)},
-            "models": {
-                model: {"family": "moirai", "source": {"standin": standin}, "options": options}
-            },
-            "methods": METHODS,
-            "training": {
-                "max_steps": 2,
-                "batch_size": 8,
-                "eval_every": 1,
-                "checkpoint_every": 1,
-                "validation_max_series": 16,
-            },
-            "forecast": {"num_samples": 8, "batch_size": 32},
-            "device": {"preference": "cpu"},
-        }
-    )
+    return toy_window_files(tmp_path_factory.mktemp("windows"))
 
 
 @pytest.mark.parametrize(
@@ -548,47 +512,13 @@ def test_every_method_runs_end_to_end(
     window_files: dict[str, Path],
     tmp_path: Path,
 ) -> None:
-    cfg = study_config("m", standin, options)
-    standin_dir = str(standin_dirs[standin])
-    base_total = sum(p.numel() for p in load(standin_dirs[standin]).module.parameters())
-    for setting in [*SETTINGS, "full"]:
-        run_dir = tmp_path / "runs" / setting
-        if setting != "zero_shot":
-            meta = runs.finetune(
-                cfg,
-                "m",
-                setting,
-                window_files["train"],
-                window_files["validation"],
-                run_dir,
-                tmp_path / "ck" / setting,
-                standin_dir=standin_dir,
-            )
-            params = meta["parameters"]
-            assert 0 < params["trainable"] <= params["total"]
-            assert (params["trainable"] == params["total"]) == (setting == "full")
-            assert meta["training"]["steps"] == 2 and meta["standin"] is True
-            assert meta["patch_size"] == options.get("patch_size", 16)
-        out = tmp_path / "forecasts" / f"{setting}.parquet"
-        meta = runs.forecast(
-            cfg,
-            "m",
-            setting,
-            window_files["test"],
-            out,
-            out.with_suffix(".json"),
-            run_dir=None if setting == "zero_shot" else run_dir,
-            standin_dir=standin_dir,
-        )
-        table = pq.read_table(out)
-        assert table.num_rows == meta["forecast"]["rows"] > 0
-        assert meta["parameters"]["base_total"] == base_total
-        assert meta["median_finite_fraction"] == 1.0
-        assert "stand-in" in meta["source"]
-        if setting == "full":
-            assert meta["options"] == options
+    cfg = tiny_study_config("moirai", standin, options, vitals=VITALS)
+    results = run_every_setting(cfg, EVERY_SETTING, window_files, standin_dirs[standin], tmp_path)
+    for setting, (trained, _) in results.items():
+        if trained is not None:
+            assert trained["patch_size"] == options.get("patch_size", 16), setting
+    assert results["full"][1]["options"] == options
     assert (tmp_path / "runs" / "full" / "model" / "config.json").is_file()
-    assert not list((tmp_path / "runs").glob(".*part"))
 
 
 def test_to_quantiles_of_moirai2_forecast_keeps_its_levels(standin_dirs: dict[str, Path]) -> None:

@@ -112,3 +112,129 @@ def toy_windows(
         window_stay_index=np.array(stay_index, dtype=np.int32),
         horizon_observed=horizon_observed,
     )
+
+
+# --- every adaptation method end to end, for any family -----------------------------------
+
+#: One entry per method kind, small enough for CPU tests.
+EVERY_METHOD: dict[str, dict[str, Any]] = {
+    "zero_shot": {"kind": "zero_shot"},
+    "lora": {"kind": "lora", "rank": 2, "alpha": 16},
+    "dora": {"kind": "dora", "rank": 2},
+    "vera": {"kind": "vera", "rank": 16},
+    "fourierft": {"kind": "fourierft", "n_frequency": 20},
+    "bitfit": {"kind": "bitfit"},
+    "layernorm": {"kind": "layernorm"},
+    "full": {"kind": "full"},
+}
+#: The run settings :data:`EVERY_METHOD` expands to.
+EVERY_SETTING = (
+    "zero_shot",
+    "lora-r2",
+    "dora-r2",
+    "vera-r16",
+    "fourierft-n20",
+    "bitfit",
+    "layernorm",
+    "full",
+)
+
+
+def toy_window_files(root: Any) -> dict[str, Any]:
+    """Train, validation and test window files of :func:`toy_windows` under ``root``."""
+    files = {}
+    for i, split in enumerate(("train", "validation", "test")):
+        files[split] = root / f"{split}.npz"
+        toy_windows(split, n_stays=4 if split == "train" else 2, seed=i).save(files[split])
+    return files
+
+
+def tiny_study_config(
+    family: str,
+    standin: str,
+    options: dict[str, Any] | None = None,
+    vitals: tuple[str, ...] = ("heart_rate", "mbp"),
+) -> dict[str, Any]:
+    """A validated config with one stand-in model ``m`` and every method, 2 training steps."""
+    from vitalfm.config import validate_config
+
+    model: dict[str, Any] = {"family": family, "source": {"standin": standin}}
+    if options:
+        model["options"] = options
+    return validate_config(
+        {
+            "vitals": {"names": list(vitals)},
+            "models": {"m": model},
+            "methods": EVERY_METHOD,
+            "training": {
+                "max_steps": 2,
+                "batch_size": 8,
+                "eval_every": 1,
+                "checkpoint_every": 1,
+                "validation_max_series": 16,
+            },
+            "forecast": {"num_samples": 8, "batch_size": 32},
+            "device": {"preference": "cpu"},
+        }
+    )
+
+
+def run_every_setting(
+    cfg: dict[str, Any],
+    settings: Any,
+    window_files: dict[str, Any],
+    standin_dir: Any,
+    work: Any,
+) -> dict[str, tuple[dict[str, Any] | None, dict[str, Any]]]:
+    """Fine-tune (unless zero-shot) and forecast model ``m`` with each setting, through the
+    workflow's run functions, checking what holds for every family and method.
+
+    Returns ``{setting: (finetune metadata or None, forecast metadata)}``.
+    """
+    import pyarrow.parquet as pq
+    import torch
+
+    from vitalfm.engine import runs
+    from vitalfm.models.base import ModelSource, forecaster_class
+
+    family = forecaster_class(cfg["models"]["m"]["family"])
+    base = family.load(ModelSource(path=str(standin_dir)), torch.device("cpu"))
+    base_total = sum(p.numel() for p in base.module.parameters())
+    results: dict[str, tuple[dict[str, Any] | None, dict[str, Any]]] = {}
+    for setting in settings:
+        run_dir = work / "runs" / setting
+        trained = None
+        if setting != "zero_shot":
+            trained = runs.finetune(
+                cfg,
+                "m",
+                setting,
+                window_files["train"],
+                window_files["validation"],
+                run_dir,
+                work / "ck" / setting,
+                standin_dir=str(standin_dir),
+            )
+            params = trained["parameters"]
+            assert 0 < params["trainable"] <= params["total"], setting
+            assert (params["trainable"] == params["total"]) == (setting == "full"), setting
+            assert trained["training"]["steps"] == 2 and trained["standin"] is True
+            assert (run_dir / "history.tsv").is_file()
+        out = work / "forecasts" / f"{setting}.parquet"
+        forecast = runs.forecast(
+            cfg,
+            "m",
+            setting,
+            window_files["test"],
+            out,
+            out.with_suffix(".json"),
+            run_dir=None if setting == "zero_shot" else run_dir,
+            standin_dir=str(standin_dir),
+        )
+        assert pq.read_table(out).num_rows == forecast["forecast"]["rows"] > 0
+        assert forecast["parameters"]["base_total"] == base_total
+        assert forecast["median_finite_fraction"] == 1.0
+        assert "stand-in" in forecast["source"]
+        results[setting] = (trained, forecast)
+    assert not list((work / "runs").glob(".*part"))  # no half-written run folder left
+    return results
