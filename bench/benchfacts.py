@@ -1,16 +1,23 @@
-"""Facts every benchmark records beside its numbers: machine, versions, commit, load."""
+"""Facts every benchmark records beside its numbers (machine, versions, commit, load), the
+report file they go to, and measurements run in a fresh interpreter.
+
+torch is imported only where needed, so that worker processes measuring their own peak
+memory (bench/extraction.py) do not carry it.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +33,8 @@ def cpu_model() -> str:
 
 
 def machine() -> dict[str, Any]:
+    import torch
+
     return {
         "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
@@ -36,25 +45,27 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    import chronos
-    import peft
-    import transformers
-
-    import vitalfm
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "chronos-forecasting": getattr(chronos, "__version__", "unknown"),
-        "vitalfm": getattr(vitalfm, "__version__", "unknown"),
-        "numpy": np.__version__,
-    }
+    names = (
+        "torch",
+        "transformers",
+        "peft",
+        "chronos-forecasting",
+        "uni2ts",
+        "gluonts",
+        "vitalfm",
+        "numpy",
+    )
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 def git_state() -> dict[str, Any]:
     """The commit measured, and whether src/ differed from it."""
-    import subprocess
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
@@ -69,3 +80,29 @@ def load() -> float:
 
 def summarise(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def run_json_subprocess(argv: Sequence[str], what: str) -> dict[str, Any]:
+    """Run ``python argv...`` in a fresh interpreter; its last stdout line is the JSON result."""
+    done = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_report(out: Path, benchmark: str, settings: dict[str, Any], **body: Any) -> None:
+    """Write a benchmark's JSON report: the facts above, its settings, then ``body``."""
+    report = {
+        "benchmark": benchmark,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "git": git_state(),
+        "settings": settings,
+        **body,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"written {out}")

@@ -45,13 +45,12 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from benchfacts import git_state, load, machine, summarise, versions
+from benchfacts import load, summarise, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_WINDOWS = ROOT / "results/windows/test.npz"
@@ -482,13 +481,10 @@ def main() -> None:
                 f"x{result['speedup_vs_library_batched']['median']:.2f}",
                 flush=True,
             )
-    report = {
-        "benchmark": "chronos_forecast",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
-        "git": git_state(),
-        "settings": {
+    write_report(
+        args.out,
+        "chronos_forecast",
+        {
             "quick": args.quick,
             "repeats": args.repeats,
             "windows": windows_source,
@@ -502,12 +498,9 @@ def main() -> None:
             "threads": args.threads,
             "timed": "see the module docstring of bench/chronos_forecast.py",
         },
-        "total_seconds": time.perf_counter() - started,
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {args.out}")
+        total_seconds=time.perf_counter() - started,
+        results=results,
+    )
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import math
 import os
@@ -49,13 +48,12 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from benchfacts import git_state, load, machine, summarise, versions
+from benchfacts import load, summarise, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("self_attention.q", "self_attention.k", "self_attention.v", "self_attention.o")
@@ -414,13 +412,10 @@ def main() -> None:
                 f"x{s['wall_with_setup']['median']:.2f}",
                 flush=True,
             )
-    report = {
-        "benchmark": "chronos_training",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
-        "git": git_state(),
-        "settings": {
+    write_report(
+        args.out,
+        "chronos_training",
+        {
             "quick": args.quick,
             "repeats": args.repeats,
             "series": args.series,
@@ -430,12 +425,9 @@ def main() -> None:
             "optimiser": "AdamW, no weight decay, linear decay, no warm-up, clip 1.0",
             "timed": "see the module docstring of bench/chronos_training.py",
         },
-        "total_seconds": time.perf_counter() - started,
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {args.out}")
+        total_seconds=time.perf_counter() - started,
+        runs=runs,
+    )
 
 
 if __name__ == "__main__":

@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchfacts import ROOT, run_json_subprocess, write_report
 
 
 def _peak_rss_mb() -> float:
@@ -116,26 +111,9 @@ def run_naive(dsn: str, schema: str, out: str) -> dict[str, Any]:
 
 def _in_subprocess(method: str, dsn: str, schema: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                method,
-                "--dsn",
-                dsn,
-                "--schema",
-                schema,
-                "--worker-out",
-                str(Path(tmp) / "out.parquet"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"{method} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        worker = ["--worker", method, "--dsn", dsn, "--schema", schema]
+        out = ["--worker-out", str(Path(tmp) / "out.parquet")]
+        return run_json_subprocess([__file__, *worker, *out], method)
 
 
 def measure_size(n_patients: int, seed: int) -> dict[str, Any]:
@@ -197,19 +175,7 @@ def main() -> None:
             f"({b['seconds']:.1f} s, peak {b['peak_rss_mb']:.0f} MB) | x{result['speedup']:.1f}",
             flush=True,
         )
-    report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {args.out}")
+    write_report(args.out, "extraction", {"patients": args.patients, "seed": args.seed}, runs=runs)
 
 
 if __name__ == "__main__":

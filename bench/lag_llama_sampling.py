@@ -28,16 +28,14 @@ repeat; the load average is recorded around each run. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from benchfacts import git_state, load, machine, summarise, versions
+from benchfacts import load, summarise, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_S = 15 * 60
@@ -200,13 +198,10 @@ def main() -> None:
             f"{result['cached_full_batch']['seconds']['median']:.2f} s",
             flush=True,
         )
-    report = {
-        "benchmark": "lag_llama_sampling",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
-        "git": git_state(),
-        "settings": {
+    write_report(
+        args.out,
+        "lag_llama_sampling",
+        {
             "quick": args.quick,
             "model": "released shape (8 L, 9 heads x 16), random weights, seed 0",
             "series": args.series,
@@ -218,12 +213,9 @@ def main() -> None:
             "threads": args.threads,
             "timed": "see the module docstring of bench/lag_llama_sampling.py",
         },
-        "total_seconds": time.perf_counter() - started,
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {args.out}")
+        total_seconds=time.perf_counter() - started,
+        results=results,
+    )
 
 
 if __name__ == "__main__":

@@ -46,13 +46,12 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from benchfacts import git_state, machine, summarise, versions
+from benchfacts import summarise, write_report
 from chronos_forecast import count_series, forecast_rows, study_windows, subset, timed_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -398,13 +397,10 @@ def main() -> None:
             results.append({"threads": threads, **result})
             for name, s in result["speedup"].items():
                 print(f"  engine vs {name}: x{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})")
-    report = {
-        "benchmark": "moirai_forecast",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": {**versions(), **package_versions()},
-        "git": git_state(),
-        "settings": {
+    write_report(
+        args.out,
+        "moirai_forecast",
+        {
             "quick": args.quick,
             "repeats": args.repeats,
             "windows": windows_source,
@@ -418,18 +414,9 @@ def main() -> None:
             "threads": args.threads,
             "timed": "see the module docstring of bench/moirai_forecast.py",
         },
-        "total_seconds": time.perf_counter() - started,
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written {args.out}")
-
-
-def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    return {name: metadata.version(name) for name in ("uni2ts", "gluonts")}
+        total_seconds=time.perf_counter() - started,
+        results=results,
+    )
 
 
 if __name__ == "__main__":

@@ -28,16 +28,13 @@ import itertools
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from benchfacts import ROOT, git_state, load, machine, versions
+from benchfacts import ROOT, load, run_json_subprocess, write_report
 
 DEFAULT_MODELS = [
     "moirai:moirai",
@@ -172,15 +169,7 @@ def measure_forecast(
 
 def _in_subprocess(job: dict) -> dict:
     """Run one measurement in a fresh interpreter (own peak memory, no warm caches shared)."""
-    done = subprocess.run(
-        [sys.executable, __file__, "--job", json.dumps(job)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"measurement {job} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_subprocess([__file__, "--job", json.dumps(job)], f"measurement {job}")
 
 
 def main() -> None:
@@ -251,17 +240,8 @@ def main() -> None:
             "series/s",
             flush=True,
         )
-    report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
-        "git": git_state(),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("job", "out")},
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
+    settings = {k: v for k, v in vars(args).items() if k not in ("job", "out")}
+    write_report(args.out, "peft_throughput", settings, results=results)
 
 
 if __name__ == "__main__":
