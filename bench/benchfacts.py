@@ -15,7 +15,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +44,10 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    names = (
-        "torch",
-        "transformers",
-        "peft",
-        "chronos-forecasting",
-        "uni2ts",
-        "gluonts",
-        "vitalfm",
-        "numpy",
-    )
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    """The same package versions every run's metadata records."""
+    from vitalfm.engine.runs import software_versions
+
+    return software_versions()
 
 
 def git_state() -> dict[str, Any]:
