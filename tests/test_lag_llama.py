@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickletools
+import sys
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, TimeAxis, 
 from vitalfm.models.lag_llama import (
     LagLlamaForecaster,
     released_model_kwargs,
+    restricted_pickle,
     standin_model_kwargs,
 )
 from vitalfm.models.lag_llama.checkpoint import CHECKPOINT_FILE, loss_class
@@ -240,7 +242,7 @@ def test_a_fake_released_checkpoint_loads_and_predicts(tmp_path: Path) -> None:
         "builtins.set",
         "collections.OrderedDict",
     } <= pickled_globals(file)
-    assert "gluonts.torch.modules.loss" not in __import__("sys").modules
+    assert "gluonts.torch.modules.loss" not in sys.modules
     renamed = tmp_path / "renamed" / "any-name.ckpt"  # a folder's single .ckpt also loads
     renamed.parent.mkdir()
     renamed.write_bytes(file.read_bytes())
@@ -261,9 +263,7 @@ def test_a_fake_released_checkpoint_loads_and_predicts(tmp_path: Path) -> None:
     raw = torch.load(
         tmp_path / "again" / CHECKPOINT_FILE,
         weights_only=False,
-        pickle_module=__import__(
-            "vitalfm.models.lag_llama.restricted_pickle", fromlist=["Unpickler"]
-        ),
+        pickle_module=restricted_pickle,
     )
     assert list(raw) == [
         "epoch",

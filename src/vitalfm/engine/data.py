@@ -219,9 +219,7 @@ class CorpusTrainingData:
 
     def validation_batches(self, batch_size: int) -> Iterator[SeriesBatch]:
         for start in range(0, len(self.validation), batch_size):
-            part = slice(start, start + batch_size)
-            time = self.validation.time[part] if self.validation.time is not None else None
-            yield SeriesBatch(self.validation.context[part], self.validation.target[part], time)
+            yield self.validation[start : start + batch_size]
 
     def describe(self) -> dict[str, int | str]:
         return {

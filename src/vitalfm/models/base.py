@@ -120,6 +120,11 @@ class SeriesBatch:
     def __len__(self) -> int:
         return int(self.context.shape[0])
 
+    def __getitem__(self, rows: slice) -> SeriesBatch:
+        """The batch's rows ``rows`` (their times too)."""
+        time = self.time[rows] if self.time is not None else None
+        return SeriesBatch(self.context[rows], self.target[rows], time)
+
 
 @dataclass
 class Forecast:
