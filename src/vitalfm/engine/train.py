@@ -109,9 +109,22 @@ class TrainingResult:
     wall_time_s: float
     train_samples_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)
+    #: Peak memory of the training process: its RSS and, on a GPU, torch's peak allocation.
+    peak_memory_mb: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
+    """Peak host RSS of this process (ru_maxrss, kB on Linux) and peak device memory."""
+    import resource
+
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    on_device = None
+    if device.type == "cuda":
+        on_device = torch.cuda.max_memory_allocated(device) / 2**20
+    return {"process_rss_mb": host, "device_mb": on_device}
 
 
 def trainable_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -374,6 +387,8 @@ class Trainer:
         """Train to ``max_steps`` or early stop; ``stop_after_steps`` is for tests (a crash)."""
         cfg = self.config
         started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         resumed = self.load_latest_checkpoint()
         if resumed is not None:
             log.info("resuming from checkpoint at step %d in %s", resumed, self.checkpoint_dir)
@@ -455,4 +470,5 @@ class Trainer:
             wall_time_s=time.perf_counter() - started,
             train_samples_per_s=trained_samples / train_time if train_time else math.nan,
             history=self.history,
+            peak_memory_mb=peak_memory_mb(self.device),
         )
