@@ -1,0 +1,20 @@
+"""Evaluation: metrics on observed target points, per-patient scores, patient bootstrap.
+
+- :mod:`~vitalfm.evaluation.metrics`: the metric definitions and the study's tables.
+- :mod:`~vitalfm.evaluation.scoring`: rule ``score`` (forecasts -> per-patient sums).
+- :mod:`~vitalfm.evaluation.bootstrap`: resampling patients as count weights.
+"""
+
+from vitalfm.evaluation.metrics import METRICS, minmax_ranges, study_metrics, write_metrics
+from vitalfm.evaluation.scoring import read_forecasts, read_scores, score_forecasts, score_run
+
+__all__ = [
+    "METRICS",
+    "minmax_ranges",
+    "read_forecasts",
+    "read_scores",
+    "score_forecasts",
+    "score_run",
+    "study_metrics",
+    "write_metrics",
+]
