@@ -19,6 +19,7 @@ include: "workflow/rules/database.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/evaluation.smk"
 
 
 rule all:

@@ -58,4 +58,6 @@ def get_final_outputs():
         "results/splits/split_summary.tsv",
         *expand("results/windows/{split}.npz", split=SPLITS),
         *[f"results/forecasts/{run.run_id}.parquet" for run in RUNS],
+        "results/metrics/metrics.parquet",
+        "results/metrics/paired.parquet",
     ]
