@@ -4,6 +4,12 @@ A method entry with a list of ranks (or FourierFT frequencies) is a sweep and ex
 setting per value, named ``<method>-r<rank>`` (``<method>-n<n_frequency>``); the Snakefile
 builds its jobs from :func:`study_runs`. This module stays free of torch so that parsing the
 Snakefile is fast.
+
+Baselines are models with ``source: {scratch: true}`` (families persistence, nhits, nbeats,
+dlinear): they list their methods, which may only be ``zero_shot`` (persistence, which has
+nothing to train) or kind ``scratch`` (train every parameter from a seeded random init on the
+study's windows). Kind ``scratch`` is only for them: a pretrained model whose ``methods`` is
+left out gets every method except those of kind ``scratch``.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ from typing import Any
 from vitalfm.errors import ConfigError
 
 RANKED_KINDS = ("lora", "dora", "vera")
+#: The kinds a from-scratch model may use.
+SCRATCH_SOURCE_KINDS = ("zero_shot", "scratch")
+#: From-scratch families with no parameters: forecast as they are (zero_shot), never trained.
+UNTRAINED_FAMILIES = ("persistence",)
 
 
 @dataclass(frozen=True)
 class Run:
     model: str
     family: str
-    source: dict[str, str]
+    source: dict[str, Any]  # models.<name>.source: hub, path, standin or scratch
     setting: str
     method: dict[str, Any]  # one expanded method entry (kind + scalar settings)
     options: dict[str, Any] = field(default_factory=dict)  # models.<name>.options
@@ -37,6 +47,11 @@ class Run:
     @property
     def standin(self) -> str | None:
         return self.source.get("standin")
+
+    @property
+    def baseline(self) -> bool:
+        """A model built from scratch (persistence, N-HiTS, ...), not a pretrained one."""
+        return bool(self.source.get("scratch"))
 
 
 def method_settings(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -63,17 +78,61 @@ def method_settings(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return settings
 
 
+def _model_methods(cfg: Mapping[str, Any], model: str, entry: Mapping[str, Any]) -> list[str]:
+    """The method names a model runs (checked against its source; see the module docstring)."""
+    methods = cfg["methods"]
+    scratch = bool(entry["source"].get("scratch"))
+    listed = entry.get("methods")
+    if scratch and not listed:
+        raise ConfigError(
+            f"config key models.{model}.methods is missing: a model built from scratch "
+            "(source: {scratch: true}) must list its methods",
+            "add `methods: [scratch]` (a method of kind scratch) for a trained baseline, or "
+            "`methods: [zero_shot]` for persistence",
+        )
+    chosen = list(listed) if listed else [m for m in methods if methods[m]["kind"] != "scratch"]
+    unknown = [m for m in chosen if m not in methods]
+    if unknown:
+        raise ConfigError(
+            f"config key models.{model}.methods names unknown method(s) {unknown}",
+            f"use names defined under `methods`: {', '.join(methods)}",
+        )
+    for name in chosen:
+        kind = methods[name]["kind"]
+        if not scratch and kind == "scratch":
+            raise ConfigError(
+                f"config key models.{model}.methods lists {name} (kind scratch, training from "
+                f"a random init), but {model} is a pretrained model",
+                f"remove {name} from models.{model}.methods (kind full fine-tunes every "
+                "parameter of a pretrained model), or give the model `source: {scratch: true}`",
+            )
+        if scratch and kind not in SCRATCH_SOURCE_KINDS:
+            raise ConfigError(
+                f"config key models.{model}.methods lists {name} (kind {kind}), but {model} "
+                "is built from scratch and has no pretrained weights to adapt",
+                f"use a method of kind scratch (or zero_shot for persistence) for models.{model}",
+            )
+        untrained = entry["family"] in UNTRAINED_FAMILIES
+        if scratch and untrained and kind == "scratch":
+            raise ConfigError(
+                f"config key models.{model}.methods lists {name} (kind scratch), but family "
+                f"{entry['family']} has no parameters to train",
+                f"use `methods: [zero_shot]` for models.{model}",
+            )
+        if scratch and not untrained and kind == "zero_shot":
+            raise ConfigError(
+                f"config key models.{model}.methods lists {name} (zero_shot): {model} would "
+                "forecast with untrained, random weights",
+                f"use a method of kind scratch for models.{model}",
+            )
+    return chosen
+
+
 def study_runs(cfg: Mapping[str, Any]) -> list[Run]:
     settings = method_settings(cfg)
     runs = []
     for model, entry in cfg["models"].items():
-        chosen = entry.get("methods") or list(cfg["methods"])
-        unknown = [m for m in chosen if m not in cfg["methods"]]
-        if unknown:
-            raise ConfigError(
-                f"config key models.{model}.methods names unknown method(s) {unknown}",
-                f"use names defined under `methods`: {', '.join(cfg['methods'])}",
-            )
+        chosen = _model_methods(cfg, model, entry)
         for setting, method in settings.items():
             if method["method"] in chosen:
                 runs.append(

@@ -30,6 +30,7 @@ from vitalfm.engine.forecast import ForecastConfig, forecast_windows
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
 from vitalfm.io import atomic_dir, write_json, write_parquet
 from vitalfm.models.adaptation import (
+    WHOLE_MODEL_KINDS,
     MethodSpec,
     adapt,
     load_adapted,
@@ -105,9 +106,27 @@ def _source(run: Run, standin_dir: str | None) -> ModelSource:
     return source
 
 
-def load_base(run: Run, standin_dir: str | None, device: torch.device) -> Forecaster:
+def load_base(
+    run: Run,
+    standin_dir: str | None,
+    device: torch.device,
+    steps: tuple[int, int] | None = None,
+    seed: int = 0,
+) -> Forecaster:
+    """The run's model before training: its pretrained weights, or for a baseline
+    (``source: {scratch: true}``) a new model for ``steps`` = (context, horizon) window
+    lengths from a random init seeded by ``seed``."""
     family = forecaster_class(run.family)
-    forecaster = family.load(_source(run, standin_dir), device)
+    source = _source(run, standin_dir)
+    if source.is_scratch:
+        if steps is None:
+            raise ModelError(
+                f"run {run.run_id} builds its model from scratch and needs the window lengths",
+                "pass steps=(context_steps, horizon_steps)",
+            )
+        forecaster = family.from_scratch(run.options, steps[0], steps[1], seed)
+    else:
+        forecaster = family.load(source, device)
     forecaster.configure(run.options)
     forecaster.module.to(device)
     return forecaster
@@ -235,13 +254,19 @@ def finetune(
     vitals = vital_names_from_config(cfg["vitals"])
     with _claim(cfg) as claim:
         started = time.perf_counter()
-        forecaster = load_base(run, standin_dir, claim.device)
         data = WindowTrainingData(
             WindowSet.load(train_windows),
             WindowSet.load(validation_windows),
             vitals,
             seed=training.seed,
             validation_max_series=cfg["training"]["validation_max_series"],
+        )
+        forecaster = load_base(
+            run,
+            standin_dir,
+            claim.device,
+            steps=(data.context_steps, data.horizon_steps),
+            seed=training.seed,
         )
         _, base_total = parameter_counts(forecaster.module)
         torch.manual_seed(training.seed)
@@ -281,7 +306,7 @@ def finetune(
             "wall_time_s": time.perf_counter() - started,
         }
         with atomic_dir(out_dir) as tmp:
-            if spec.kind == "full":
+            if spec.kind in WHOLE_MODEL_KINDS:  # full and scratch: the whole model
                 forecaster.save_pretrained(tmp / "model")
             else:
                 save_adapted(forecaster.module, spec, tmp / "model")
@@ -291,18 +316,25 @@ def finetune(
 
 
 def load_for_forecast(
-    run: Run, run_dir: str | Path | None, standin_dir: str | None, device: torch.device
+    run: Run,
+    run_dir: str | Path | None,
+    standin_dir: str | None,
+    device: torch.device,
+    steps: tuple[int, int] | None = None,
+    seed: int = 0,
 ) -> Forecaster:
-    """The model a run forecasts with: the base for zero-shot, else base + merged adaptation."""
+    """The model a run forecasts with: the base for zero-shot, the saved model for full and
+    scratch, else base + merged adaptation. ``steps`` and ``seed`` build a zero-shot
+    baseline (persistence), as in :func:`load_base`."""
     spec = method_spec(run)
     if not run.trains:
-        return load_base(run, standin_dir, device)
+        return load_base(run, standin_dir, device, steps=steps, seed=seed)
     if run_dir is None:
         raise ModelError(
             f"run {run.run_id} needs its fine-tuned model folder", "run the finetune rule first"
         )
     model_dir = Path(run_dir) / "model"
-    if spec.kind == "full":
+    if spec.kind in WHOLE_MODEL_KINDS:
         family = forecaster_class(run.family)
         original = _source(run, standin_dir)
         forecaster = family.load(ModelSource(path=str(model_dir)), device)
@@ -336,8 +368,15 @@ def forecast(
         seed=fc["seed"],
     )
     with _claim(cfg) as claim:
-        forecaster = load_for_forecast(run, run_dir, standin_dir, claim.device)
         windows = WindowSet.load(test_windows)
+        forecaster = load_for_forecast(
+            run,
+            run_dir,
+            standin_dir,
+            claim.device,
+            steps=(windows.context_steps, windows.horizon_steps),
+            seed=cfg["training"]["seed"],
+        )
         try:
             table, facts = forecast_windows(
                 forecaster, windows, vital_names_from_config(cfg["vitals"]), config

@@ -17,6 +17,10 @@ Kinds (:data:`METHOD_KINDS`):
 - ``layernorm``: the weights (and biases, if any) of the normalisation layers matched by
   ``TargetModules.norms`` (for T5: the ``layer_norm`` of the attention sub-layers).
 - ``full``: every parameter.
+- ``scratch``: every parameter of a baseline built from a seeded random init
+  (``source: {scratch: true}``, :mod:`vitalfm.models.scratch`); it trains and saves like
+  ``full``. It is not an adaptation of a pretrained model, so it stays out of
+  :data:`METHOD_KINDS` (the adaptation kinds) and is in :data:`ALL_KINDS`.
 
 Name patterns (``TargetModules`` fields and a method's ``target_modules``) match dotted
 module names (``encoder.block.0.layer.0.SelfAttention.q``) in one of two ways:
@@ -32,8 +36,8 @@ peft kinds, ``bias_linears`` for bitfit and ``norms`` for layernorm.
 
 Saved forms: peft kinds use peft's own folder (``adapter_config.json`` +
 ``adapter_model.safetensors``); bitfit, layernorm and zero_shot save only the trained tensors
-(``tuned_parameters.safetensors`` + ``tuned_parameters.json``); full models are saved by the
-family's ``save_pretrained``.
+(``tuned_parameters.safetensors`` + ``tuned_parameters.json``); full and scratch models are
+saved by the family's ``save_pretrained``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ from vitalfm.models.base import ModelError, TargetModules
 log = logging.getLogger(__name__)
 
 METHOD_KINDS = ("zero_shot", "lora", "dora", "vera", "fourierft", "bitfit", "layernorm", "full")
+#: Kinds that train every parameter and save the whole model with the family's save_pretrained.
+WHOLE_MODEL_KINDS = ("full", "scratch")
+#: Every kind a method entry may have: the adaptation kinds and training from scratch.
+ALL_KINDS = (*METHOD_KINDS, "scratch")
 PEFT_KINDS = ("lora", "dora", "vera", "fourierft")
 #: Kinds saved as their trained tensors (zero_shot: an empty set, so every non-full run saves).
 SELECTIVE_KINDS = ("zero_shot", "bitfit", "layernorm")
@@ -85,7 +93,7 @@ _KEY_KINDS: dict[str, tuple[str, ...]] = {
     "target_modules": (*PEFT_KINDS, "bitfit", "layernorm"),
     "n_frequency": ("fourierft",),
     "scaling": ("fourierft",),
-    "learning_rate": tuple(k for k in METHOD_KINDS if k != "zero_shot"),
+    "learning_rate": tuple(k for k in ALL_KINDS if k != "zero_shot"),
 }
 _PEFT_TYPES = {"lora": "LORA", "dora": "LORA", "vera": "VERA", "fourierft": "FOURIERFT"}
 _REGEX_CHARS = frozenset("\\^$*+?{}[]|()")
@@ -129,9 +137,9 @@ class MethodSpec:
             raise ConfigError(
                 f"a method needs a non-empty name, got {name!r}", "name it, e.g. lora-r2"
             )
-        if self.kind not in METHOD_KINDS:
+        if self.kind not in ALL_KINDS:
             raise _config_error(
-                name, f"unknown kind {self.kind!r}", f"use one of {', '.join(METHOD_KINDS)}"
+                name, f"unknown kind {self.kind!r}", f"use one of {', '.join(ALL_KINDS)}"
             )
         if self.kind in ("lora", "dora", "vera") and self.rank is None:
             raise _config_error(
@@ -195,11 +203,11 @@ class MethodSpec:
                 name, f"its entry names another method ({entry['name']!r})", "drop `name`"
             )
         kind = values.pop("kind", None)
-        if kind not in METHOD_KINDS:
+        if kind not in ALL_KINDS:
             raise _config_error(
                 name,
                 f"unknown or missing kind {kind!r}",
-                f"set `kind:` to one of {', '.join(METHOD_KINDS)}",
+                f"set `kind:` to one of {', '.join(ALL_KINDS)}",
             )
         unknown = sorted(set(values) - set(_KEY_KINDS))
         if unknown:
@@ -497,7 +505,7 @@ def adapt(module: nn.Module, spec: MethodSpec, targets: TargetModules) -> nn.Mod
     """
     if spec.kind in PEFT_KINDS:
         return _adapt_peft(module, spec, targets)
-    module.requires_grad_(spec.kind == "full")
+    module.requires_grad_(spec.kind in WHOLE_MODEL_KINDS)
     if spec.kind == "bitfit":
         _bitfit(module, spec, targets)
     elif spec.kind == "layernorm":
@@ -573,9 +581,9 @@ def _write_atomically(directory: Path, write: Any) -> None:
 
 def save_adapted(module: nn.Module, spec: MethodSpec, directory: Path) -> None:
     """Save what ``spec`` trained into ``directory`` (replaced atomically as a whole)."""
-    if spec.kind == "full":
+    if spec.kind in WHOLE_MODEL_KINDS:
         raise ModelError(
-            f"method {spec.name!r}: a fully fine-tuned model has no adapter to save",
+            f"method {spec.name!r}: a fully trained ({spec.kind}) model has no adapter to save",
             "save it with the family's Forecaster.save_pretrained",
         )
     if spec.kind in PEFT_KINDS:
@@ -695,9 +703,9 @@ def load_adapted(
     """
     del targets
     directory = Path(directory)
-    if spec.kind == "full":
+    if spec.kind in WHOLE_MODEL_KINDS:
         raise ModelError(
-            f"method {spec.name!r}: full fine-tuning saves a whole model, not an adaptation",
+            f"method {spec.name!r}: kind {spec.kind} saves a whole model, not an adaptation",
             "load it with the family's Forecaster.load",
         )
     if not directory.is_dir():

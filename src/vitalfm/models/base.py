@@ -31,32 +31,48 @@ class ModelError(VitalfmError):
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model's weights come from: exactly one of ``hub``, ``path`` or ``standin``.
+    """Where a model's weights come from: exactly one of ``hub``, ``path``, ``standin`` or
+    ``scratch``.
 
     ``standin`` names a small pretrained stand-in built by the ``pretrain`` rule; ``location``
     is then the folder that rule wrote (in the released format), so every source ends up
-    loaded by the same loader code.
+    loaded by the same loader code. ``scratch`` is a baseline with no pretrained weights: the
+    family builds it from a seeded random init (:meth:`Forecaster.from_scratch`) and it is
+    trained, if at all, on the study's own windows.
     """
 
     hub: str | None = None
     path: str | None = None
     standin: str | None = None
     standin_dir: str | None = None
+    scratch: bool = False
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> ModelSource:
-        keys = [k for k in ("hub", "path", "standin") if entry.get(k)]
-        if len(keys) != 1:
+        keys = [k for k in ("hub", "path", "standin", "scratch") if entry.get(k)]
+        if len(keys) != 1 or set(entry) - {"hub", "path", "standin", "scratch"}:
             raise ConfigError(
-                f"a model source needs exactly one of hub, path or standin, got {sorted(entry)}",
+                f"a model source needs exactly one of hub, path, standin or scratch, "
+                f"got {sorted(entry)}",
                 "write e.g. `source: {hub: amazon/chronos-t5-small}`, "
-                "`source: {path: /models/chronos-t5-small}` or `source: {standin: chronos-t5}`",
+                "`source: {path: /models/chronos-t5-small}`, `source: {standin: chronos-t5}` "
+                "or, for a baseline trained from a random init, `source: {scratch: true}`",
             )
+        if keys == ["scratch"]:
+            if entry["scratch"] is not True:
+                raise ConfigError(
+                    f"source scratch = {entry['scratch']!r}", "write `source: {scratch: true}`"
+                )
+            return cls(scratch=True)
         return cls(**{k: entry[k] for k in ("hub", "path", "standin") if entry.get(k)})
 
     @property
     def is_standin(self) -> bool:
         return self.standin is not None
+
+    @property
+    def is_scratch(self) -> bool:
+        return self.scratch
 
     @property
     def location(self) -> str:
@@ -65,6 +81,11 @@ class ModelSource:
             return self.hub
         if self.path:
             return self.path
+        if self.scratch:
+            raise ModelError(
+                "a model built from scratch has no weights to open",
+                "build it with the family's Forecaster.from_scratch (the engine does this)",
+            )
         if not self.standin_dir:
             raise ModelError(
                 f"stand-in {self.standin!r} has no folder yet",
@@ -77,6 +98,8 @@ class ModelSource:
             return f"hub:{self.hub}"
         if self.path:
             return f"path:{self.path}"
+        if self.scratch:
+            return "scratch (seeded random init; trained, if at all, on the study's windows)"
         return f"stand-in:{self.standin} (small model pretrained here on a synthetic corpus)"
 
 
@@ -211,6 +234,21 @@ class Forecaster(ABC):
     @classmethod
     def standin_names(cls) -> tuple[str, ...]:
         return ()
+
+    @classmethod
+    def from_scratch(
+        cls, options: Mapping[str, Any], context_steps: int, horizon_steps: int, seed: int
+    ) -> Forecaster:
+        """A new model from a seeded random init, for ``source: {scratch: true}`` baselines.
+
+        Pretrained families have no such form; the baseline families
+        (:mod:`vitalfm.models.scratch`) override this.
+        """
+        raise ModelError(
+            f"family {cls.family} is a pretrained family and cannot be built from scratch",
+            "give it a hub, path or standin source; from-scratch baselines are the families "
+            "persistence, nhits, nbeats and dlinear",
+        )
 
     @abstractmethod
     def save_pretrained(self, directory: Path) -> None:
