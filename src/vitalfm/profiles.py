@@ -221,7 +221,10 @@ def check_values(
         value = val.value
         number = _as_int(value)
         if name in NON_NEGATIVE_INTS and (number is None or number < 0):
-            problems.append(f"{where}: {name} = {raw!r} is not a whole number; {_int_fix(name)}")
+            problems.append(
+                f"{where}: {name} = {raw!r} is not a count (a whole number, 0 or more); "
+                + _int_fix(name)
+            )
         elif name in SIGNED_INTS and number is None:
             problems.append(f"{where}: {name} = {raw!r} is not a whole number; use e.g. {name}: 8")
         elif name in HUMAN_FRIENDLY and isinstance(value, str):
