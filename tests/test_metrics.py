@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import runpy
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -499,6 +500,28 @@ def test_study_metrics_reads_a_results_folder(tmp_path):
     assert set(table.columns) == set(metrics.METRICS_COLUMNS)
     assert set(paired["run"]) == {"m/lora-r2"} and set(paired["reference"]) == {"zero_shot"}
     assert (table["rank"].isna() == (table["setting"] == "zero_shot")).all()
+    # the rule's script writes the same tables as parquet and CSV
+    out = {
+        name: tmp_path / "metrics" / name for name in ("m.parquet", "m.csv", "p.parquet", "p.csv")
+    }
+    sm = SimpleNamespace(
+        config=cfg,
+        params=SimpleNamespace(runs=["m/zero_shot", "m/lora-r2"]),
+        input=SimpleNamespace(
+            scores=[str(scoring.score_path(tmp_path, r)) for r in ("m/zero_shot", "m/lora-r2")]
+        ),
+        output=SimpleNamespace(
+            metrics=out["m.parquet"],
+            metrics_csv=out["m.csv"],
+            paired=out["p.parquet"],
+            paired_csv=out["p.csv"],
+        ),
+        log=[str(tmp_path / "metrics.log")],
+        rule="metrics",
+    )
+    run_script("metrics.py", sm)
+    pd.testing.assert_frame_equal(pd.read_parquet(out["m.parquet"]), table)
+    pd.testing.assert_frame_equal(pd.read_csv(out["p.csv"]), paired, check_exact=False)
 
 
 def test_no_observed_targets_is_an_error_naming_the_run():
@@ -536,7 +559,16 @@ def test_forecasts_on_other_windows_or_with_nan_are_rejected():
         scored(broken, windows)
 
 
-def test_score_script_exits_non_zero_with_the_message(tmp_path, capfd):
+def run_script(name: str, sm: SimpleNamespace) -> None:
+    """Run a rule's script as Snakemake would, with a stand-in ``snakemake`` object."""
+    saved = sys.stdout, sys.stderr
+    try:
+        runpy.run_path(str(REPO / "scripts" / name), init_globals={"snakemake": sm})
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def test_score_script_exits_non_zero_with_the_message(tmp_path):
     log = tmp_path / "score.log"
     sm = SimpleNamespace(
         config=tiny_config(),
@@ -549,14 +581,8 @@ def test_score_script_exits_non_zero_with_the_message(tmp_path, capfd):
         rule="score",
         threads=1,
     )
-    import sys
-
-    saved = sys.stdout, sys.stderr
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(REPO / "scripts" / "score.py"), init_globals={"snakemake": sm})
-    finally:
-        sys.stdout, sys.stderr = saved
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("score.py", sm)
     assert exit_info.value.code == 1
     assert "no forecasts for run m/lora-r2" in log.read_text()
     assert not (tmp_path / "scores.parquet").exists()

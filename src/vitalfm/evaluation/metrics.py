@@ -309,6 +309,15 @@ class RunSummary:
         return {(scale, vital): int(cell) for cell, scale, vital in cells}
 
 
+def _cell_order(column: pd.Series) -> pd.Series:
+    """Original scale first, then min-max; vital "all" first."""
+    if column.name == "scale":
+        return column.map({name: i for i, name in enumerate(SCALES)})
+    if column.name == "vital":
+        return column.where(column != "all", "")
+    return column
+
+
 def summarise_run(scores: Any, patients: np.ndarray, weights: np.ndarray) -> RunSummary:
     """Totals, metrics and bootstrap resamples of one run's score table.
 
@@ -319,7 +328,7 @@ def summarise_run(scores: Any, patients: np.ndarray, weights: np.ndarray) -> Run
     cells = (
         scores[["scale", "vital", "step"]]
         .drop_duplicates()
-        .sort_values(["scale", "vital", "step"])
+        .sort_values(["scale", "vital", "step"], key=_cell_order)
         .reset_index(drop=True)
     )
     cell_id = cells.reset_index().merge(scores, on=["scale", "vital", "step"], how="right")
