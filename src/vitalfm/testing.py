@@ -238,3 +238,60 @@ def run_every_setting(
         results[setting] = (trained, forecast)
     assert not list((work / "runs").glob(".*part"))  # no half-written run folder left
     return results
+
+
+# --- the from-scratch baselines -------------------------------------------------------------
+
+#: The baseline families as ``models:`` entries, sized for CPU tests.
+TINY_BASELINES: dict[str, dict[str, Any]] = {
+    "persistence": {"family": "persistence", "source": {"scratch": True}, "methods": ["zero_shot"]},
+    "nhits": {
+        "family": "nhits",
+        "source": {"scratch": True},
+        "methods": ["scratch"],
+        "options": {"stacks": 2, "hidden_size": 32, "pooling": [2, 1], "downsample": [2, 1]},
+    },
+    "nbeats": {
+        "family": "nbeats",
+        "source": {"scratch": True},
+        "methods": ["scratch"],
+        "options": {"stacks": 1, "blocks": 2, "hidden_size": 32},
+    },
+    "dlinear": {
+        "family": "dlinear",
+        "source": {"scratch": True},
+        "methods": ["scratch"],
+        "options": {"kernel_size": 5, "hidden_size": 8},
+    },
+}
+
+
+def tiny_baseline_config(
+    max_steps: int = 2,
+    learning_rate: float = 3e-3,
+    vitals: tuple[str, ...] = ("heart_rate", "mbp"),
+) -> dict[str, Any]:
+    """A validated config with :data:`TINY_BASELINES` (persistence zero-shot, the others
+    trained by method ``scratch`` for ``max_steps`` steps)."""
+    from vitalfm.config import validate_config
+
+    return validate_config(
+        {
+            "vitals": {"names": list(vitals)},
+            "models": TINY_BASELINES,
+            "methods": {
+                "zero_shot": {"kind": "zero_shot"},
+                "scratch": {"kind": "scratch", "learning_rate": learning_rate},
+            },
+            "training": {
+                "max_steps": max_steps,
+                "batch_size": 32,
+                "eval_every": max(1, max_steps // 4),
+                "checkpoint_every": max(1, max_steps // 2),
+                "patience": 100,
+                "validation_max_series": 64,
+            },
+            "forecast": {"num_samples": 50, "batch_size": 64},
+            "device": {"preference": "cpu"},
+        }
+    )

@@ -482,7 +482,9 @@ class DoublyResidualNet(nn.Module):
     (residual = residual - backcast) and adds its forecast to the sum.
 
     The sum starts at the last (filled) context value, as neuralforecast's N-BEATS and N-HiTS
-    start from the naive forecast, so the blocks learn the change from persistence.
+    start from the naive forecast, so the blocks learn the change from persistence. The last
+    block's backcast feeds nothing; it is kept (and counted) so that parameter counts compare
+    with the papers' and the libraries' networks, which have it too.
     """
 
     def __init__(self, blocks: Sequence[ResidualBlock]) -> None:
