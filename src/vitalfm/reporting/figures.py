@@ -1,0 +1,508 @@
+"""The study's figures (matplotlib, Agg): error against LoRA rank, error against trainable
+parameters with the Pareto front, error by horizon step, example forecasts, loss curves.
+
+Errors are min-max-scale MAE over all vitals with 95% patient-bootstrap intervals, read from
+``metrics.parquet``; nothing is rescored here. Each figure is written as PNG and PDF. A study
+without what a figure needs (no rank sweep, no trained run) gets a figure that says so, so the
+workflow's outputs do not depend on which families and methods the config lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+
+from vitalfm.errors import DataError
+from vitalfm.io import atomic_path
+from vitalfm.reporting import FIGURE_FORMATS, FIGURES
+from vitalfm.reporting.inputs import (
+    ResultsLayout,
+    check_runs_scored,
+    load_history,
+    load_metrics,
+    require,
+)
+from vitalfm.reporting.tables import RANKED_KINDS, overall, run_info
+from vitalfm.study import study_runs
+
+log = logging.getLogger(__name__)
+
+ERROR_LABEL = "MAE (min-max scale, all vitals)"
+KIND_MARKERS = {
+    "zero_shot": "o",
+    "lora": "s",
+    "dora": "D",
+    "vera": "^",
+    "fourierft": "v",
+    "bitfit": "P",
+    "layernorm": "X",
+    "full": "*",
+    "scratch": "h",
+}
+#: Vitals the examples show, in turn (the study's targets); else the first configured vital.
+EXAMPLE_VITALS = ("heart_rate", "mbp")
+UNITS = {
+    "heart_rate": "bpm",
+    "sbp": "mmHg",
+    "dbp": "mmHg",
+    "mbp": "mmHg",
+    "resp_rate": "/min",
+    "spo2": "%",
+    "temperature": "°C",
+}
+
+
+# --- the Pareto front ----------------------------------------------------------------------
+
+
+def pareto_front(cost: Sequence[float], error: Sequence[float]) -> np.ndarray:
+    """Which points no other point dominates (as cheap or cheaper and as good or better, one
+    of them strictly). Points with a missing coordinate are never on the front."""
+    x = np.asarray(cost, dtype=float)
+    y = np.asarray(error, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    front = ok.copy()
+    for i in np.flatnonzero(ok):
+        others = ok & (x <= x[i]) & (y <= y[i]) & ((x < x[i]) | (y < y[i]))
+        front[i] = not others.any()
+    return front
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _family_colors(families: Sequence[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10")
+    return {family: cmap(i % 10) for i, family in enumerate(dict.fromkeys(families))}
+
+
+def _yerr(frame: pd.DataFrame) -> np.ndarray:
+    """Asymmetric error bars from the intervals (0 where an interval is missing)."""
+    low = (frame["value"] - frame["ci_low"]).clip(lower=0).fillna(0)
+    high = (frame["ci_high"] - frame["value"]).clip(lower=0).fillna(0)
+    return np.vstack([low.to_numpy(), high.to_numpy()])
+
+
+def _grid(n: int, width: float = 4.2, height: float = 3.2, max_cols: int = 3) -> tuple:
+    cols = max(1, min(n, max_cols))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _placeholder(message: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 2.5), layout="constrained")
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    return fig
+
+
+def save_figure(fig: plt.Figure, name: str, out_dir: Path) -> dict[str, Path]:
+    """PNG and PDF, each written atomically."""
+    paths = {}
+    for fmt in FIGURE_FORMATS:
+        target = out_dir / f"{name}.{fmt}"
+        with atomic_path(target) as tmp:
+            # Fixed metadata so a rerun on the same numbers gives the same PDF.
+            meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+            fig.savefig(tmp, format=fmt, dpi=150, metadata=meta)
+        paths[fmt] = target
+    plt.close(fig)
+    return paths
+
+
+def _with_overall(info: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    mae = overall(metrics, "mae")[["value", "ci_low", "ci_high"]]
+    return info.join(mae, on="run")
+
+
+# --- figures -------------------------------------------------------------------------------
+
+
+def rank_sweep_figure(data: pd.DataFrame) -> plt.Figure:
+    """Error against rank per family: one line per model and ranked method, its zero-shot
+    error as a dashed line of the same colour."""
+    ranked = data[data["kind"].isin(RANKED_KINDS) & data["rank"].notna()]
+    swept = ranked[ranked.groupby(["model", "method"])["rank"].transform("nunique") >= 2]
+    if swept.empty:
+        return _placeholder("This study ran no rank sweep (no method at two or more ranks).")
+    families = list(dict.fromkeys(swept["family"]))
+    fig, axes = _grid(len(families))
+    cmap = plt.get_cmap("tab10")
+    for ax, family in zip(axes, families, strict=True):
+        part = swept[swept["family"] == family]
+        for i, ((model, method), group) in enumerate(part.groupby(["model", "method"], sort=False)):
+            group = group.sort_values("rank")
+            color = cmap(i % 10)
+            ax.errorbar(
+                group["rank"],
+                group["value"],
+                yerr=_yerr(group),
+                marker=KIND_MARKERS.get(group["kind"].iloc[0], "o"),
+                color=color,
+                capsize=3,
+                label=f"{model} {method}",
+            )
+            zero = data[(data["model"] == model) & (data["kind"] == "zero_shot")]
+            if len(zero) and np.isfinite(zero["value"].iloc[0]):
+                ax.axhline(zero["value"].iloc[0], color=color, ls="--", lw=1, alpha=0.8)
+        ranks = sorted(part["rank"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ranks, [f"{int(r)}" for r in ranks])
+        ax.minorticks_off()
+        ax.set_xlabel("rank")
+        ax.set_ylabel(ERROR_LABEL)
+        ax.set_title(family)
+        ax.legend(fontsize=7)
+    fig.suptitle("Error against adapter rank (dashed: the model's zero-shot error)", fontsize=10)
+    return fig
+
+
+def pareto_figure(data: pd.DataFrame) -> plt.Figure:
+    """Error against trainable parameters. Runs that train nothing (zero-shot, persistence)
+    sit on a separate panel at the left, since 0 has no place on a log axis."""
+    data = data[np.isfinite(data["value"])].reset_index(drop=True)
+    if data.empty:
+        return _placeholder("No run has an overall error to plot.")
+    colors = _family_colors(data["family"])
+    front = pareto_front(data["trainable"], data["value"])
+    zero = data["trainable"] <= 0
+    fig, (left, right) = plt.subplots(
+        1,
+        2,
+        sharey=True,
+        figsize=(10, 5.2),
+        width_ratios=[1, 5],
+        layout="constrained",
+    )
+    families = list(dict.fromkeys(data.loc[zero, "family"]))  # the left panel's categories
+    for i, row in data.iterrows():
+        ax = left if zero[i] else right
+        x = families.index(row["family"]) if zero[i] else row["trainable"]
+        ax.errorbar(
+            x,
+            row["value"],
+            yerr=_yerr(data.loc[[i]]),
+            marker=KIND_MARKERS.get(row["kind"], "o"),
+            color=colors[row["family"]],
+            mfc=colors[row["family"]] if not row["baseline"] else "white",
+            ms=7,
+            capsize=2,
+            ls="none",
+            alpha=0.9,
+        )
+        if front[i]:
+            ax.annotate(
+                row["run"],
+                (x, row["value"]),
+                xytext=(4, -10),
+                textcoords="offset points",
+                fontsize=6,
+                in_layout=False,  # a label may overhang; it must not squeeze the panels
+            )
+    left.set_xlim(-0.7, max(len(families), 1) - 0.3)
+    left.set_xticks(range(len(families)), families, rotation=60, fontsize=7)
+    left.set_xlabel("0 trainable")
+    left.set_ylabel(ERROR_LABEL)
+    trained = data[~zero]
+    if len(trained):
+        right.set_xscale("log")
+        lo, hi = trained["trainable"].min(), trained["trainable"].max()
+        right.set_xlim(lo / 2, hi * 2)
+        points = data[front].sort_values(["trainable", "value"])
+        xs = [lo / 2 if t <= 0 else t for t in points["trainable"]]
+        ys = list(points["value"])
+        right.step([*xs, hi * 2], [*ys, ys[-1]], where="post", color="black", lw=1, alpha=0.6)
+    else:
+        right.text(0.5, 0.5, "no run trains parameters", transform=right.transAxes, ha="center")
+    right.set_xlabel("trainable parameters (log scale)")
+    right.tick_params(labelleft=False)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=c, marker="o", ls="none", label=f) for f, c in colors.items()]
+    kinds = list(dict.fromkeys(data["kind"]))
+    handles += [
+        Line2D([], [], color="gray", marker=KIND_MARKERS.get(k, "o"), ls="none", label=k)
+        for k in kinds
+    ]
+    handles.append(Line2D([], [], color="black", alpha=0.6, label="Pareto front"))
+    right.legend(handles=handles, fontsize=7, loc="upper right", ncol=2)
+    fig.suptitle(
+        "Error against trainable parameters (open markers: baselines; labels: the front)",
+        fontsize=10,
+    )
+    return fig
+
+
+def horizon_figure(metrics: pd.DataFrame, data: pd.DataFrame, frequency_minutes: int) -> plt.Figure:
+    """Error by horizon step, one panel per model: zero-shot, every method (ranked methods at
+    their best rank) and the best baseline."""
+    sel = metrics[
+        (metrics["metric"] == "mae")
+        & (metrics["scale"] == "minmax")
+        & (metrics["vital"] == "all")
+        & (metrics["step"] > 0)
+    ]
+    if sel.empty:
+        return _placeholder("The metrics hold no per-step errors.")
+    foundation = data[~data["baseline"]]
+    models = list(dict.fromkeys(foundation["model"])) or list(dict.fromkeys(data["model"]))
+    baselines = data[data["baseline"] & np.isfinite(data["value"])]
+    best_base = baselines.loc[baselines["value"].idxmin(), "run"] if len(baselines) else None
+    fig, axes = _grid(len(models))
+    cmap = plt.get_cmap("tab10")
+    methods = list(dict.fromkeys(data.loc[data["kind"] != "zero_shot", "method"]))
+    hours = frequency_minutes / 60
+
+    def draw(ax, run_id, label, color, ls="-"):
+        part = sel[sel["run"] == run_id].sort_values("step")
+        if part.empty:
+            return
+        x = part["step"] * hours
+        ax.plot(x, part["value"], color=color, ls=ls, lw=1.4, label=label)
+        ax.fill_between(x, part["ci_low"], part["ci_high"], color=color, alpha=0.12, lw=0)
+
+    for ax, model in zip(axes, models, strict=True):
+        runs = data[data["model"] == model]
+        for _, run in runs[runs["kind"] == "zero_shot"].iterrows():
+            draw(ax, run["run"], "zero-shot", "black")
+        for method, group in runs[runs["kind"] != "zero_shot"].groupby("method", sort=False):
+            if group["kind"].iloc[0] in RANKED_KINDS and group["value"].notna().any():
+                best = group.loc[group["value"].idxmin()]
+                label = f"{method} (rank {int(best['rank'])}, best)"
+            else:
+                best, label = group.iloc[0], str(group["setting"].iloc[0])
+            draw(ax, best["run"], label, cmap(methods.index(method) % 10))
+        if best_base is not None and best_base not in set(runs["run"]):
+            draw(ax, best_base, f"best baseline ({best_base})", "gray", ls="--")
+        ax.set_title(f"{runs['family'].iloc[0]}: {model}", fontsize=9)
+        ax.set_xlabel("hours ahead")
+        ax.set_ylabel(ERROR_LABEL, fontsize=8)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Error by horizon step (bands: 95% patient-bootstrap intervals)", fontsize=10)
+    return fig
+
+
+def _example_runs(data: pd.DataFrame) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Per foundation family: [(label, run)] for the zero-shot form of the family's best adapted
+    model and that adapted run (by overall MAE)."""
+    out = []
+    foundation = data[~data["baseline"]]
+    for family, runs in foundation.groupby("family", sort=False):
+        adapted = runs[runs["trains"] & np.isfinite(runs["value"])]
+        chosen: list[tuple[str, str]] = []
+        if len(adapted):
+            best = adapted.loc[adapted["value"].idxmin()]
+            zero = runs[(runs["model"] == best["model"]) & (runs["kind"] == "zero_shot")]
+            if len(zero):
+                chosen.append(("zero-shot", zero["run"].iloc[0]))
+            chosen.append(("best adapted", best["run"]))
+        else:
+            zero = runs[(runs["kind"] == "zero_shot") & np.isfinite(runs["value"])]
+            if len(zero):
+                chosen.append(("zero-shot", zero.loc[zero["value"].idxmin(), "run"]))
+        if chosen:
+            out.append((str(family), chosen))
+    return out
+
+
+FORECAST_COLUMNS = [
+    "window_id",
+    "icustay_id",
+    "vital",
+    "step",
+    "y_true",
+    "observed",
+    "median",
+    "q0.025",
+    "q0.1",
+    "q0.9",
+    "q0.975",
+]
+
+
+def pick_examples(
+    forecasts: Mapping[str, pd.DataFrame], vitals: Sequence[str], n: int, seed: int
+) -> list[tuple[int, str]]:
+    """``n`` (window, vital) pairs from distinct test stays, drawn with a fixed seed among the
+    windows every run forecast; per stay the window with the most observed horizon points."""
+    wanted = [v for v in EXAMPLE_VITALS if v in vitals] or list(vitals[:1])
+    common = None
+    for frame in forecasts.values():
+        keys = frame.loc[frame["vital"].isin(wanted), ["window_id", "icustay_id", "vital"]]
+        keys = keys.drop_duplicates()
+        common = keys if common is None else common.merge(keys)
+    if common is None or common.empty:
+        return []
+    first = next(iter(forecasts.values()))
+    observed = first[first["observed"]].groupby(["window_id", "vital"]).size().rename("n_obs")
+    common = common.join(observed, on=["window_id", "vital"]).fillna({"n_obs": 0})
+    stays = np.sort(common["icustay_id"].unique())
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(stays, size=min(n, len(stays)), replace=False)
+    picks = []
+    for k, stay in enumerate(chosen):
+        vital = wanted[k % len(wanted)]
+        part = common[(common["icustay_id"] == stay) & (common["vital"] == vital)]
+        if part.empty:
+            part = common[common["icustay_id"] == stay]
+        best = part.sort_values(["n_obs", "window_id"], ascending=[False, True]).iloc[0]
+        picks.append((int(best["window_id"]), str(best["vital"])))
+    return picks
+
+
+def example_figure(
+    data: pd.DataFrame, layout: ResultsLayout, n_examples: int = 3, seed: int = 0
+) -> plt.Figure:
+    from vitalfm.data.windows import WindowSet
+
+    chosen = _example_runs(data)
+    if not chosen:
+        return _placeholder("No foundation-model run has forecasts to show.")
+    forecasts: dict[str, pd.DataFrame] = {}
+    for _, runs in chosen:
+        for _, run_id in runs:
+            path = require(layout.forecast(run_id), layout.root)
+            frame = pd.read_parquet(path, columns=FORECAST_COLUMNS)
+            frame["vital"] = frame["vital"].astype(str)
+            forecasts[run_id] = frame
+    windows = WindowSet.load(require(layout.test_windows, layout.root))
+    picks = pick_examples(forecasts, windows.vital_names, n_examples, seed)
+    if not picks:
+        return _placeholder("No test window was forecast by every run shown.")
+    columns = [(family, label, run_id) for family, runs in chosen for label, run_id in runs]
+    fig, axes = plt.subplots(
+        len(picks),
+        len(columns),
+        figsize=(3.2 * len(columns), 2.5 * len(picks)),
+        squeeze=False,
+        sharey="row",
+        layout="constrained",
+    )
+    dt = windows.frequency_minutes / 60
+    context_t = (np.arange(windows.context_steps) - (windows.context_steps - 1)) * dt
+    for r, (window_id, vital) in enumerate(picks):
+        rows = np.array([window_id])
+        context = windows.context(vital, rows)[0]
+        seen = windows.context_observed(vital, rows)[0]
+        stay = int(windows.window_icustay_ids()[window_id])
+        for c, (family, label, run_id) in enumerate(columns):
+            ax = axes[r, c]
+            frame = forecasts[run_id]
+            part = frame[(frame["window_id"] == window_id) & (frame["vital"] == vital)]
+            part = part.sort_values("step")
+            t = part["step"].to_numpy() * dt
+            ax.plot(context_t, context, color="0.6", lw=1)
+            ax.plot(context_t[seen], context[seen], "o", color="0.4", ms=2.5)
+            for lo, hi, alpha in (("q0.025", "q0.975", 0.15), ("q0.1", "q0.9", 0.3)):
+                ok = np.isfinite(part[lo]) & np.isfinite(part[hi])
+                if ok.any():
+                    ax.fill_between(
+                        t[ok], part[lo][ok], part[hi][ok], color="tab:blue", alpha=alpha, lw=0
+                    )
+            ax.plot(t, part["median"], color="tab:blue", lw=1.4)
+            truth = part[part["observed"]]
+            ax.plot(truth["step"] * dt, truth["y_true"], "o", color="black", ms=3)
+            ax.axvline(0, color="0.8", lw=0.8)
+            if r == 0:
+                ax.set_title(f"{family}, {label}\n{run_id}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"stay {stay}\n{vital} ({UNITS.get(vital, '')})", fontsize=8)
+            if r == len(picks) - 1:
+                ax.set_xlabel("hours from forecast start")
+            ax.tick_params(labelsize=7)
+    handles = [
+        Line2D([], [], color="0.6", marker="o", ms=3, label="context (dots: readings)"),
+        Line2D([], [], color="black", marker="o", ms=3, ls="none", label="observed truth"),
+        Line2D([], [], color="tab:blue", label="median forecast"),
+        plt.Rectangle((0, 0), 1, 1, color="tab:blue", alpha=0.45, label="80% interval"),
+        plt.Rectangle((0, 0), 1, 1, color="tab:blue", alpha=0.15, label="95% interval"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=7)
+    fig.suptitle(
+        f"Example test forecasts: {len(picks)} stays drawn with seed {seed}; zero-shot against "
+        "the best adapted run of each family",
+        fontsize=10,
+    )
+    return fig
+
+
+def loss_figure(data: pd.DataFrame, layout: ResultsLayout) -> plt.Figure:
+    trained = data[data["trains"]]
+    if trained.empty:
+        return _placeholder("This study trains no run, so there are no loss curves.")
+    models = list(dict.fromkeys(trained["model"]))
+    fig, axes = _grid(len(models))
+    cmap = plt.get_cmap("tab10")
+    for ax, model in zip(axes, models, strict=True):
+        runs = trained[trained["model"] == model]
+        for i, (_, run) in enumerate(runs.iterrows()):
+            history = load_history(layout, run["run"])
+            color = cmap(i % 10)
+            val = history.dropna(subset=["validation_loss"])
+            train = history.dropna(subset=["train_loss"])
+            ax.plot(
+                val["step"], val["validation_loss"], color=color, marker=".", label=run["setting"]
+            )
+            ax.plot(train["step"], train["train_loss"], color=color, ls=":", alpha=0.7)
+        ax.set_title(f"{runs['family'].iloc[0]}: {model}", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("loss (the family's own objective)", fontsize=8)
+        ax.legend(fontsize=6, ncol=2)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Loss curves (solid: validation; dotted: training)", fontsize=10)
+    return fig
+
+
+# --- everything ----------------------------------------------------------------------------
+
+
+def build_figures(
+    cfg: Mapping[str, Any],
+    results_dir: str | Path = "results",
+    out_dir: str | Path | None = None,
+    n_examples: int = 3,
+    seed: int = 0,
+) -> dict[str, dict[str, Path]]:
+    """Write every figure of :data:`vitalfm.reporting.FIGURES`; {name: {format: path}}."""
+    layout = ResultsLayout(Path(results_dir))
+    out = Path(out_dir) if out_dir is not None else layout.root / "figures"
+    runs = study_runs(cfg)
+    if not runs:
+        raise DataError("the config has no runs", "list models and methods in the config")
+    metrics = load_metrics(layout)
+    check_runs_scored(runs, metrics, layout)
+    data = _with_overall(run_info(runs, layout, metrics), metrics)
+    plt.rcParams.update({"font.size": 8, "svg.hashsalt": "vitalfm"})
+    makers = {
+        "rank_sweep": lambda: rank_sweep_figure(data),
+        "pareto": lambda: pareto_figure(data),
+        "error_by_horizon": lambda: horizon_figure(
+            metrics, data, int(cfg["grid"]["frequency_minutes"])
+        ),
+        "example_forecasts": lambda: example_figure(data, layout, n_examples, seed),
+        "loss_curves": lambda: loss_figure(data, layout),
+    }
+    assert list(makers) == list(FIGURES), "FIGURES and build_figures disagree"
+    written = {}
+    for name, make in makers.items():
+        written[name] = save_figure(make(), name, out)
+        log.info("figure %s written", name)
+    return written
