@@ -20,6 +20,7 @@ include: "workflow/rules/cohort.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -5,6 +5,7 @@ from snakemake.utils import validate
 
 from vitalfm.config import validate_config
 from vitalfm.errors import ConfigError
+from vitalfm.reporting import FIGURE_FORMATS, FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
 from vitalfm.study import find_run, standins, study_runs
 
 # Our validator first: it names the key, the value and what is allowed in one line.
@@ -60,4 +61,7 @@ def get_final_outputs():
         *[f"results/forecasts/{run.run_id}.parquet" for run in RUNS],
         "results/metrics/metrics.parquet",
         "results/metrics/paired.parquet",
+        *[f"results/tables/{name}.{fmt}" for name in TABLES for fmt in TABLE_FORMATS],
+        f"results/tables/{STUDY_CONFIG}",
+        *[f"results/figures/{name}.{fmt}" for name in FIGURES for fmt in FIGURE_FORMATS],
     ]

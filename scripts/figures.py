@@ -1,0 +1,21 @@
+"""Rule figures: the study's figures (PNG, PDF) from the metrics, forecasts and loss histories."""
+
+from pathlib import Path
+
+from vitalfm.snakemake_script import config_of, run
+
+
+def step(sm):
+    from vitalfm.reporting.figures import build_figures
+
+    results = Path(sm.input.metrics).parents[1]  # results/metrics/metrics.parquet
+    build_figures(
+        config_of(sm),
+        results,
+        Path(sm.output.rank_sweep_png).parent,
+        n_examples=int(sm.params.examples),
+        seed=int(sm.params.seed),
+    )
+
+
+run(snakemake, step)  # noqa: F821

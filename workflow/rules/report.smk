@@ -1,0 +1,103 @@
+# The study's tables and figures, each marked for `snakemake --report report.html` with a
+# caption in workflow/report/. Both rules only read what the model rules wrote (seconds, no
+# model is loaded) and run on the submitting host on a cluster.
+#
+# Tables: results/tables/<name>.{csv,md,tex,html}; figures: results/figures/<name>.{png,pdf};
+# the names are vitalfm.reporting.TABLES / FIGURES.
+
+from vitalfm.reporting import FIGURE_FORMATS, FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
+
+# What every table and figure is built from: the scores, and each run's records (parameter
+# counts in the forecast metadata, the run folder of a trained run, the jobs' benchmarks).
+REPORT_RUN_INPUTS = {
+    "forecast_meta": [f"results/forecasts/{run.run_id}.json" for run in RUNS],
+    "forecast_benchmarks": [f"results/benchmarks/forecast/{run.run_id}.tsv" for run in RUNS],
+    "runs": [f"results/runs/{run.run_id}" for run in RUNS if run.trains],
+    "finetune_benchmarks": [
+        f"results/benchmarks/finetune/{run.run_id}.tsv" for run in RUNS if run.trains
+    ],
+}
+
+
+rule tables:
+    input:
+        metrics="results/metrics/metrics.parquet",
+        paired="results/metrics/paired.parquet",
+        cohort="results/cohort/cohort_summary.tsv",
+        vitals="results/vitals/vitals_summary.tsv",
+        grid="results/grid/grid_summary.tsv",
+        splits="results/splits/split_summary.tsv",
+        window_index=expand("results/windows/{split}.parquet", split=SPLITS),
+        **REPORT_RUN_INPUTS,
+    output:
+        **{
+            f"{name}_{fmt}": (
+                report(
+                    f"results/tables/{name}.{fmt}",
+                    caption=f"../report/table_{name}.rst",
+                    category="Study" if name == "software_versions" else "Results",
+                    subcategory="Software" if name == "software_versions" else "Tables",
+                    labels={"table": name, "format": fmt.upper()},
+                )
+                if fmt in ("html", "csv")
+                else f"results/tables/{name}.{fmt}"
+            )
+            for name in TABLES
+            for fmt in TABLE_FORMATS
+        },
+        study_config=report(
+            f"results/tables/{STUDY_CONFIG}",
+            caption="../report/study_config.rst",
+            category="Study",
+            subcategory="Configuration",
+            labels={"file": "effective configuration"},
+        ),
+    log:
+        "results/logs/tables.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/tables.py"
+
+
+rule figures:
+    input:
+        metrics="results/metrics/metrics.parquet",
+        test="results/windows/test.npz",
+        forecasts=[f"results/forecasts/{run.run_id}.parquet" for run in RUNS],
+        **REPORT_RUN_INPUTS,
+    output:
+        **{
+            f"{name}_{fmt}": (
+                report(
+                    f"results/figures/{name}.{fmt}",
+                    caption=f"../report/figure_{name}.rst",
+                    category="Results",
+                    subcategory="Figures",
+                    labels={"figure": name},
+                )
+                if fmt == "png"
+                else f"results/figures/{name}.{fmt}"
+            )
+            for name in FIGURES
+            for fmt in FIGURE_FORMATS
+        },
+    params:
+        examples=3,  # test stays in the example-forecast figure, drawn with this seed
+        seed=0,
+    log:
+        "results/logs/figures.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/figures.py"
