@@ -1,0 +1,577 @@
+"""Tables and figures from a small hand-made results tree (no model is run).
+
+The tree has what the workflow writes for two foundation models x three method settings
+(zero-shot, LoRA rank 1 and 2) and two baselines (persistence, and a trained N-HiTS): metrics and
+paired differences in the metrics rule's format, run metadata and loss histories, Snakemake
+benchmark files, forecasts of a tiny test WindowSet, and the data stage's summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from vitalfm.config import validate_config
+from vitalfm.engine.data import usable_rows
+from vitalfm.errors import DataError
+from vitalfm.reporting import FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
+from vitalfm.reporting.figures import build_figures, pareto_front, pick_examples
+from vitalfm.reporting.formatting import MISSING, parse_ci
+from vitalfm.reporting.tables import build_tables
+from vitalfm.study import study_runs
+from vitalfm.testing import toy_windows
+
+VITALS = ("heart_rate", "mbp")
+METRICS = ("mse", "mae", "mape", "dtw", "crps", "wql", "mase", "coverage_80", "coverage_95")
+HORIZON = 12
+# Overall min-max MAE of each run; the other numbers are derived from it.
+LEVEL = {
+    "tiny_chronos/zero_shot": 0.100,
+    "tiny_chronos/lora-r1": 0.080,
+    "tiny_chronos/lora-r2": 0.070,
+    "m-b/zero_shot": 0.110,
+    "m-b/lora-r1": 0.090,
+    "m-b/lora-r2": 0.095,
+    "persistence/zero_shot": 0.120,
+    "nhits/scratch": 0.085,
+}
+BASE_TOTAL = {"tiny_chronos": 1_000_000, "m-b": 2_000_000, "persistence": 0, "nhits": 700_000}
+NO_PEAK_RECORD = "m-b/lora-r2"  # its metadata lacks the trainer's memory record
+RAW_CONFIG = {
+    "vitals": {"names": list(VITALS)},
+    "models": {
+        "tiny_chronos": {"family": "chronos", "source": {"standin": "chronos-t5"}},
+        "m-b": {"family": "moirai", "source": {"standin": "moirai"}},
+        "persistence": {
+            "family": "persistence",
+            "source": {"scratch": True},
+            "methods": ["zero_shot"],
+        },
+        "nhits": {"family": "nhits", "source": {"scratch": True}, "methods": ["scratch"]},
+    },
+    "methods": {
+        "zero_shot": {"kind": "zero_shot"},
+        "lora": {"kind": "lora", "rank": [1, 2]},
+        "scratch": {"kind": "scratch"},
+    },
+}
+
+
+def _tsv(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, sep="\t", index=False)
+
+
+def _json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _metric_value(level: float, metric: str, vital_i: int, step: int, scale: str) -> float:
+    if metric.startswith("coverage"):
+        return 0.6 + 0.3 * level / 0.12 + 0.01 * vital_i
+    factor = {"mse": 0.2, "mape": 90, "dtw": 6, "crps": 0.8, "wql": 1.5, "mase": 9}.get(metric, 1)
+    unit = 150 if scale == "original" else 1
+    return level * factor * unit * (1 + 0.1 * vital_i) * (1 + 0.03 * step)
+
+
+def make_results(
+    root: Path,
+    cfg: dict[str, Any],
+    levels: dict[str, float] = LEVEL,
+    sizes: dict[str, int] = BASE_TOTAL,
+) -> None:
+    """Write a results tree in the workflow's layout for every run of ``cfg`` (``levels``: each
+    run's overall min-max MAE; ``sizes``: each model's parameters)."""
+    for i, split in enumerate(("train", "validation", "test")):
+        windows = toy_windows(
+            split, n_stays=4 if split == "train" else 3, seed=i, vital_names=VITALS
+        )
+        windows.save(root / "windows" / f"{split}.npz", root / "windows" / f"{split}.parquet")
+    test = toy_windows("test", n_stays=3, seed=2, vital_names=VITALS)
+
+    runs = study_runs(cfg)
+    metric_rows, paired_rows = [], []
+    for k, run in enumerate(runs):
+        level = levels[run.run_id]
+        rank = float(run.method.get("rank", math.nan))
+        for scale in ("original", "minmax"):
+            for vi, vital in enumerate(("all", *VITALS)):
+                for step in range(HORIZON + 1):
+                    for metric in METRICS:
+                        if metric == "dtw" and step:
+                            continue
+                        value = _metric_value(level, metric, vi, step, scale)
+                        metric_rows.append(
+                            {
+                                "run": run.run_id,
+                                "model": run.model,
+                                "family": run.family,
+                                "setting": run.setting,
+                                "method": run.method["method"],
+                                "kind": run.method["kind"],
+                                "rank": rank,
+                                "baseline": run.baseline,
+                                "scale": scale,
+                                "vital": vital,
+                                "step": step,
+                                "metric": metric,
+                                "value": value,
+                                "ci_low": value * 0.9,
+                                "ci_high": value * 1.1,
+                                "n_patients": 3,
+                                "n_windows": 40 + 10 * vi + k,
+                                "n_points": 400 + 100 * vi + k,
+                            }
+                        )
+    metrics = pd.DataFrame(metric_rows)
+    overall = metrics[(metrics["step"] == 0)].set_index(["run", "scale", "vital", "metric"])[
+        "value"
+    ]
+    baselines = [run.run_id for run in runs if run.baseline]
+    best_baseline = min(baselines, key=levels.get) if baselines else None
+    for run in runs:
+        references = []
+        if not run.baseline and best_baseline:
+            references.append(("best_baseline", best_baseline))
+        if not run.baseline and run.setting != "zero_shot":
+            references.append(("zero_shot", f"{run.model}/zero_shot"))
+        for reference, ref_run in references:
+            for scale in ("original", "minmax"):
+                for vital in ("all", *VITALS):
+                    for metric in ("mae", "crps"):
+                        value = overall[(run.run_id, scale, vital, metric)]
+                        ref = overall[(ref_run, scale, vital, metric)]
+                        paired_rows.append(
+                            {
+                                "run": run.run_id,
+                                "model": run.model,
+                                "setting": run.setting,
+                                "reference": reference,
+                                "reference_run": ref_run,
+                                "scale": scale,
+                                "vital": vital,
+                                "metric": metric,
+                                "value": value,
+                                "reference_value": ref,
+                                "difference": value - ref,
+                                "ci_low": value - ref - 0.004,
+                                "ci_high": value - ref + 0.004,
+                                "fraction_better": 0.97 if value < ref else 0.2,
+                            }
+                        )
+    (root / "metrics").mkdir(parents=True)
+    metrics.to_parquet(root / "metrics" / "metrics.parquet")
+    pd.DataFrame(paired_rows).to_parquet(root / "metrics" / "paired.parquet")
+
+    bench_columns = ["s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out"]
+    for k, run in enumerate(runs):
+        base = sizes[run.model]
+        trainable = base if run.baseline else 1000 * int(run.method.get("rank", 0))
+        params = {
+            "trainable": trainable if run.trains else 0,
+            "total": base + (0 if run.baseline else trainable),
+            "base_total": base,
+        }
+        device = {"device": "cpu", "gpu_name": None}
+        _json(
+            root / "forecasts" / f"{run.run_id}.json",
+            {
+                "parameters": params,
+                "device": device,
+                "software": {"torch": "2.13.0+cpu", "vitalfm": "0.1.0"},
+                "git_revision": "abc123",
+            },
+        )
+        bench = [2.0 + k, "0:00:02", 300.0 + k, 1, 1, 1, 0, 0]
+        _tsv(
+            root / "benchmarks" / "forecast" / f"{run.run_id}.tsv",
+            pd.DataFrame([bench], columns=bench_columns),
+        )
+        frames = []
+        for vital in VITALS:
+            rows = usable_rows(test, vital)
+            truth = test.horizon(vital, rows)
+            observed = test.horizon_observed_mask(vital, rows)
+            level = np.nanmean(test.context(vital, rows), axis=1)[:, None] + k
+            n = len(rows)
+            frame = pd.DataFrame(
+                {
+                    "window_id": np.repeat(rows, HORIZON),
+                    "subject_id": np.repeat(test.window_subject_ids()[rows], HORIZON),
+                    "icustay_id": np.repeat(test.window_icustay_ids()[rows], HORIZON),
+                    "vital": vital,
+                    "step": np.tile(np.arange(1, HORIZON + 1), n).astype(np.int16),
+                    "y_true": np.where(observed, truth, np.nan).ravel().astype(np.float32),
+                    "observed": observed.ravel(),
+                    "median": np.broadcast_to(level, (n, HORIZON)).ravel().astype(np.float32),
+                }
+            )
+            for q, z in (
+                (0.025, -2),
+                (0.05, -1.6),
+                (0.1, -1.3),
+                (0.5, 0),
+                (0.9, 1.3),
+                (0.95, 1.6),
+                (0.975, 2),
+            ):
+                frame[f"q{q}"] = (frame["median"] + 4 * z).astype(np.float32)
+            frames.append(frame)
+        path = root / "forecasts" / f"{run.run_id}.parquet"
+        pd.concat(frames).to_parquet(path)
+        if not run.trains:
+            continue
+        training: dict[str, Any] = {"steps": 20, "wall_time_s": 10.0 + k, "best_step": 15}
+        if run.run_id != NO_PEAK_RECORD:
+            training["peak_memory_mb"] = {"process_rss_mb": 500.0 + k, "device_mb": None}
+        run_dir = root / "runs" / run.run_id
+        _json(
+            run_dir / "metadata.json",
+            {"parameters": params, "training": training, "device": device},
+        )
+        steps = np.arange(0, 25, 5)
+        history = pd.DataFrame(
+            {
+                "step": steps,
+                "train_loss": np.r_[np.nan, 2.0 - 0.05 * steps[1:] - 0.01 * k],
+                "validation_loss": 2.1 - 0.04 * steps - 0.01 * k,
+                "learning_rate": 0.001,
+                "samples_per_s": 100.0,
+            }
+        )
+        _tsv(run_dir / "history.tsv", history)
+        bench = [30.0 + k, "0:00:30", 600.0 + k, 1, 1, 1, 0, 0]
+        _tsv(
+            root / "benchmarks" / "finetune" / f"{run.run_id}.tsv",
+            pd.DataFrame([bench], columns=bench_columns),
+        )
+
+    _tsv(
+        root / "cohort" / "cohort_summary.tsv",
+        pd.DataFrame(
+            {
+                "step": ["all_icu_stays", "sepsis_explicit", "adult"],
+                "description": ["ICU stays in the database", "sepsis codes", "age >= 18 years"],
+                "subjects": [20, 12, 10],
+                "admissions": [25, 14, 11],
+                "icustays": [30, 15, 10],
+            }
+        ),
+    )
+    _tsv(
+        root / "splits" / "split_summary.tsv",
+        pd.DataFrame(
+            {
+                "split": ["train", "validation", "test"],
+                "n_subjects": [4, 3, 3],
+                "n_icustays": [4, 3, 3],
+                "fraction_subjects": [0.4, 0.3, 0.3],
+            }
+        ),
+    )
+    _tsv(
+        root / "grid" / "grid_summary.tsv",
+        pd.DataFrame(
+            {
+                "vital": list(VITALS),
+                "readings_used": [500, 480],
+                "bins_total": [1000, 1000],
+                "bins_observed": [450, 430],
+                "bins_filled": [400, 410],
+                "bins_missing": [150, 160],
+            }
+        ),
+    )
+    _tsv(
+        root / "vitals" / "vitals_summary.tsv",
+        pd.DataFrame(
+            {
+                "vital": list(VITALS),
+                "rows_fetched": [520, 500],
+                "rows_kept": [500, 480],
+                "stays_with_data": [10, 10],
+                "cohort_stays": [10, 10],
+            }
+        ),
+    )
+
+
+# --- the rules, run by Snakemake on the hand-made tree ---------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--workflow-profile",
+            "none",
+            *args,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory whose config is the small study and whose results/ holds the
+    hand-made tree; Snakemake runs only rules tables and figures on it."""
+    workdir = tmp_path_factory.mktemp("study")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(RAW_CONFIG))
+    make_results(workdir / "results", validate_config(RAW_CONFIG))
+    done = _snakemake(
+        workdir, "tables", "figures", "--cores", "1", "--allowed-rules", "tables", "figures"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return workdir
+
+
+def _csv(workflow: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(workflow / "results" / "tables" / f"{name}.csv", dtype=str).fillna("")
+
+
+def _metrics(workflow: Path) -> pd.DataFrame:
+    return pd.read_parquet(workflow / "results" / "metrics" / "metrics.parquet")
+
+
+def _close(cell: str, expected: tuple[float, float, float]) -> None:
+    """A formatted "value [low, high]" cell against the input numbers (4 significant digits)."""
+    got = parse_ci(cell)
+    np.testing.assert_allclose(got, expected, rtol=1e-3)
+
+
+def test_rules_write_every_table_and_figure(workflow: Path) -> None:
+    tables = workflow / "results" / "tables"
+    for name in TABLES:
+        for fmt in TABLE_FORMATS:
+            assert (tables / f"{name}.{fmt}").stat().st_size > 0, (name, fmt)
+    written = yaml.safe_load((tables / STUDY_CONFIG).read_text())
+    assert set(written["models"]) == set(RAW_CONFIG["models"])
+    assert written["training"]["max_steps"] > 0  # defaults filled in
+    figures = workflow / "results" / "figures"
+    for name in FIGURES:
+        png = plt.imread(figures / f"{name}.png")
+        assert png.ndim == 3 and png.shape[0] > 100 and png.shape[1] > 100, name
+        assert (figures / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
+    assert "ERROR" not in (workflow / "results" / "logs" / "figures.log").read_text()
+
+
+def test_main_comparison_holds_the_metrics(workflow: Path) -> None:
+    metrics = _metrics(workflow)
+    for name, scale in (("main_comparison", "minmax"), ("main_comparison_original", "original")):
+        table = _csv(workflow, name)
+        sel = metrics[(metrics["scale"] == scale) & (metrics["step"] == 0)]
+        vitals = {"all", *VITALS} if scale == "minmax" else set(VITALS)
+        runs = sel["run"].unique()
+        assert len(table) == len(runs) * len(vitals)  # every run x vital once
+        assert set(table["Vital"]) == vitals
+        for _, row in table.iterrows():
+            run = f"{row['Model']}/{row['Setting']}"
+            part = sel[(sel["run"] == run) & (sel["vital"] == row["Vital"])].set_index("metric")
+            for metric, label in (("mae", "MAE"), ("crps", "CRPS"), ("coverage_95", "Cov. 95%")):
+                _close(row[label], tuple(part.loc[metric, ["value", "ci_low", "ci_high"]]))
+            assert int(row["n windows"]) == part.loc["mae", "n_windows"]
+            assert int(row["n points"].replace(",", "")) == part.loc["mae", "n_points"]
+        # the best setting per model and vital is the one with the lowest MAE in the input
+        for (model, vital), block in table.groupby(["Model", "Vital"]):
+            if len(block) < 2:
+                assert not block["best"].str.contains("MAE").any()
+                continue
+            runs = [f"{model}/{s}" for s in block["Setting"]]
+            values = sel[(sel["metric"] == "mae") & (sel["vital"] == vital)].set_index("run")
+            best = values.loc[runs, "value"].idxmin().split("/")[1]
+            marked = block.loc[block["best"].str.split(";").apply(lambda b: "MAE" in b), "Setting"]
+            assert list(marked) == [best], (model, vital)
+
+
+def test_parameter_efficiency_holds_the_run_records(workflow: Path) -> None:
+    table = _csv(workflow, "parameter_efficiency").set_index(["Model", "Setting"])
+    root = workflow / "results"
+    for run in study_runs(validate_config(RAW_CONFIG)):
+        row = table.loc[(run.model, run.setting)]
+        params = json.loads((root / "forecasts" / f"{run.run_id}.json").read_text())["parameters"]
+        assert int(row["Trainable"].replace(",", "")) == params["trainable"]
+        assert int(row["Total"].replace(",", "")) == params["total"]
+        forecast_bench = pd.read_csv(
+            root / "benchmarks" / "forecast" / f"{run.run_id}.tsv", sep="\t"
+        )
+        assert float(row["Forecast time (s)"]) == pytest.approx(forecast_bench["s"][0], rel=1e-3)
+        if not run.trains:
+            assert row["Train time (s)"] == MISSING
+            continue
+        meta = json.loads((root / "runs" / run.run_id / "metadata.json").read_text())
+        training = meta["training"]
+        assert float(row["Train time (s)"]) == pytest.approx(training["wall_time_s"], rel=1e-2)
+        if run.run_id == NO_PEAK_RECORD:  # falls back to the finetune job's benchmark
+            bench = pd.read_csv(root / "benchmarks" / "finetune" / f"{run.run_id}.tsv", sep="\t")
+            expected = bench["max_rss"][0]
+        else:
+            expected = training["peak_memory_mb"]["process_rss_mb"]
+        assert float(row["Train peak RSS (MB)"]) == pytest.approx(expected, rel=1e-3)
+
+
+def test_rank_sweep_and_method_comparison_hold_the_paired_differences(workflow: Path) -> None:
+    paired = pd.read_parquet(workflow / "results" / "metrics" / "paired.parquet")
+    mae = paired[(paired["metric"] == "mae") & (paired["scale"] == "minmax")]
+    mae = mae[mae["vital"] == "all"].set_index(["reference", "run"])
+    sweep = _csv(workflow, "rank_sweep")
+    assert sorted(zip(sweep["Model"], sweep["Rank"], strict=True)) == [
+        ("m-b", "1"),
+        ("m-b", "2"),
+        ("tiny_chronos", "1"),
+        ("tiny_chronos", "2"),
+    ]
+    for _, row in sweep.iterrows():
+        ref = mae.loc[("zero_shot", f"{row['Model']}/lora-r{row['Rank']}")]
+        _close(row["ΔMAE vs zero-shot"], (ref["difference"], ref["ci_low"], ref["ci_high"]))
+        assert float(row["P(better than zero-shot)"]) == pytest.approx(ref["fraction_better"])
+    methods = _csv(workflow, "method_comparison")
+    assert len(methods) == len(LEVEL)  # every run, baselines included
+    for _, row in methods.iterrows():
+        run = f"{row['Model']}/{row['Setting']}"
+        if run == "nhits/scratch":
+            assert row["ΔMAE vs best baseline"] == "reference"
+        elif ("best_baseline", run) in mae.index:
+            ref = mae.loc[("best_baseline", run)]
+            _close(row["ΔMAE vs best baseline"], (ref["difference"], ref["ci_low"], ref["ci_high"]))
+        else:  # persistence is a baseline: not compared against the best one
+            assert row["ΔMAE vs best baseline"] == MISSING
+
+
+def test_findings_pick_each_models_best_adapted_run(workflow: Path) -> None:
+    table = _csv(workflow, "findings").set_index("Model")
+    assert set(table.index) == {"tiny_chronos", "m-b"}  # baselines are not foundation models
+    for model in table.index:
+        adapted = {r: v for r, v in LEVEL.items() if r.startswith(f"{model}/lora")}
+        best = min(adapted, key=adapted.get)
+        assert table.loc[model, "Best adapted setting"] == best.split("/")[1]
+        assert parse_ci(table.loc[model, "Its MAE"])[0] == pytest.approx(LEVEL[best], rel=1e-3)
+        assert table.loc[model, "Adapted vs zero-shot"] == "better"  # interval below zero
+
+
+def test_cohort_tables_hold_the_data_stage_counts(workflow: Path) -> None:
+    root = workflow / "results"
+    cohort = _csv(workflow, "cohort")
+    source = pd.read_csv(root / "cohort" / "cohort_summary.tsv", sep="\t")
+    assert list(cohort["Patients"].astype(int)) == list(source["subjects"])
+    splits = _csv(workflow, "splits").set_index("Split")
+    for split in ("train", "validation", "test"):
+        index = pd.read_parquet(root / "windows" / f"{split}.parquet")
+        assert int(splits.loc[split, "Windows"]) == len(index)
+        points = sum(int(index[f"{v}_horizon_observed"].sum()) for v in VITALS)
+        assert int(splits.loc[split, "Observed horizon points"].replace(",", "")) == points
+    grid = _csv(workflow, "vitals_grid").set_index("Vital")
+    assert grid.loc["mbp", "% observed"] == "43%"  # 430 of 1000 bins
+
+
+def test_latex_escapes_names_and_sets_best_in_bold(workflow: Path) -> None:
+    tex = (workflow / "results" / "tables" / "main_comparison.tex").read_text()
+    assert r"tiny\_chronos" in tex and "tiny_chronos" not in tex
+    assert r"zero\_shot" in tex and r"Cov. 95\%" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex
+    assert r"\textbf{0.07 [0.063, 0.077]}" in tex  # tiny_chronos lora-r2's pooled MAE
+    md = (workflow / "results" / "tables" / "main_comparison.md").read_text()
+    assert "**0.07 [0.063, 0.077]**" in md
+
+
+def test_report_builds_with_captions_config_and_versions(workflow: Path) -> None:
+    done = _snakemake(workflow, "--report", "report.html")
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = (workflow / "report.html").read_text()
+    for phrase in (
+        "The study's answer",  # a table caption
+        "Pareto front",  # a figure caption
+        "Effective configuration",
+        "Software versions",
+        "tiny_chronos",  # the config and the front page
+    ):
+        assert phrase in html, phrase
+
+
+# --- the Python API on edge cases ------------------------------------------------------------
+
+
+def test_pareto_front_on_hand_made_points() -> None:
+    cost = [0, 0, 10, 100, 100, 1000, 50, np.nan]
+    error = [0.5, 0.6, 0.4, 0.45, 0.3, 0.3, 0.4, 0.1]
+    # 0.6 at 0 and 0.45 at 100 are dominated, so are 0.3 at 1000 (same error, dearer) and 0.4
+    # at 50 (same error as 10, dearer); a point with no cost is never on the front.
+    assert list(pareto_front(cost, error)) == [True, False, True, False, True, False, False, False]
+    assert list(pareto_front([5, 5], [1.0, 1.0])) == [True, True]  # ties dominate neither
+
+
+def test_a_study_with_one_model_and_no_sweep(tmp_path: Path) -> None:
+    models = {"solo": {"family": "chronos", "source": {"standin": "chronos-t5"}}}
+    cfg = validate_config(
+        {
+            "vitals": {"names": list(VITALS)},
+            "models": models,
+            "methods": {"zero_shot": {"kind": "zero_shot"}, "lora": {"kind": "lora", "rank": 2}},
+        }
+    )
+    make_results(tmp_path, cfg, {"solo/zero_shot": 0.1, "solo/lora-r2": 0.09}, {"solo": 1000})
+    tables = build_tables(cfg, tmp_path)
+    figures = build_figures(cfg, tmp_path, n_examples=2)
+    assert all(p.is_file() for formats in tables.values() for p in formats.values())
+    assert all(p.is_file() for formats in figures.values() for p in formats.values())
+    methods = pd.read_csv(tables["method_comparison"]["csv"], dtype=str)
+    assert list(methods["Setting"]) == ["zero_shot", "lora-r2"]
+    assert "no baseline" in tables["method_comparison"]["md"].read_text()
+
+
+def test_example_stays_are_drawn_with_a_fixed_seed(workflow: Path) -> None:
+    root = workflow / "results"
+    forecasts = {
+        run: pd.read_parquet(root / "forecasts" / f"{run}.parquet")
+        for run in ("tiny_chronos/zero_shot", "m-b/lora-r1")
+    }
+    for frame in forecasts.values():
+        frame["vital"] = frame["vital"].astype(str)
+    first = pick_examples(forecasts, VITALS, 3, seed=0)
+    assert first == pick_examples(forecasts, VITALS, 3, seed=0)
+    stays = {
+        int(forecasts["m-b/lora-r1"].set_index("window_id").loc[w, "icustay_id"].iloc[0])
+        for w, _ in first
+    }
+    assert len(stays) == len(first) == 3  # three distinct test stays
+    assert [v for _, v in first] == ["heart_rate", "mbp", "heart_rate"]
+
+
+def test_missing_or_stale_inputs_name_the_file_and_the_rule(tmp_path: Path, workflow: Path) -> None:
+    cfg = validate_config(RAW_CONFIG)
+    root = tmp_path / "results"
+    shutil.copytree(workflow / "results", root)
+    (root / "metrics" / "metrics.parquet").unlink()
+    with pytest.raises(DataError, match=r"metrics\.parquet.*rule metrics"):
+        build_tables(cfg, root)
+    shutil.copy(workflow / "results" / "metrics" / "metrics.parquet", root / "metrics")
+    (root / "runs" / "m-b" / "lora-r1" / "metadata.json").unlink()
+    with pytest.raises(DataError, match=r"m-b/lora-r1/metadata\.json.*rule finetune"):
+        build_tables(cfg, root)
+    bigger = validate_config(
+        {**RAW_CONFIG, "methods": {**RAW_CONFIG["methods"], "bitfit": {"kind": "bitfit"}}}
+    )
+    with pytest.raises(DataError, match=r"no rows for the configured run.*bitfit"):
+        build_figures(bigger, workflow / "results", tmp_path / "figures")
