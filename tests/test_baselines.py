@@ -463,3 +463,33 @@ def test_bad_scratch_sources() -> None:
         forecaster_class("prophet")
     with pytest.raises(ModelError, match="no saved weights"):
         NHitsForecaster.load(ModelSource(scratch=True), CPU)
+
+
+def test_a_killed_scratch_run_resumes_to_the_same_model(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    cfg, files = tiny_baseline_config(max_steps=6), trained["files"]
+
+    def finetune(name: str, stop: int | None = None) -> dict[str, Any]:
+        return runs.finetune(
+            cfg,
+            "nhits",
+            "scratch",
+            files["train"],
+            files["validation"],
+            tmp_path / name,
+            tmp_path / f"ck-{name}",
+            stop_after_steps=stop,
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune("killed", stop=4)
+    assert not (tmp_path / "killed").exists()
+    resumed = finetune("killed")
+    assert resumed["training"]["resumed_from_step"] == 3  # the checkpoint every 3 steps
+    finetune("whole")
+    a = load_file(tmp_path / "killed" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "whole" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -119,6 +119,8 @@ class DLinearForecaster(ScratchForecaster):
         self._check_horizon(horizon)
         past, observed, our_loc, our_scale = self._past(batch.context)
         distr_args, loc, scale = self.module(past_target=past, past_observed_values=observed)
+        distr_args = tuple(arg.float() for arg in distr_args)  # fp32 likelihood under autocast
+        loc, scale = loc.float(), scale.float()
         target = (batch.target.to(past.device).float() - our_loc) / our_scale
         future_observed = torch.isfinite(target)
         if horizon < self.module.prediction_length:

@@ -371,7 +371,7 @@ class QuantileForecaster(ScratchForecaster):
         horizon = batch.target.shape[-1]
         self._check_horizon(horizon)
         x, mask, loc, scale = self._inputs(batch.context)
-        quantiles = self.module(x, mask)[..., :horizon]
+        quantiles = self.module(x, mask)[..., :horizon].float()  # fp32 loss under autocast
         target = (batch.target.to(x.device).float() - loc) / scale
         return pinball_loss(quantiles, target, self.quantile_levels)
 
