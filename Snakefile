@@ -1,14 +1,21 @@
 # Vital-sign forecasting of ICU sepsis patients with time-series foundation models.
 # Data flows one way: database -> cohort -> vitals -> grid -> splits -> windows
-# -> (stand-ins pretrained on a synthetic corpus) -> fine-tuned runs -> forecasts.
+# -> (stand-ins pretrained on a synthetic corpus) -> fine-tuned runs and baselines -> forecasts
+# -> scores -> metrics with patient-bootstrap CIs -> tables, figures and the report.
 # Run: snakemake --cores all   (see README.md; the default study needs no credentials)
 
 from snakemake.utils import min_version
 
+from vitalfm.profiles import require_mappable_resources
+
 min_version("9.19")
 
 
-configfile: "config.yaml"
+# --configfile replaces the default study rather than merging into it (config/paper.yaml).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 report: "workflow/report/workflow.rst"
@@ -27,3 +34,7 @@ rule all:
     default_target: True
     input:
         get_final_outputs(),
+
+
+# Resources no executor can map (e.g. `gpus:`, --gres in slurm_extra) stop the run here.
+require_mappable_resources(workflow)
