@@ -1,0 +1,117 @@
+"""Benchmark: wall time of the whole default study, with 1 core and with every core.
+
+Each measurement runs ``snakemake --cores N`` in its own fresh copy of the repository (tracked
+files plus files git does not ignore, with this checkout's ``.venv`` linked in), so nothing is
+reused between the two. Afterwards it reads every job's Snakemake benchmark file and sums the
+seconds per rule, which shows the rules that dominate. Goal (issue 5): the default study within
+30 minutes on the 2-core machine, and a speed-up of at least 1.6x from 1 core to all.
+
+    .venv/bin/python bench/study_walltime.py --cores 1 2 --out bench/results/study_walltime.json
+
+``--configfile`` times another config instead (e.g. a reduced one for a quick check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchfacts import ROOT, load, write_report
+
+
+def fresh_copy(dest: Path) -> Path:
+    """Copy what a clone would hold and link this checkout's virtual environment."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = ROOT / name.decode()
+        if source.is_file():
+            target = dest / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    (dest / ".venv").symlink_to(ROOT / ".venv")
+    return dest
+
+
+def rule_seconds(results: Path) -> dict[str, dict[str, float]]:
+    """Per rule: jobs, summed wall seconds and CPU seconds from Snakemake's benchmark files."""
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "s": 0.0, "cpu_s": 0.0})
+    for path in sorted((results / "benchmarks").rglob("*.tsv")):
+        rule = path.relative_to(results / "benchmarks").parts[0].removesuffix(".tsv")
+        with path.open() as handle:
+            row = next(csv.DictReader(handle, delimiter="\t"))
+        totals[rule]["jobs"] += 1
+        totals[rule]["s"] += float(row["s"])
+        totals[rule]["cpu_s"] += float(row.get("cpu_time") or "nan")
+    return dict(sorted(totals.items(), key=lambda item: -item[1]["s"]))
+
+
+def run_study(cores: int, configfile: str | None, keep: Path | None) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"study-cores{cores}-"))
+    try:
+        fresh_copy(workdir)
+        command = [str(workdir / ".venv/bin/snakemake"), "--cores", str(cores), "--quiet", "all"]
+        if configfile:
+            command += ["--configfile", str(Path(configfile).resolve())]
+        # The copy's own sources, not the editable install's, are the ones timed.
+        env = {**os.environ, "PYTHONPATH": str(workdir / "src")}
+        load_before = load()
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"the study failed with --cores {cores}:\n{done.stderr[-4000:]}")
+        rules = rule_seconds(workdir / "results")
+        jobs = sum(int(r["jobs"]) for r in rules.values())
+        print(f"--cores {cores}: {wall:.0f} s wall, {jobs} benchmarked jobs", flush=True)
+        return {
+            "cores": cores,
+            "wall_s": wall,
+            "load_before": load_before,
+            "benchmarked_jobs": jobs,
+            "rules": rules,
+        }
+    finally:
+        if keep is not None:
+            shutil.copytree(workdir / "results", keep / f"cores{cores}", dirs_exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+    parser.add_argument("--configfile", help="time this config instead of config.yaml")
+    parser.add_argument("--keep", type=Path, help="copy each run's results/ here")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/study_walltime.json")
+    args = parser.parse_args()
+    measured = [run_study(cores, args.configfile, args.keep) for cores in args.cores]
+    by_cores = {m["cores"]: m["wall_s"] for m in measured}
+    fewest, most = min(by_cores), max(by_cores)
+    speedup = by_cores[fewest] / by_cores[most] if most != fewest else None
+    if speedup is not None:
+        print(f"speed-up {fewest} -> {most} cores: {speedup:.2f}x", file=sys.stderr)
+    write_report(
+        args.out,
+        "study_walltime",
+        {"cores": args.cores, "configfile": args.configfile or "config.yaml"},
+        runs=measured,
+        speedup=speedup,
+        goals={"wall_s_at_most": 1800, "speedup_at_least": 1.6},
+    )
+
+
+if __name__ == "__main__":
+    main()
