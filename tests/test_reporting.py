@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -35,6 +37,7 @@ from vitalfm.testing import toy_windows
 VITALS = ("heart_rate", "mbp")
 METRICS = ("mse", "mae", "mape", "dtw", "crps", "wql", "mase", "coverage_80", "coverage_95")
 HORIZON = 12
+QUANTILES = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975)
 # Overall min-max MAE of each run; the other numbers are derived from it.
 LEVEL = {
     "tiny_chronos/zero_shot": 0.100,
@@ -218,19 +221,11 @@ def make_results(
                     "median": np.broadcast_to(level, (n, HORIZON)).ravel().astype(np.float32),
                 }
             )
-            for q, z in (
-                (0.025, -2),
-                (0.05, -1.6),
-                (0.1, -1.3),
-                (0.5, 0),
-                (0.9, 1.3),
-                (0.95, 1.6),
-                (0.975, 2),
-            ):
-                frame[f"q{q}"] = (frame["median"] + 4 * z).astype(np.float32)
+            for q in QUANTILES:  # a normal forecast with sd 4 around the median
+                frame[f"q{q}"] = (frame["median"] + 4 * NormalDist().inv_cdf(q)).astype(np.float32)
             frames.append(frame)
         path = root / "forecasts" / f"{run.run_id}.parquet"
-        pd.concat(frames).to_parquet(path)
+        pd.concat(frames).to_parquet(path, index=False)
         if not run.trains:
             continue
         training: dict[str, Any] = {"steps": 20, "wall_time_s": 10.0 + k, "best_step": 15}
@@ -356,10 +351,11 @@ def _metrics(workflow: Path) -> pd.DataFrame:
     return pd.read_parquet(workflow / "results" / "metrics" / "metrics.parquet")
 
 
-def _close(cell: str, expected: tuple[float, float, float]) -> None:
-    """A formatted "value [low, high]" cell against the input numbers (4 significant digits)."""
+def _close(cell: str, expected: tuple[float, float, float], digits: int = 4) -> None:
+    """A formatted "value [low, high]" cell against the input numbers (rounded to ``digits``
+    significant digits: differences are shown with 3)."""
     got = parse_ci(cell)
-    np.testing.assert_allclose(got, expected, rtol=1e-3)
+    np.testing.assert_allclose(got, expected, rtol=10 ** (1 - digits))
 
 
 def test_rules_write_every_table_and_figure(workflow: Path) -> None:
@@ -368,6 +364,7 @@ def test_rules_write_every_table_and_figure(workflow: Path) -> None:
         for fmt in TABLE_FORMATS:
             assert (tables / f"{name}.{fmt}").stat().st_size > 0, (name, fmt)
     written = yaml.safe_load((tables / STUDY_CONFIG).read_text())
+    assert "tiny_chronos" in (tables / "study_config.html").read_text()
     assert set(written["models"]) == set(RAW_CONFIG["models"])
     assert written["training"]["max_steps"] > 0  # defaults filled in
     figures = workflow / "results" / "figures"
@@ -445,7 +442,7 @@ def test_rank_sweep_and_method_comparison_hold_the_paired_differences(workflow: 
     ]
     for _, row in sweep.iterrows():
         ref = mae.loc[("zero_shot", f"{row['Model']}/lora-r{row['Rank']}")]
-        _close(row["ΔMAE vs zero-shot"], (ref["difference"], ref["ci_low"], ref["ci_high"]))
+        _close(row["ΔMAE vs zero-shot"], (ref["difference"], ref["ci_low"], ref["ci_high"]), 3)
         assert float(row["P(better than zero-shot)"]) == pytest.approx(ref["fraction_better"])
     methods = _csv(workflow, "method_comparison")
     assert len(methods) == len(LEVEL)  # every run, baselines included
@@ -455,7 +452,9 @@ def test_rank_sweep_and_method_comparison_hold_the_paired_differences(workflow: 
             assert row["ΔMAE vs best baseline"] == "reference"
         elif ("best_baseline", run) in mae.index:
             ref = mae.loc[("best_baseline", run)]
-            _close(row["ΔMAE vs best baseline"], (ref["difference"], ref["ci_low"], ref["ci_high"]))
+            _close(
+                row["ΔMAE vs best baseline"], (ref["difference"], ref["ci_low"], ref["ci_high"]), 3
+            )
         else:  # persistence is a baseline: not compared against the best one
             assert row["ΔMAE vs best baseline"] == MISSING
 
@@ -503,11 +502,52 @@ def test_report_builds_with_captions_config_and_versions(workflow: Path) -> None
     for phrase in (
         "The study's answer",  # a table caption
         "Pareto front",  # a figure caption
-        "Effective configuration",
-        "Software versions",
-        "tiny_chronos",  # the config and the front page
+        "Effective configuration",  # the configuration's caption
+        "standin chronos-t5",  # the front page, filled in from the config
     ):
         assert phrase in html, phrase
+    # every table, figure, the configuration and the software versions are report items
+    listed = re.search(r"var categories = (\{.*?\});\n", html)
+    assert listed is not None
+    items = {
+        path for cat in json.loads(listed.group(1)).values() for sub in cat.values() for path in sub
+    }
+    expected = {f"results/tables/{name}.html" for name in TABLES}
+    expected |= {f"results/figures/{name}.png" for name in FIGURES}
+    expected |= {f"results/tables/{STUDY_CONFIG}", "results/tables/study_config.html"}
+    assert expected <= items
+
+
+def test_tables_read_the_metrics_rules_own_files(tmp_path: Path) -> None:
+    """The contract between the metrics rule and the report, with the metrics rule's code."""
+    from vitalfm.evaluation.metrics import write_metrics
+    from vitalfm.evaluation.scoring import score_run
+
+    cfg = validate_config({**RAW_CONFIG, "evaluation": {"bootstrap": {"resamples": 20}}})
+    make_results(tmp_path, cfg)
+    scores = {}
+    for run in study_runs(cfg):
+        scores[run.run_id] = tmp_path / "scores" / f"{run.run_id}.parquet"
+        forecasts = tmp_path / "forecasts" / f"{run.run_id}.parquet"
+        score_run(cfg, run.run_id, forecasts, tmp_path / "windows" / "test.npz", scores[run.run_id])
+    out = tmp_path / "metrics"
+    write_metrics(
+        cfg, scores, *(out / f for f in ("metrics.parquet", "m.csv", "paired.parquet", "p.csv"))
+    )
+    tables = build_tables(cfg, tmp_path)
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    mae = metrics[
+        (metrics["metric"] == "mae")
+        & (metrics["scale"] == "minmax")
+        & (metrics["vital"] == "all")
+        & (metrics["step"] == 0)
+    ].set_index("run")
+    methods = pd.read_csv(tables["method_comparison"]["csv"], dtype=str)
+    assert len(methods) == len(mae)
+    for _, row in methods.iterrows():
+        expected = mae.loc[f"{row['Model']}/{row['Setting']}"]
+        _close(row["MAE"], tuple(expected[["value", "ci_low", "ci_high"]]))
+        assert int(row["n points"].replace(",", "")) == expected["n_points"]
 
 
 # --- the Python API on edge cases ------------------------------------------------------------

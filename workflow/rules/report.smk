@@ -5,7 +5,14 @@
 # Tables: results/tables/<name>.{csv,md,tex,html}; figures: results/figures/<name>.{png,pdf};
 # the names are vitalfm.reporting.TABLES / FIGURES.
 
-from vitalfm.reporting import FIGURE_FORMATS, FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
+from vitalfm.reporting import (
+    FIGURE_FORMATS,
+    FIGURES,
+    STUDY_CONFIG,
+    STUDY_CONFIG_HTML,
+    TABLE_FORMATS,
+    TABLES,
+)
 
 # What every table and figure is built from: the scores, and each run's records (parameter
 # counts in the forecast metadata, the run folder of a trained run, the jobs' benchmarks).
@@ -16,6 +23,14 @@ REPORT_RUN_INPUTS = {
     "finetune_benchmarks": [
         f"results/benchmarks/finetune/{run.run_id}.tsv" for run in RUNS if run.trains
     ],
+}
+
+# Report category and subcategory of the tables that are not results.
+REPORT_TABLE_PLACE = {
+    "cohort": ("Data", "Tables"),
+    "splits": ("Data", "Tables"),
+    "vitals_grid": ("Data", "Tables"),
+    "software_versions": ("Study", "Software"),
 }
 
 
@@ -35,8 +50,8 @@ rule tables:
                 report(
                     f"results/tables/{name}.{fmt}",
                     caption=f"../report/table_{name}.rst",
-                    category="Study" if name == "software_versions" else "Results",
-                    subcategory="Software" if name == "software_versions" else "Tables",
+                    category=REPORT_TABLE_PLACE.get(name, ("Results", "Tables"))[0],
+                    subcategory=REPORT_TABLE_PLACE.get(name, ("Results", "Tables"))[1],
                     labels={"table": name, "format": fmt.upper()},
                 )
                 if fmt in ("html", "csv")
@@ -50,7 +65,14 @@ rule tables:
             caption="../report/study_config.rst",
             category="Study",
             subcategory="Configuration",
-            labels={"file": "effective configuration"},
+            labels={"file": "effective configuration", "format": "YAML"},
+        ),
+        study_config_html=report(
+            f"results/tables/{STUDY_CONFIG_HTML}",
+            caption="../report/study_config.rst",
+            category="Study",
+            subcategory="Configuration",
+            labels={"file": "effective configuration", "format": "HTML"},
         ),
     log:
         "results/logs/tables.log",

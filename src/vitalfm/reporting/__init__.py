@@ -37,8 +37,10 @@ FIGURES: dict[str, str] = {
 }
 FIGURE_FORMATS = ("png", "pdf")
 
-#: The effective configuration (defaults filled in), written beside the tables.
+#: The effective configuration (defaults filled in), written beside the tables, and its
+#: highlighted HTML view for the report.
 STUDY_CONFIG = "study_config.yaml"
+STUDY_CONFIG_HTML = "study_config.html"
 
 
 def table_paths(out_dir: str | Path, fmt: str) -> dict[str, str]:

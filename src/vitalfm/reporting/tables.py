@@ -24,7 +24,7 @@ import yaml
 
 from vitalfm.errors import DataError
 from vitalfm.io import write_text
-from vitalfm.reporting import STUDY_CONFIG, TABLES
+from vitalfm.reporting import STUDY_CONFIG, STUDY_CONFIG_HTML, TABLES
 from vitalfm.reporting.formatting import (
     MISSING,
     Table,
@@ -150,7 +150,8 @@ def _diff_cell(frame: pd.DataFrame, run: str) -> str:
 def _fraction_cell(frame: pd.DataFrame, run: str) -> str:
     if run not in frame.index:
         return MISSING
-    return fmt_number(frame.loc[run, "fraction_better"], 3)
+    value = frame.loc[run, "fraction_better"]
+    return f"{value:.2f}" if np.isfinite(value) else MISSING
 
 
 def _count(frame: pd.DataFrame, run: str, column: str) -> str:
@@ -753,12 +754,20 @@ def build_tables(
     for table in tables:
         written[table.name] = write_table(table, out)
         log.info("table %s: %d rows", table.name, len(table.frame))
-    write_text(
-        "# The study's configuration with every default filled in (as validated).\n"
-        + yaml.safe_dump(_plain(dict(cfg)), sort_keys=False),
-        out / STUDY_CONFIG,
-    )
+    text = "# The study's configuration with every default filled in (as validated).\n"
+    text += yaml.safe_dump(_plain(dict(cfg)), sort_keys=False)
+    write_text(text, out / STUDY_CONFIG)
+    write_text(_config_html(text), out / STUDY_CONFIG_HTML)
     return written
+
+
+def _config_html(text: str) -> str:
+    """The YAML as a standalone highlighted page (the report shows HTML inline)."""
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import YamlLexer
+
+    return highlight(text, YamlLexer(), HtmlFormatter(full=True, title="Effective configuration"))
 
 
 def _plain(obj: Any) -> Any:
