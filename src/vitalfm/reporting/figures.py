@@ -232,6 +232,7 @@ def pareto_figure(data: pd.DataFrame) -> plt.Figure:
     else:
         right.text(0.5, 0.5, "no run trains parameters", transform=right.transAxes, ha="center")
     right.set_xlabel("trainable parameters (log scale)")
+    right.set_facecolor("none")  # a label of the left panel may overhang into this one
     right.tick_params(labelleft=False)
     for ax in (left, right):
         ax.grid(alpha=0.3)
@@ -251,8 +252,8 @@ def pareto_figure(data: pd.DataFrame) -> plt.Figure:
 
 
 def horizon_figure(metrics: pd.DataFrame, data: pd.DataFrame, frequency_minutes: int) -> plt.Figure:
-    """Error by horizon step, one panel per model: zero-shot, every method (ranked methods at
-    their best rank) and the best baseline."""
+    """Error by horizon step, one panel per model: zero-shot, every method (a swept method at
+    its best setting, named under the panel's title) and the best baseline; one legend."""
     sel = metrics[
         (metrics["metric"] == "mae")
         & (metrics["scale"] == "minmax")
@@ -265,37 +266,48 @@ def horizon_figure(metrics: pd.DataFrame, data: pd.DataFrame, frequency_minutes:
     models = list(dict.fromkeys(foundation["model"])) or list(dict.fromkeys(data["model"]))
     baselines = data[data["baseline"] & np.isfinite(data["value"])]
     best_base = baselines.loc[baselines["value"].idxmin(), "run"] if len(baselines) else None
-    fig, axes = _grid(len(models))
+    fig, axes = _grid(len(models), height=3.0)
     cmap = plt.get_cmap("tab10")
     methods = list(dict.fromkeys(data.loc[data["kind"] != "zero_shot", "method"]))
     hours = frequency_minutes / 60
+    legend: dict[str, Line2D] = {}
 
     def draw(ax, run_id, label, color, ls="-"):
         part = sel[sel["run"] == run_id].sort_values("step")
         if part.empty:
             return
         x = part["step"] * hours
-        ax.plot(x, part["value"], color=color, ls=ls, lw=1.4, label=label)
+        (line,) = ax.plot(x, part["value"], color=color, ls=ls, lw=1.4)
         ax.fill_between(x, part["ci_low"], part["ci_high"], color=color, alpha=0.12, lw=0)
+        legend.setdefault(label, line)
 
     for ax, model in zip(axes, models, strict=True):
         runs = data[data["model"] == model]
         for _, run in runs[runs["kind"] == "zero_shot"].iterrows():
             draw(ax, run["run"], "zero-shot", "black")
+        picked = []
         for method, group in runs[runs["kind"] != "zero_shot"].groupby("method", sort=False):
-            if group["kind"].iloc[0] in RANKED_KINDS and group["value"].notna().any():
+            best = group.iloc[0]
+            if len(group) > 1 and group["value"].notna().any():
                 best = group.loc[group["value"].idxmin()]
-                label = f"{method} (rank {int(best['rank'])}, best)"
-            else:
-                best, label = group.iloc[0], str(group["setting"].iloc[0])
-            draw(ax, best["run"], label, cmap(methods.index(method) % 10))
+                picked.append(str(best["setting"]))
+            draw(ax, best["run"], str(method), cmap(methods.index(method) % 10))
         if best_base is not None and best_base not in set(runs["run"]):
             draw(ax, best_base, f"best baseline ({best_base})", "gray", ls="--")
-        ax.set_title(f"{runs['family'].iloc[0]}: {model}", fontsize=9)
+        title = f"{runs['family'].iloc[0]}: {model}"
+        if picked:
+            title += "\nbest of each sweep: " + ", ".join(picked)
+        ax.set_title(title, fontsize=8)
         ax.set_xlabel("hours ahead")
-        ax.set_ylabel(ERROR_LABEL, fontsize=8)
-        ax.legend(fontsize=6)
+        ax.set_ylabel(ERROR_LABEL, fontsize=7)
         ax.grid(alpha=0.3)
+    fig.legend(
+        legend.values(),
+        legend.keys(),
+        loc="outside lower center",
+        ncol=min(len(legend), 6),
+        fontsize=7,
+    )
     fig.suptitle("Error by horizon step (bands: 95% patient-bootstrap intervals)", fontsize=10)
     return fig
 
