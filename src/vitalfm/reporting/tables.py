@@ -174,7 +174,7 @@ def best_mask(values: Sequence[float], metric: str) -> np.ndarray:
 
 
 def best_baseline_run(paired: pd.DataFrame) -> str | None:
-    """The baseline the metrics helper paired against (vital "all"), if the study has one."""
+    """The baseline the metrics rule paired against, if the study has one."""
     refs = paired.loc[paired["reference"] == "best_baseline", "reference_run"].dropna().unique()
     return str(refs[0]) if len(refs) else None
 
@@ -719,7 +719,7 @@ def run_info(runs: Sequence[Run], layout: ResultsLayout, metrics: pd.DataFrame) 
     say so."""
     info = run_table(runs, layout)
     flagged = metrics.groupby("run")["baseline"].any()
-    info["baseline"] = info["baseline"] | info["run"].map(flagged).fillna(False).astype(bool)
+    info["baseline"] = info["baseline"] | info["run"].map(flagged).eq(True)
     return info
 
 
