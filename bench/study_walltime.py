@@ -8,13 +8,16 @@ seconds per rule, which shows the rules that dominate. Goal (issue 5): the defau
 
     .venv/bin/python bench/study_walltime.py --cores 1 2 --out bench/results/study_walltime.json
 
-``--configfile`` times another config instead (e.g. a reduced one for a quick check).
+``--configfile`` times another config instead (e.g. a reduced one for a quick check);
+``--add-to`` keeps the runs of an earlier report of this script (same commit) and adds these,
+so the two measurements can be taken at different times of a session.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -25,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchfacts import ROOT, load, write_report
+from benchfacts import ROOT, git_state, load, write_report
 
 
 def fresh_copy(dest: Path) -> Path:
@@ -96,8 +99,15 @@ def main() -> None:
     parser.add_argument("--configfile", help="time this config instead of config.yaml")
     parser.add_argument("--keep", type=Path, help="copy each run's results/ here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/study_walltime.json")
+    parser.add_argument("--add-to", type=Path, help="an earlier report whose runs to keep")
     args = parser.parse_args()
-    measured = [run_study(cores, args.configfile, args.keep) for cores in args.cores]
+    measured = []
+    if args.add_to:
+        earlier = json.loads(args.add_to.read_text())
+        if earlier["git"]["commit"] != git_state()["commit"]:
+            raise SystemExit(f"{args.add_to} measured another commit; measure both again")
+        measured = [m for m in earlier["runs"] if m["cores"] not in args.cores]
+    measured += [run_study(cores, args.configfile, args.keep) for cores in args.cores]
     by_cores = {m["cores"]: m["wall_s"] for m in measured}
     fewest, most = min(by_cores), max(by_cores)
     speedup = by_cores[fewest] / by_cores[most] if most != fewest else None
@@ -106,7 +116,7 @@ def main() -> None:
     write_report(
         args.out,
         "study_walltime",
-        {"cores": args.cores, "configfile": args.configfile or "config.yaml"},
+        {"cores": sorted(by_cores), "configfile": args.configfile or "config.yaml"},
         runs=measured,
         speedup=speedup,
         goals={"wall_s_at_most": 1800, "speedup_at_least": 1.6},
