@@ -9,7 +9,7 @@ seconds per rule, which shows the rules that dominate. Goal (issue 5): the defau
     .venv/bin/python bench/study_walltime.py --cores 1 2 --out bench/results/study_walltime.json
 
 ``--configfile`` times another config instead (e.g. a reduced one for a quick check);
-``--add-to`` keeps the runs of an earlier report of this script (same commit) and adds these,
+``--add-to`` keeps the runs of an earlier report of this script (same study code) and adds these,
 so the two measurements can be taken at different times of a session.
 """
 
@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchfacts import ROOT, git_state, load, write_report
+from benchfacts import ROOT, load, write_report
 
 
 def fresh_copy(dest: Path) -> Path:
@@ -47,6 +47,18 @@ def fresh_copy(dest: Path) -> Path:
             shutil.copy2(source, target)
     (dest / ".venv").symlink_to(ROOT / ".venv")
     return dest
+
+
+# What the study's run time depends on; commits that touch only docs, tests or bench/ do not count.
+STUDY_CODE = ("Snakefile", "workflow", "scripts", "src", "config.yaml", "envs")
+
+
+def same_study_code(commit: str) -> bool:
+    """Whether the study's code at ``commit`` is the code in this checkout."""
+    done = subprocess.run(
+        ["git", "diff", "--quiet", commit, "--", *STUDY_CODE], cwd=ROOT, check=False
+    )
+    return done.returncode == 0
 
 
 def rule_seconds(results: Path) -> dict[str, dict[str, float]]:
@@ -104,8 +116,8 @@ def main() -> None:
     measured = []
     if args.add_to:
         earlier = json.loads(args.add_to.read_text())
-        if earlier["git"]["commit"] != git_state()["commit"]:
-            raise SystemExit(f"{args.add_to} measured another commit; measure both again")
+        if not same_study_code(earlier["git"]["commit"]):
+            raise SystemExit(f"{args.add_to} measured other study code; measure both again")
         measured = [m for m in earlier["runs"] if m["cores"] not in args.cores]
     measured += [run_study(cores, args.configfile, args.keep) for cores in args.cores]
     by_cores = {m["cores"]: m["wall_s"] for m in measured}
