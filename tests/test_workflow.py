@@ -327,3 +327,58 @@ def test_lint_is_clean() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _dry_run(tmp_path: Path, config: dict, *targets: str) -> subprocess.CompletedProcess:
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [
+            *SNAKEMAKE,
+            "-n",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(REPO),
+            *targets,
+            "--configfile",
+            str(tmp_path / "study.yaml"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"models": {"moirai-standin": {"methods": ["zero_shot", "lorra"]}}},
+            "models.moirai-standin.methods names unknown method(s) ['lorra']",
+        ),
+        (
+            {"models": {"moirai-standin": {"family": "moira"}}},
+            "models.moirai-standin.family = 'moira' is an unknown model family",
+        ),
+        ({"methods": {"lora": {"kind": "lowrank"}}}, "lowrank"),
+    ],
+)
+def test_unknown_method_or_model_in_config_is_refused(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for section, entries in change.items():
+        for name, values in entries.items():
+            config[section][name] = {**config[section][name], **values}
+    done = _dry_run(tmp_path, config)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert message in output and "Traceback" not in output, output[-2000:]
+
+
+def test_a_target_for_a_run_the_config_lacks_is_refused(tmp_path: Path) -> None:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    done = _dry_run(tmp_path, config, "results/forecasts/no-such-model/zero_shot.parquet")
+    assert done.returncode != 0
+    assert "no run no-such-model/zero_shot in this config" in done.stdout + done.stderr

@@ -14,8 +14,10 @@ left out gets every method except those of kind ``scratch``.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vitalfm.errors import ConfigError
@@ -78,8 +80,30 @@ def method_settings(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return settings
 
 
+def check_family(model: str, family: str) -> None:
+    """ConfigError unless ``vitalfm.models.<family>`` exists (found without importing it, so
+    the Snakefile refuses a misspelt family before any job, without loading torch)."""
+    found = family.isidentifier() and importlib.util.find_spec(f"vitalfm.models.{family}")
+    if not found:
+        import vitalfm.models
+
+        here = Path(next(iter(vitalfm.models.__path__)))
+        known = sorted(
+            p.stem
+            for p in here.iterdir()
+            if p.stem.isidentifier()
+            and p.stem not in ("base", "adaptation", "scratch")
+            and not p.stem.startswith("_")
+        )
+        raise ConfigError(
+            f"config key models.{model}.family = {family!r} is an unknown model family",
+            f"use one of {', '.join(known)} (or add src/vitalfm/models/{family}.py)",
+        )
+
+
 def _model_methods(cfg: Mapping[str, Any], model: str, entry: Mapping[str, Any]) -> list[str]:
     """The method names a model runs (checked against its source; see the module docstring)."""
+    check_family(model, entry["family"])
     methods = cfg["methods"]
     scratch = bool(entry["source"].get("scratch"))
     listed = entry.get("methods")
