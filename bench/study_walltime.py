@@ -33,18 +33,9 @@ from benchfacts import ROOT, load, write_report
 
 def fresh_copy(dest: Path) -> Path:
     """Copy what a clone would hold and link this checkout's virtual environment."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, listed):
-        source = ROOT / name.decode()
-        if source.is_file():
-            target = dest / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    from vitalfm.testing import copy_checkout
+
+    copy_checkout(ROOT, dest)
     (dest / ".venv").symlink_to(ROOT / ".venv")
     return dest
 

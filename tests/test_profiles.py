@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from vitalfm.profiles import (
     workflow_rule_names,
 )
 from vitalfm.study import standins, study_runs
+from vitalfm.testing import copy_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -48,23 +48,6 @@ OFFLINE = {
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _fresh_clone(dest: Path) -> Path:
-    """What a clone would hold: tracked files plus new files git does not ignore."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, listed):
-        source = REPO / name.decode()
-        if source.is_file() or source.is_symlink():
-            target = dest / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target, follow_symlinks=False)
-    return dest
 
 
 def _snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None):
@@ -119,7 +102,7 @@ def _write_profile(folder: Path, profile: dict[str, Any]) -> Path:
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _fresh_clone(tmp_path_factory.mktemp("clone"))
+    return copy_checkout(REPO, tmp_path_factory.mktemp("clone"))
 
 
 # --- the shipped profiles ---------------------------------------------------------------------

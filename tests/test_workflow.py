@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 from vitalfm.config import validate_config
 from vitalfm.data.windows import WindowSet
 from vitalfm.study import study_runs
+from vitalfm.testing import copy_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -63,23 +63,6 @@ def reduced_study() -> dict:
     return config
 
 
-def _fresh_clone(dest: Path) -> Path:
-    """Copy what a clone would hold: tracked files plus new files git does not ignore."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, listed):
-        source = REPO / name.decode()
-        if source.is_file() or source.is_symlink():
-            target = dest / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target, follow_symlinks=False)
-    return dest
-
-
 def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*SNAKEMAKE, "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args],
@@ -93,7 +76,7 @@ def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Comp
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole (reduced) default study, from a fresh clone: data to tables and figures."""
-    workdir = _fresh_clone(tmp_path_factory.mktemp("clone"))
+    workdir = copy_checkout(REPO, tmp_path_factory.mktemp("clone"))
     (workdir / "study.yaml").write_text(yaml.safe_dump(reduced_study()))
     done = _snakemake(workdir, "--cores", "2", "--configfile", "study.yaml", timeout=2400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]

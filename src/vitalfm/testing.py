@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -295,3 +298,21 @@ def tiny_baseline_config(
             "device": {"preference": "cpu"},
         }
     )
+
+
+def copy_checkout(root: Path, dest: Path) -> Path:
+    """Copy what a fresh clone of ``root`` would hold, plus the new files git does not ignore
+    (so uncommitted work is tested too); symlinks stay symlinks."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = root / name.decode()
+        if source.is_file() or source.is_symlink():
+            target = dest / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target, follow_symlinks=False)
+    return dest

@@ -19,44 +19,8 @@ import numpy as np
 import pandas as pd
 
 from vitalfm.errors import DataError
+from vitalfm.evaluation.metrics import METRICS_COLUMNS, PAIRED_COLUMNS
 from vitalfm.study import Run
-
-METRIC_COLUMNS = (
-    "run",
-    "model",
-    "family",
-    "setting",
-    "method",
-    "kind",
-    "rank",
-    "baseline",
-    "scale",
-    "vital",
-    "step",
-    "metric",
-    "value",
-    "ci_low",
-    "ci_high",
-    "n_patients",
-    "n_windows",
-    "n_points",
-)
-PAIRED_COLUMNS = (
-    "run",
-    "model",
-    "setting",
-    "reference",
-    "reference_run",
-    "scale",
-    "vital",
-    "metric",
-    "value",
-    "reference_value",
-    "difference",
-    "ci_low",
-    "ci_high",
-    "fraction_better",
-)
 
 
 @dataclass(frozen=True)
@@ -142,7 +106,7 @@ def _read_parquet(path: Path, columns: Sequence[str], root: Path) -> pd.DataFram
 
 
 def load_metrics(layout: ResultsLayout) -> pd.DataFrame:
-    frame = _read_parquet(layout.metrics, METRIC_COLUMNS, layout.root)
+    frame = _read_parquet(layout.metrics, METRICS_COLUMNS, layout.root)
     frame["baseline"] = frame["baseline"].astype(bool)
     frame["rank"] = frame["rank"].astype(float)
     frame["step"] = frame["step"].astype(int)
