@@ -45,7 +45,7 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     """The same package versions every run's metadata records."""
-    from vitalfm.engine.runs import software_versions
+    from vitalfm.provenance import software_versions
 
     return software_versions()
 

@@ -11,10 +11,8 @@ import csv
 import io
 import json
 import logging
-import subprocess
 import time
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,46 +37,11 @@ from vitalfm.models.adaptation import (
     save_adapted,
 )
 from vitalfm.models.base import Forecaster, ModelError, ModelSource, forecaster_class
+from vitalfm.provenance import git_revision, software_versions
 from vitalfm.study import Run, find_run, standins
 from vitalfm.synthetic.corpus import CorpusConfig, corpus_summary, generate_corpus
 
 log = logging.getLogger(__name__)
-
-PACKAGES = (
-    "vitalfm",
-    "torch",
-    "transformers",
-    "peft",
-    "chronos-forecasting",
-    "uni2ts",
-    "gluonts",
-    "numpy",
-    "pandas",
-)
-
-
-def software_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def _history_tsv(history: list[dict[str, float]]) -> str:

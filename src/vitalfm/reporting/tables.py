@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import platform
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 
 from vitalfm.errors import DataError
 from vitalfm.io import write_text
+from vitalfm.provenance import git_revision, package_versions
 from vitalfm.reporting import STUDY_CONFIG, STUDY_CONFIG_HTML, TABLES
 from vitalfm.reporting.formatting import (
     MISSING,
@@ -647,27 +647,9 @@ REPORT_PACKAGES = (
 )
 
 
-def _git_revision() -> str:
-    # Not vitalfm.engine.runs.git_revision: importing the engine loads torch (seconds), and
-    # the report must stay light.
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
 def software_table(layout: ResultsLayout, runs: Sequence[Run]) -> Table:
     """This environment's versions of the packages the runs recorded (and of the report's own
     stack) beside the versions the runs recorded; they should agree."""
-    from importlib import metadata
-
     recorded: dict[str, set[str]] = {}
     revisions: set[str] = set()
     for run in runs:
@@ -676,18 +658,13 @@ def software_table(layout: ResultsLayout, runs: Sequence[Run]) -> Table:
             recorded.setdefault(name, set()).add(str(version))
         if meta.get("git_revision"):
             revisions.add(str(meta["git_revision"]))
-    current = {}
-    for name in sorted(set(REPORT_PACKAGES) | set(recorded)):
-        try:
-            current[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            current[name] = "not installed"
+    current = package_versions(sorted(set(REPORT_PACKAGES) | set(recorded)))
     rows = [
         {"Software": "python", "Report": platform.python_version(), "Runs": MISSING},
         {"Software": "platform", "Report": platform.platform(), "Runs": MISSING},
         {
             "Software": "vitalfm git revision",
-            "Report": _git_revision(),
+            "Report": git_revision(),
             "Runs": "; ".join(sorted(revisions)) or MISSING,
         },
     ]
