@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from vitalfm.config import validate_config
+from vitalfm.config import minmax_ranges, validate_config
 from vitalfm.errors import ConfigError, DataError
 from vitalfm.evaluation import bootstrap, metrics, scoring
 from vitalfm.evaluation.metrics import METRICS, STATISTICS
@@ -246,16 +246,16 @@ def test_mase_scale_uses_successive_observed_readings_and_rejects_flat_or_short(
 
 def test_minmax_ranges_from_config_and_bad_ranges():
     cfg = validate_config({})
-    ranges = metrics.minmax_ranges(cfg)
+    ranges = minmax_ranges(cfg)
     assert ranges["heart_rate"] == (0, 300) and ranges["mbp"] == (0, 190)
     assert ranges["resp_rate"] == (0, 100) and ranges["temperature"] == (25, 45)
     cfg = validate_config({"evaluation": {"minmax_ranges": {"heart_rate": [0, 250]}}})
     with pytest.raises(ConfigError, match="no range for vital sbp"):
-        metrics.minmax_ranges(cfg)
-    assert metrics.minmax_ranges(cfg, ["heart_rate"]) == {"heart_rate": (0, 250)}
+        minmax_ranges(cfg)
+    assert minmax_ranges(cfg, ["heart_rate"]) == {"heart_rate": (0, 250)}
     cfg = validate_config({"evaluation": {"minmax_ranges": {"heart_rate": [300, 0]}}})
     with pytest.raises(ConfigError, match="high <= low"):
-        metrics.minmax_ranges(cfg, ["heart_rate"])
+        minmax_ranges(cfg, ["heart_rate"])
 
 
 # --- scoring a forecast table ---------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -150,3 +150,27 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def grid_steps(cfg: Mapping[str, Any], hours: float) -> int:
     """Number of grid steps in ``hours`` for this config's grid frequency."""
     return round(hours * 60 / cfg["grid"]["frequency_minutes"])
+
+
+def minmax_ranges(
+    cfg: Mapping[str, Any], vitals: Sequence[str] | None = None
+) -> dict[str, tuple[float, float]]:
+    """{vital: (low, high)} from ``evaluation.minmax_ranges`` for the configured vitals."""
+    ranges = cfg["evaluation"]["minmax_ranges"]
+    wanted = list(vitals) if vitals is not None else list(cfg["vitals"]["names"])
+    out: dict[str, tuple[float, float]] = {}
+    for vital in wanted:
+        if vital not in ranges:
+            raise ConfigError(
+                f"config key evaluation.minmax_ranges has no range for vital {vital}",
+                f"add `{vital}: [low, high]` under evaluation.minmax_ranges (the min-max "
+                "scale needs a fixed range for every vital scored)",
+            )
+        low, high = (float(v) for v in ranges[vital])
+        if not high > low:
+            raise ConfigError(
+                f"config key evaluation.minmax_ranges.{vital} = {[low, high]} has high <= low",
+                "give [low, high] with high > low",
+            )
+        out[vital] = (low, high)
+    return out

@@ -1,7 +1,8 @@
 # Scoring: each run's forecasts -> per-patient sums (rule score), then every run's metrics with
 # patient-bootstrap CIs and paired differences (rule metrics). Only observed targets count.
 
-from vitalfm.evaluation.metrics import minmax_ranges
+# From vitalfm.config, not vitalfm.evaluation: parsing the Snakefile stays free of pandas.
+from vitalfm.config import minmax_ranges
 
 try:  # every configured vital needs a min-max range; say so before any job runs
     minmax_ranges(config)

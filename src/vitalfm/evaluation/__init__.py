@@ -5,7 +5,8 @@
 - :mod:`~vitalfm.evaluation.bootstrap`: resampling patients as count weights.
 """
 
-from vitalfm.evaluation.metrics import METRICS, minmax_ranges, study_metrics, write_metrics
+from vitalfm.config import minmax_ranges
+from vitalfm.evaluation.metrics import METRICS, study_metrics, write_metrics
 from vitalfm.evaluation.scoring import read_forecasts, read_scores, score_forecasts, score_run
 
 __all__ = [

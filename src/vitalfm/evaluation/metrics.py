@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from gluonts.ev import stats
 
-from vitalfm.errors import ConfigError, DataError
+from vitalfm.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -89,30 +89,6 @@ STATISTICS = ("n_points", "n_windows", *POINT_TERMS, "dtw", "n_dtw")
 def quantile_column(level: float) -> str:
     """The forecast table's column for a quantile level (as the forecast rule names it)."""
     return f"q{level:g}"
-
-
-def minmax_ranges(
-    cfg: Mapping[str, Any], vitals: Sequence[str] | None = None
-) -> dict[str, tuple[float, float]]:
-    """{vital: (low, high)} from ``evaluation.minmax_ranges`` for the configured vitals."""
-    ranges = cfg["evaluation"]["minmax_ranges"]
-    wanted = list(vitals) if vitals is not None else list(cfg["vitals"]["names"])
-    out: dict[str, tuple[float, float]] = {}
-    for vital in wanted:
-        if vital not in ranges:
-            raise ConfigError(
-                f"config key evaluation.minmax_ranges has no range for vital {vital}",
-                f"add `{vital}: [low, high]` under evaluation.minmax_ranges (the min-max "
-                "scale needs a fixed range for every vital scored)",
-            )
-        low, high = (float(v) for v in ranges[vital])
-        if not high > low:
-            raise ConfigError(
-                f"config key evaluation.minmax_ranges.{vital} = {[low, high]} has high <= low",
-                "give [low, high] with high > low",
-            )
-        out[vital] = (low, high)
-    return out
 
 
 def to_minmax(values: np.ndarray, low: np.ndarray | float, high: np.ndarray | float) -> np.ndarray:

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vitalfm.config import minmax_ranges
 from vitalfm.data.windows import WindowSet
 from vitalfm.errors import DataError
 from vitalfm.evaluation.metrics import (
@@ -30,7 +31,6 @@ from vitalfm.evaluation.metrics import (
     STATISTICS,
     dtw_distances,
     mase_scale,
-    minmax_ranges,
     point_terms,
     quantile_column,
     to_minmax,
