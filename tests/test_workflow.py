@@ -277,41 +277,6 @@ def test_empty_cohort_fails_cleanly(study: Path) -> None:
     assert not (study / "results/cohort/cohort_summary.tsv").exists()
 
 
-def test_invalid_config_is_refused_before_any_job(tmp_path: Path) -> None:
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"grid": {"frequency_minutes": 7}}))
-    done = subprocess.run(
-        [
-            *SNAKEMAKE,
-            "-n",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(REPO),
-            "--configfile",
-            str(tmp_path / "bad.yaml"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode != 0
-    output = done.stdout + done.stderr
-    assert "grid.frequency_minutes = 7" in output
-    assert "one of 5, 10, 15, 20, 30, 60" in output
-
-
-def test_lint_is_clean() -> None:
-    done = subprocess.run(
-        [*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def _dry_run(tmp_path: Path, config: dict, *targets: str) -> subprocess.CompletedProcess:
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
     return subprocess.run(
@@ -331,6 +296,25 @@ def _dry_run(tmp_path: Path, config: dict, *targets: str) -> subprocess.Complete
         text=True,
         timeout=120,
     )
+
+
+def test_invalid_config_is_refused_before_any_job(tmp_path: Path) -> None:
+    done = _dry_run(tmp_path, {"grid": {"frequency_minutes": 7}})
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "grid.frequency_minutes = 7" in output
+    assert "one of 5, 10, 15, 20, 30, 60" in output
+
+
+def test_lint_is_clean() -> None:
+    done = subprocess.run(
+        [*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(
