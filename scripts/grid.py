@@ -1,4 +1,4 @@
-"""Rule grid: resample each ICU stay's vitals to a regular grid with observed/filled masks."""
+"""Rule grid: resample each ICU stay's vitals to a regular grid (bin means, observed masks)."""
 
 from vitalfm.snakemake_script import config_of, run
 from vitalfm.steps import make_grid

@@ -1,4 +1,4 @@
-"""Resampling onto the regular grid: bin means, drops, masks, gap filling, errors, schema."""
+"""Resampling onto the regular grid: bin means, drops, masks, no filling, errors, schema."""
 
 from __future__ import annotations
 
@@ -60,21 +60,9 @@ def vitals(*rows: tuple[int, float, str, float]) -> pd.DataFrame:
 
 
 def grid(
-    readings: pd.DataFrame,
-    stays: pd.DataFrame,
-    names: tuple[str, ...] = ("heart_rate",),
-    **options: object,
+    readings: pd.DataFrame, stays: pd.DataFrame, names: tuple[str, ...] = ("heart_rate",)
 ) -> GridResult:
-    options = {"fill": "linear", "max_fill_gap_minutes": 60, **options}
-    return resample_stays(
-        readings,
-        stays,
-        vital_names=names,
-        frequency_minutes=FREQ,
-        fill=options["fill"],
-        max_fill_gap_minutes=options["max_fill_gap_minutes"],
-        max_fill_gap_minutes_per_vital=options.get("per_vital", {}),
-    )
+    return resample_stays(readings, stays, vital_names=names, frequency_minutes=FREQ)
 
 
 def column(result: GridResult, name: str, icustay_id: int | None = None) -> np.ndarray:
@@ -138,93 +126,21 @@ def test_readings_outside_the_stay_are_dropped_and_counted() -> None:
 
 
 def test_observed_mask_and_missing_is_nan() -> None:
-    result = grid(hr_at_steps({0: 60, 2: 70}), cohort((1, 10, 0, 75)), fill="none")
+    result = grid(hr_at_steps({0: 60, 2: 70}), cohort((1, 10, 0, 75)))
     assert column(result, "heart_rate_observed").tolist() == [1, 0, 1, 0, 0, 0]
     hr = column(result, "heart_rate")
     assert np.isnan(hr[[1, 3, 4, 5]]).all()
-    assert not column(result, "heart_rate_filled").any()
 
 
-def test_linear_fill_of_a_short_gap_with_exact_values() -> None:
-    # 3 empty bins = 45 min <= 60 min: filled by linear interpolation.
-    result = grid(hr_at_steps({0: 60, 4: 100}), cohort((1, 10, 0, 60)))
-    assert column(result, "heart_rate").tolist() == [60, 70, 80, 90, 100]
-    assert column(result, "heart_rate_filled").tolist() == [0, 1, 1, 1, 0]
-    assert column(result, "heart_rate_observed").tolist() == [1, 0, 0, 0, 1]
+def test_the_grid_fills_nothing_even_short_interior_gaps() -> None:
+    # A one-bin gap between two readings stays empty: filling over the stay would carry the
+    # later reading into the context of a window whose origin lies inside the gap.
+    result = grid(hr_at_steps({0: 60, 2: 100, 3: 90}), cohort((1, 10, 0, 60)))
+    hr = column(result, "heart_rate")
+    assert hr[0] == 60 and np.isnan(hr[1]) and hr[2] == 100 and hr[3] == 90
+    assert not any(name.endswith("_filled") for name in result.table.column_names)
     row = result.summary.set_index("vital").loc["heart_rate"]
-    assert (row["bins_observed"], row["bins_filled"], row["bins_missing"]) == (2, 3, 0)
-
-
-def test_gap_of_exactly_the_max_is_filled_and_longer_gap_stays_missing() -> None:
-    # Steps 1-4: 4 empty bins = 60 min (filled); steps 6-10: 5 bins = 75 min (not filled).
-    result = grid(hr_at_steps({0: 50, 5: 100, 11: 40}), cohort((1, 10, 0, 165)))
-    hr = column(result, "heart_rate")
-    filled = column(result, "heart_rate_filled")
-    np.testing.assert_allclose(hr[:6], [50, 60, 70, 80, 90, 100])
-    assert filled[1:5].all()
-    assert np.isnan(hr[6:11]).all()
-    assert not filled[6:11].any()
-    assert hr[11] == 40
-
-
-def test_per_vital_override_fills_a_longer_temperature_gap() -> None:
-    readings = vitals(
-        (1, 1, "temperature", 37.0),
-        (1, 16 * FREQ, "temperature", 38.5),  # 15 empty bins = 225 min <= 240
-        (1, 1, "heart_rate", 60),
-        (1, 16 * FREQ, "heart_rate", 90),  # same gap, global limit 60 min
-    )
-    result = grid(
-        readings,
-        cohort((1, 10, 0, 16 * FREQ)),
-        names=("heart_rate", "temperature"),
-        per_vital={"temperature": 240},
-    )
-    temp = column(result, "temperature")
-    np.testing.assert_allclose(temp, 37.0 + 1.5 * np.arange(17) / 16, rtol=1e-6)
-    assert column(result, "temperature_filled")[1:16].all()
-    assert np.isnan(column(result, "heart_rate")[1:16]).all()
-    assert not column(result, "heart_rate_filled").any()
-
-
-def test_ffill_uses_previous_observed_value() -> None:
-    result = grid(hr_at_steps({0: 60, 3: 90}), cohort((1, 10, 0, 45)), fill="ffill")
-    assert column(result, "heart_rate").tolist() == [60, 60, 60, 90]
-    assert column(result, "heart_rate_filled").tolist() == [0, 1, 1, 0]
-
-
-def test_fill_none_leaves_gaps_missing() -> None:
-    result = grid(hr_at_steps({0: 60, 2: 80}), cohort((1, 10, 0, 30)), fill="none")
-    assert np.isnan(column(result, "heart_rate")[1])
-    assert not column(result, "heart_rate_filled").any()
-
-
-@pytest.mark.parametrize("fill", ["linear", "ffill"])
-def test_leading_and_trailing_gaps_are_never_filled(fill: str) -> None:
-    result = grid(
-        hr_at_steps({3: 60, 5: 80}),
-        cohort((1, 10, 0, 180)),
-        fill=fill,
-        max_fill_gap_minutes=1440,
-    )
-    hr = column(result, "heart_rate")
-    filled = column(result, "heart_rate_filled")
-    assert np.isnan(hr[:3]).all() and np.isnan(hr[6:]).all()
-    assert filled.tolist() == [i == 4 for i in range(13)]
-
-
-def test_gaps_are_not_filled_across_stays() -> None:
-    # Stay 1's last observed bin and stay 2's first observed bin are neighbours in the
-    # concatenated arrays; the bins between them belong to different stays.
-    readings = vitals(
-        (1, 1, "heart_rate", 60),
-        (2, 24 * 60 + 2 * FREQ + 1, "heart_rate", 100),
-    )
-    stays = cohort((1, 10, 0, 2 * FREQ), (2, 10, 24 * 60, 24 * 60 + 3 * FREQ))
-    result = grid(readings, stays, max_fill_gap_minutes=1440)
-    assert not column(result, "heart_rate_filled").any()
-    assert np.isnan(column(result, "heart_rate", 1)[1:]).all()
-    assert np.isnan(column(result, "heart_rate", 2)[:2]).all()
+    assert (row["bins_observed"], row["bins_missing"]) == (3, 2)
 
 
 def test_stays_are_sorted_and_stays_without_readings_dropped() -> None:
@@ -256,9 +172,14 @@ def test_duplicate_stay_in_cohort_is_an_error() -> None:
         grid(hr_at_steps({0: 60}), cohort((1, 10, 0, 30), (1, 10, 0, 30)))
 
 
-def test_bad_fill_method_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"grid\.fill"):
-        grid(hr_at_steps({0: 60}), cohort((1, 10, 0, 30)), fill="cubic")
+def test_bad_frequency_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"grid\.frequency_minutes"):
+        resample_stays(
+            hr_at_steps({0: 60}),
+            cohort((1, 10, 0, 30)),
+            vital_names=("heart_rate",),
+            frequency_minutes=0,
+        )
 
 
 def test_schema_exactly_as_declared() -> None:
@@ -273,13 +194,10 @@ def test_schema_exactly_as_declared() -> None:
         "step",
         "heart_rate",
         "heart_rate_observed",
-        "heart_rate_filled",
         "sbp",
         "sbp_observed",
-        "sbp_filled",
         "temperature",
         "temperature_observed",
-        "temperature_filled",
     ]
     assert table.schema.field("heart_rate").type == pa.float32()
     assert table.schema.field("time").type == pa.timestamp("us")
@@ -313,7 +231,8 @@ def test_arrow_input_with_dictionary_vitals_matches_pandas_input() -> None:
     assert from_arrow.table.schema.equals(from_pandas.table.schema)
     pd.testing.assert_frame_equal(from_arrow.table.to_pandas(), from_pandas.table.to_pandas())
     assert from_arrow.summary["readings_input"].tolist() == [2, 1]
-    assert column(from_arrow, "heart_rate").tolist()[:3] == [60, 75, 90]
+    assert column(from_arrow, "heart_rate").tolist()[0] == 60
+    assert column(from_arrow, "heart_rate").tolist()[2] == 90
 
 
 def test_summary_columns_and_report() -> None:
@@ -321,8 +240,8 @@ def test_summary_columns_and_report() -> None:
     assert tuple(result.summary.columns) == SUMMARY_COLUMNS
     report = result.report()
     assert report["n_rows"] == 5
-    assert report["vitals"][0]["bins_filled"] == 1
-    assert report["vitals"][0]["bins_missing"] == 2
+    assert report["vitals"][0]["bins_observed"] == 2
+    assert report["vitals"][0]["bins_missing"] == 3
 
 
 def test_write_and_read_grid_round_trip(tmp_path: Path) -> None:
@@ -338,3 +257,13 @@ def test_write_and_read_grid_round_trip(tmp_path: Path) -> None:
         read_grid(path, ["heart_rate", "spo2"])
     with pytest.raises(DataError, match="does not exist"):
         read_grid(tmp_path / "missing.parquet")
+
+
+def test_a_grid_of_the_old_filled_format_is_refused(tmp_path: Path) -> None:
+    table = grid(hr_at_steps({0: 60, 2: 80}), cohort((1, 10, 0, 60))).table
+    meta = {k: v for k, v in table.schema.metadata.items() if b"format_version" not in k}
+    path = tmp_path / "grid.parquet"
+    write_grid(table.replace_schema_metadata(meta), path)
+    with pytest.raises(DataError, match="older vitalfm") as err:
+        read_grid(path, ["heart_rate"])
+    assert "rerun the grid rule" in err.value.fix

@@ -1,4 +1,4 @@
-"""Forecasting windows: counts, validity, gathers, persistence and errors."""
+"""Forecasting windows: counts, validity, gathers, causal filling, persistence and errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vitalfm.data.grid import META_FREQUENCY, grid_schema
-from vitalfm.data.windows import FORMAT_VERSION, WindowSet, build_windows
+from vitalfm.data.windows import FORMAT_VERSION, WindowSet, build_windows, causal_fill
 from vitalfm.errors import ConfigError, DataError
 
 FREQ = 15
@@ -29,11 +29,15 @@ def stay(
     n: int,
     *,
     observed: dict[str, np.ndarray] | None = None,
-    filled: dict[str, np.ndarray] | None = None,
+    stale: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Grid rows of one stay; values encode (stay, vital, step) so gathers can be checked."""
+    """Grid rows of one stay; values encode (stay, vital, step) so gathers can be checked.
+
+    ``stale`` marks empty bins that nevertheless carry a value (as a grid written by another
+    tool, or an old filled grid, might): windows must ignore those values.
+    """
     observed = observed or {}
-    filled = filled or {}
+    stale = stale or {}
     frame = pd.DataFrame(
         {
             "icustay_id": icustay_id,
@@ -44,11 +48,10 @@ def stay(
     )
     for j, name in enumerate(VITALS):
         obs = observed.get(name, np.ones(n, dtype=bool))
-        fil = filled.get(name, np.zeros(n, dtype=bool))
+        extra = stale.get(name, np.zeros(n, dtype=bool))
         values = icustay_id * 1000 + j * 100 + np.arange(n, dtype=np.float64)
-        frame[name] = np.where(obs | fil, values, np.nan)
+        frame[name] = np.where(obs | extra, values, np.nan)
         frame[f"{name}_observed"] = obs
-        frame[f"{name}_filled"] = fil
     return frame
 
 
@@ -105,28 +108,27 @@ def test_only_the_requested_split_is_used() -> None:
     assert set(build(grid, splits).index_frame()["subject_id"]) == {10, 30}
 
 
-def test_window_with_unobserved_or_only_filled_horizon_is_excluded() -> None:
+def test_window_with_unobserved_horizon_is_excluded_and_stale_values_ignored() -> None:
     n = 20  # windows start at 0, 4, 8: horizons are steps 8-11, 12-15, 16-19
     unobserved = np.ones(n, dtype=bool)
     unobserved[8:12] = False  # window 0: nothing observed in the horizon
-    unobserved[12:16] = False  # window 1: horizon only filled (values present, not observed)
-    only_filled = np.zeros(n, dtype=bool)
-    only_filled[12:16] = True
+    unobserved[12:16] = False  # window 1: values present but not observed (stale)
+    stale = np.zeros(n, dtype=bool)
+    stale[12:16] = True
     grid = grid_table(
         stay(
             1,
             10,
             n,
             observed={"heart_rate": unobserved, "spo2": unobserved},
-            filled={"heart_rate": only_filled, "spo2": only_filled},
+            stale={"heart_rate": stale, "spo2": stale},
         )
     )
     ws = build(grid, {10: "train"})
     assert ws.index_frame()["start_step"].tolist() == [8]
     assert ws.horizon_observed.tolist() == [[4, 4]]
-    # The filled values are kept in the arrays (as model input), flagged as filled.
-    assert not np.isnan(ws.values[12:16]).any()
-    assert ws.filled[12:16].all()
+    # A value in a bin without a reading never reaches a model or the scoring.
+    assert np.isnan(ws.values[12:16]).all()
 
 
 def test_per_vital_horizon_counts_and_windows_for() -> None:
@@ -172,19 +174,61 @@ def test_gathers_equal_the_grid_slices() -> None:
     )
 
 
-def test_context_observed_excludes_filled_bins() -> None:
+def test_context_observed_marks_the_readings() -> None:
     n = 12
     obs = np.ones(n, dtype=bool)
     obs[3] = False
-    fil = np.zeros(n, dtype=bool)
-    fil[3] = True
-    ws = build(grid_table(stay(1, 10, n, observed={"heart_rate": obs}, filled={"heart_rate": fil})),
-               {10: "train"})  # fmt: skip
+    ws = build(grid_table(stay(1, 10, n, observed={"heart_rate": obs})), {10: "train"})
     expected = np.ones(8, dtype=bool)
     expected[3] = False
     assert ws.context_observed("heart_rate")[0].tolist() == expected.tolist()
-    assert ws.context_filled("heart_rate")[0].tolist() == (~expected).tolist()
+    assert np.isnan(ws.context("heart_rate")[0, 3])  # no filling by default
     assert ws.context_observed("spo2").all()
+
+
+NAN = np.nan
+
+
+@pytest.mark.parametrize(
+    ("method", "gap", "row", "expected"),
+    [
+        # linear: only between two readings inside the row, runs of <= gap empty bins
+        ("linear", 3, [60, NAN, NAN, 90, NAN], [60, 70, 80, 90, NAN]),
+        ("linear", 1, [60, NAN, NAN, 90, NAN], [60, NAN, NAN, 90, NAN]),
+        ("linear", 9, [NAN, 60, NAN, 80, NAN, NAN], [NAN, 60, 70, 80, NAN, NAN]),
+        # ffill: the last reading carried forward over at most `gap` empty bins
+        ("ffill", 2, [60, NAN, NAN, NAN, 90, NAN], [60, 60, 60, NAN, 90, 90]),
+        ("ffill", 9, [NAN, NAN, 70, NAN], [NAN, NAN, 70, 70]),
+        ("none", 9, [60, NAN, 90], [60, NAN, 90]),
+        ("linear", 0, [60, NAN, 90], [60, NAN, 90]),
+    ],
+)
+def test_causal_fill_uses_only_the_row(
+    method: str, gap: int, row: list[float], expected: list[float]
+) -> None:
+    filled = causal_fill(np.array([row], dtype=np.float32), method, gap)
+    np.testing.assert_array_equal(filled[0], np.array(expected, dtype=np.float32))
+
+
+def test_filled_contexts_never_see_the_horizon() -> None:
+    """Linear filling over a gap that spans the forecast origin stays missing: the reading
+    after the origin is not in the context, so it cannot shape it."""
+    n = 12  # one window: context steps 0-7, horizon 8-11
+    obs = np.ones(n, dtype=bool)
+    obs[6:9] = False  # the context ends in a gap; the next reading is at step 9
+    fill = {"method": "linear", "max_gap_minutes": 24 * 60, "max_gap_minutes_per_vital": {}}
+    ws = build(grid_table(stay(1, 10, n, observed={"heart_rate": obs})), {10: "train"}, fill=fill)
+    assert np.isnan(ws.context("heart_rate")[0, 6:]).all()
+    ffill = {**fill, "method": "ffill"}
+    carried = build(
+        grid_table(stay(1, 10, n, observed={"heart_rate": obs})), {10: "train"}, fill=ffill
+    ).context("heart_rate")[0]
+    assert (carried[6:] == carried[5]).all()  # the last reading before the origin
+
+
+def test_bad_fill_method_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"windows\.fill\.method"):
+        build(grid_table(stay(1, 10, 12)), {10: "train"}, fill={"method": "cubic"})
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:

@@ -82,11 +82,39 @@ def _problem(error: jsonschema.ValidationError) -> tuple[str, str]:
     )
 
 
+#: Settings that moved: (section, old key) -> (new place, why).
+MOVED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("grid", "fill"): (
+        "windows.fill.method",
+        "gaps are no longer filled over whole stays on the grid (that let readings after a "
+        "forecast origin into the context); filling is causal, per window",
+    ),
+    ("grid", "max_fill_gap_minutes"): ("windows.fill.max_gap_minutes", "filling is per window"),
+    ("grid", "max_fill_gap_minutes_per_vital"): (
+        "windows.fill.max_gap_minutes_per_vital",
+        "filling is per window",
+    ),
+    ("training", "seed"): ("training.seeds", "a run has one replicate per seed; write a list"),
+}
+
+
+def _check_moved(config: Mapping[str, Any]) -> None:
+    for (section, key), (new, why) in MOVED_KEYS.items():
+        entry = config.get(section)
+        if isinstance(entry, Mapping) and key in entry:
+            example = f"[{entry[key]}]" if key == "seed" else repr(entry[key])
+            raise ConfigError(
+                f"config key {section}.{key} has moved to {new} ({why})",
+                f"write `{new}: {example}` instead of `{section}.{key}`",
+            )
+
+
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return a validated deep copy of ``config`` with defaults filled in.
 
     Raises :class:`ConfigError` naming the key, the value and what is allowed.
     """
+    _check_moved(config)
     schema = load_schema()
     instance = copy.deepcopy(dict(config))
     _fill_defaults(instance, schema)

@@ -138,9 +138,6 @@ def make_grid(
         pq.read_table(cohort_path),
         vital_names=vital_names_from_config(cfg["vitals"]),
         frequency_minutes=grid_cfg["frequency_minutes"],
-        fill=grid_cfg["fill"],
-        max_fill_gap_minutes=grid_cfg["max_fill_gap_minutes"],
-        max_fill_gap_minutes_per_vital=grid_cfg["max_fill_gap_minutes_per_vital"],
     )
     log.info("grid: %s", result.report())
     write_tsv(result.summary, out_summary)
@@ -185,6 +182,7 @@ def make_windows(
         horizon_hours=cfg["windows"]["horizon_hours"],
         stride_hours=cfg["windows"]["stride_hours"],
         min_horizon_observed=cfg["windows"]["min_horizon_observed"],
+        fill=cfg["windows"]["fill"],
     )
     log.info("%s: %d windows from %d ICU stays", split, len(windows), len(windows.stay_ids))
     windows.save(out_arrays, out_index)

@@ -82,7 +82,6 @@ def toy_windows(
     values = np.concatenate(blocks).astype(np.float32)
     observed = rng.random(values.shape) >= missing_fraction
     values[~observed] = np.nan
-    filled = np.zeros_like(observed)
     window = context_steps + horizon_steps
     offsets = np.arange(n_stays + 1, dtype=np.int64) * steps_per_stay
     starts, stay_index = [], []
@@ -104,7 +103,6 @@ def toy_windows(
         min_horizon_observed=1,
         values=values,
         observed=observed,
-        filled=filled,
         stay_ids=np.arange(200001, 200001 + n_stays, dtype=np.int32),
         subject_ids=np.arange(1001, 1001 + n_stays, dtype=np.int32),
         stay_offsets=offsets,

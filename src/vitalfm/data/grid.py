@@ -1,17 +1,18 @@
 """Resample long-format vital-sign readings onto a regular time grid per ICU stay.
 
 Each stay gets bins ``[t, t + freq)`` from its ``intime`` floored to the grid frequency up to
-the bin containing its ``outtime``. A bin's value is the mean of the readings in it. Short
-interior gaps may be filled (linear interpolation or forward fill); filled points are flagged so
-that they are never scored as observations. Everything is vectorised over all stays at once: the
-only Python loop is over the (at most seven) vitals.
+the bin containing its ``outtime``. A bin's value is the mean of the readings in it; a bin
+without a reading stays empty (NaN, ``<vital>_observed`` false). Nothing is filled here: a gap
+filled over a whole stay would carry readings from after a forecast origin into the context
+before it. Filling, if asked for, is done per window from that window's context alone
+(:mod:`vitalfm.data.windows`). Everything is vectorised over all stays at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,14 @@ from vitalfm.errors import ConfigError, DataError
 from vitalfm.io import write_parquet
 from vitalfm.mimic import VITAL_NAMES
 
-FILL_METHODS: tuple[str, ...] = ("linear", "ffill", "none")
 COHORT_COLUMNS: tuple[str, ...] = ("subject_id", "icustay_id", "intime", "outtime")
 VITALS_COLUMNS: tuple[str, ...] = ("icustay_id", "charttime", "vital", "value")
 # Schema metadata keys (bytes in parquet); windows.py checks the frequency against its config.
 META_FREQUENCY = "vitalfm.grid.frequency_minutes"
-META_FILL = "vitalfm.grid.fill"
 META_VITALS = "vitalfm.grid.vital_names"
+META_FORMAT = "vitalfm.grid.format_version"
+#: 2: observations only (format 1 grids carried stay-wide filled values and ``_filled`` flags).
+FORMAT_VERSION = 2
 
 _US_PER_MINUTE = 60_000_000
 _NAT = np.iinfo(np.int64).min
@@ -45,13 +47,12 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "readings_used",
     "bins_total",
     "bins_observed",
-    "bins_filled",
     "bins_missing",
 )
 
 
 def grid_schema(vital_names: Sequence[str]) -> pa.Schema:
-    """The grid table's schema: stay keys, then value/observed/filled per vital, in order."""
+    """The grid table's schema: stay keys, then value/observed per vital, in order."""
     fields = [
         pa.field("icustay_id", pa.int32(), nullable=False),
         pa.field("subject_id", pa.int32(), nullable=False),
@@ -62,7 +63,6 @@ def grid_schema(vital_names: Sequence[str]) -> pa.Schema:
         fields += [
             pa.field(name, pa.float32()),
             pa.field(f"{name}_observed", pa.bool_(), nullable=False),
-            pa.field(f"{name}_filled", pa.bool_(), nullable=False),
         ]
     return pa.schema(fields)
 
@@ -90,14 +90,7 @@ class GridResult:
         }
 
 
-def _check_options(
-    vital_names: Sequence[str],
-    frequency_minutes: int,
-    fill: str,
-    max_fill_gap_minutes: int,
-    overrides: Mapping[str, int],
-) -> np.ndarray:
-    """Validate the options; return the max fill gap in minutes per vital."""
+def _check_options(vital_names: Sequence[str], frequency_minutes: int) -> None:
     if not vital_names:
         raise ConfigError("config key vitals.names is empty", "list at least one vital")
     if len(set(vital_names)) != len(vital_names):
@@ -116,21 +109,6 @@ def _check_options(
             f"config key grid.frequency_minutes = {frequency_minutes!r} is invalid",
             "set it to a positive whole number of minutes (e.g. 15)",
         )
-    if fill not in FILL_METHODS:
-        raise ConfigError(
-            f"config key grid.fill = {fill!r} is invalid",
-            "set it to one of " + ", ".join(repr(m) for m in FILL_METHODS),
-        )
-    gaps = {**{v: max_fill_gap_minutes for v in vital_names}, **dict(overrides)}
-    for name, gap in gaps.items():
-        if gap < 0:
-            raise ConfigError(
-                f"config key grid max fill gap for {name} = {gap!r} is negative",
-                "use 0 (no filling) or a positive number of minutes",
-            )
-    # Overrides for vitals that are not studied are ignored on purpose (the default config
-    # carries a temperature override even when temperature is left out).
-    return np.array([gaps[v] for v in vital_names], dtype=np.int64)
 
 
 def _to_frame(data: pd.DataFrame | pa.Table, columns: Sequence[str], what: str) -> pd.DataFrame:
@@ -163,49 +141,12 @@ def _vital_codes(values: pd.Series, vital_names: Sequence[str]) -> np.ndarray:
     return lookup[cat.cat.codes.to_numpy()]
 
 
-def _fill_column(
-    values: np.ndarray,
-    observed: np.ndarray,
-    row_first: np.ndarray,
-    row_last: np.ndarray,
-    *,
-    method: str,
-    max_gap_bins: int,
-) -> np.ndarray:
-    """Boolean mask of bins to fill; ``values`` is filled in place.
-
-    A bin is filled only inside a run of empty bins that has an observed bin of the same stay
-    on both sides and is at most ``max_gap_bins`` long.
-    """
-    n = values.shape[0]
-    if method == "none" or max_gap_bins < 1 or n == 0:
-        return np.zeros(n, dtype=bool)
-    idx = np.arange(n, dtype=np.int64)
-    prev = np.maximum.accumulate(np.where(observed, idx, -1))
-    nxt = np.minimum.accumulate(np.where(observed, idx, n)[::-1])[::-1]
-    fill = ~observed & (prev >= row_first) & (nxt <= row_last) & (nxt - prev - 1 <= max_gap_bins)
-    at = np.flatnonzero(fill)
-    if at.size == 0:
-        return fill
-    before = values[prev[at]]
-    if method == "ffill":
-        values[at] = before
-    else:
-        after = values[nxt[at]]
-        frac = (at - prev[at]) / (nxt[at] - prev[at])
-        values[at] = before + (after - before) * frac
-    return fill
-
-
 def resample_stays(
     vitals: pd.DataFrame | pa.Table,
     cohort: pd.DataFrame | pa.Table,
     *,
     vital_names: Sequence[str],
     frequency_minutes: int,
-    fill: str = "linear",
-    max_fill_gap_minutes: int = 60,
-    max_fill_gap_minutes_per_vital: Mapping[str, int] | None = None,
 ) -> GridResult:
     """Resample long-format readings onto a regular grid per ICU stay.
 
@@ -216,17 +157,9 @@ def resample_stays(
     studied vital has no usable reading at all.
     """
     vital_names = tuple(vital_names)
-    max_gap_min = _check_options(
-        vital_names,
-        frequency_minutes,
-        fill,
-        max_fill_gap_minutes,
-        max_fill_gap_minutes_per_vital or {},
-    )
+    _check_options(vital_names, frequency_minutes)
     n_vitals = len(vital_names)
     freq_us = int(frequency_minutes) * _US_PER_MINUTE
-    # A gap of k empty bins spans k * freq minutes; fill it when that is <= the max gap.
-    max_gap_bins = max_gap_min // int(frequency_minutes)
 
     # --- stays ------------------------------------------------------------------------------
     stays = _to_frame(cohort, COHORT_COLUMNS, "cohort")
@@ -323,9 +256,7 @@ def resample_stays(
         means = np.where(observed, sums / np.maximum(hits, 1), np.nan)
 
     row_stay = np.repeat(np.arange(n_kept, dtype=np.int64), kept_bins)
-    row_first = offsets[:-1][row_stay]
-    row_last = offsets[1:][row_stay] - 1
-    step = np.arange(n_rows, dtype=np.int64) - row_first
+    step = np.arange(n_rows, dtype=np.int64) - offsets[:-1][row_stay]
     time_us = grid_start[kept][row_stay] + step * freq_us
 
     schema = grid_schema(vital_names)
@@ -335,28 +266,16 @@ def resample_stays(
         pa.array(time_us.view("datetime64[us]")),
         pa.array(step.astype(np.int32)),
     ]
-    bins_filled = np.zeros(n_vitals, dtype=np.int64)
     for j in range(n_vitals):
-        column = np.ascontiguousarray(means[:, j])
-        filled = _fill_column(
-            column,
-            observed[:, j],
-            row_first,
-            row_last,
-            method=fill,
-            max_gap_bins=int(max_gap_bins[j]),
-        )
-        bins_filled[j] = filled.sum()
         columns += [
-            pa.array(column.astype(np.float32)),  # missing stays NaN, not null
+            pa.array(means[:, j].astype(np.float32)),  # missing stays NaN, not null
             pa.array(observed[:, j]),
-            pa.array(filled),
         ]
     table = pa.Table.from_arrays(columns, schema=schema).replace_schema_metadata(
         {
             META_FREQUENCY: str(int(frequency_minutes)),
-            META_FILL: fill,
             META_VITALS: json.dumps(list(vital_names)),
+            META_FORMAT: str(FORMAT_VERSION),
         }
     )
 
@@ -364,8 +283,7 @@ def resample_stays(
     summary = pd.DataFrame({"vital": list(vital_names), **counts})
     summary["bins_total"] = n_rows
     summary["bins_observed"] = bins_observed
-    summary["bins_filled"] = bins_filled
-    summary["bins_missing"] = n_rows - bins_observed - bins_filled
+    summary["bins_missing"] = n_rows - bins_observed
     summary = summary.loc[:, list(SUMMARY_COLUMNS)]
     return GridResult(
         table=table,
@@ -393,6 +311,13 @@ def read_grid(path: str | os.PathLike[str], vital_names: Sequence[str] | None = 
         raise DataError(
             f"grid file {path} cannot be read ({err})", "delete it and rerun the grid rule"
         ) from None
+    version = (table.schema.metadata or {}).get(META_FORMAT.encode())
+    if version is None or int(version) != FORMAT_VERSION:
+        raise DataError(
+            f"grid file {path} was written by an older vitalfm (format "
+            f"{version.decode() if version else 1}, which filled gaps over whole stays)",
+            "delete it and rerun the grid rule",
+        )
     names = vital_names if vital_names is not None else grid_vital_names(table)
     expected = grid_schema(names)
     missing = [f.name for f in expected if f.name not in table.column_names]

@@ -1,11 +1,16 @@
 """Forecasting windows, indexed rather than materialised.
 
-For one split we keep the grid arrays of its ICU stays concatenated (``values``, ``observed``,
-``filled``: ``[T, V]``) and describe each window by its first row. A window is
-``context_steps + horizon_steps`` consecutive bins of one stay; windows start at step 0 and every
-``stride_steps`` after while they fit. Gathers such as ``values[start[:, None] + arange(L)]`` give
-``[N, L]`` blocks without a Python loop, and the arrays are stored in one uncompressed ``.npz``
-that loads in one read.
+For one split we keep the grid arrays of its ICU stays concatenated (``values``, ``observed``:
+``[T, V]``, NaN where a bin has no reading) and describe each window by its first row. A window
+is ``context_steps + horizon_steps`` consecutive bins of one stay; windows start at step 0 and
+every ``stride_steps`` after while they fit. Gathers such as ``values[start[:, None] + arange(L)]``
+give ``[N, L]`` blocks without a Python loop, and the arrays are stored in one uncompressed
+``.npz`` that loads in one read.
+
+No look-ahead: what a model sees of a window (:meth:`WindowSet.context`) is computed from the
+readings inside that window's context only. Gaps stay missing by default (each family handles
+them as its library does); ``windows.fill`` may fill them causally, per window
+(:func:`causal_fill`), never from a reading at or after the forecast origin.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +33,9 @@ from vitalfm.errors import ConfigError, DataError
 from vitalfm.io import atomic_path, write_parquet
 
 FORMAT = "vitalfm.windows"
-FORMAT_VERSION = 1
+#: 2: observations only, filling per window (version 1 stored grid-filled values).
+FORMAT_VERSION = 2
+FILL_METHODS: tuple[str, ...] = ("none", "ffill", "linear")
 _US_PER_MINUTE = 60_000_000
 _RERUN = "delete it and rerun the windows rule"
 
@@ -45,6 +52,48 @@ def hours_to_steps(hours: float, frequency_minutes: int, key: str) -> int:
     return round(steps)
 
 
+def causal_fill(values: np.ndarray, method: str, max_gap_steps: int) -> np.ndarray:
+    """A filled copy of contexts ``values`` [N, C] (NaN = no reading), row by row.
+
+    Each row is filled from its own points only, so nothing after a context reaches it:
+    ``ffill`` carries a reading forward over at most ``max_gap_steps`` empty bins; ``linear``
+    interpolates across a run of at most ``max_gap_steps`` empty bins that has a reading on
+    both sides inside the row (a trailing run stays missing). Points before a row's first
+    reading are never filled; ``none`` (or a gap of 0) fills nothing.
+    """
+    out = np.array(values, dtype=np.float32, copy=True)
+    if method == "none" or max_gap_steps < 1 or out.size == 0:
+        return out
+    if method not in FILL_METHODS:
+        raise ConfigError(
+            f"config key windows.fill.method = {method!r} is invalid",
+            "set it to one of " + ", ".join(repr(m) for m in FILL_METHODS),
+        )
+    observed = np.isfinite(out)
+    length = out.shape[1]
+    position = np.arange(length, dtype=np.int64)
+    previous = np.maximum.accumulate(np.where(observed, position, -1), axis=1)
+    before = np.take_along_axis(out, np.maximum(previous, 0), axis=1)
+    if method == "ffill":
+        fill = ~observed & (previous >= 0) & (position - previous <= max_gap_steps)
+        out[fill] = before[fill]
+        return out
+    following = np.minimum.accumulate(np.where(observed, position, length)[:, ::-1], axis=1)
+    following = following[:, ::-1]
+    fill = (
+        ~observed
+        & (previous >= 0)
+        & (following < length)
+        & (following - previous - 1 <= max_gap_steps)
+    )
+    after = np.take_along_axis(out, np.minimum(following, length - 1), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = (position - previous) / (following - previous)
+        interpolated = before.astype(np.float64) + (after - before.astype(np.float64)) * fraction
+    out[fill] = interpolated[fill].astype(np.float32)
+    return out
+
+
 @dataclass(eq=False)
 class WindowSet:
     """The windows of one split; see the module docstring for the layout."""
@@ -56,21 +105,21 @@ class WindowSet:
     horizon_steps: int
     stride_steps: int
     min_horizon_observed: int
-    values: np.ndarray  # float32 [T, V], NaN where missing; filled values included
+    values: np.ndarray  # float32 [T, V]: the bin's mean reading, NaN where it has none
     observed: np.ndarray  # bool [T, V]
-    filled: np.ndarray  # bool [T, V]
     stay_ids: np.ndarray  # int32 [S]
     subject_ids: np.ndarray  # int32 [S]
     stay_offsets: np.ndarray  # int64 [S + 1]
     stay_start_times: np.ndarray  # int64 [S], epoch microseconds of step 0
     window_start_rows: np.ndarray  # int64 [N]
     window_stay_index: np.ndarray  # int32 [N]
-    horizon_observed: np.ndarray  # int16 [N, V], observed (not filled) horizon points
+    horizon_observed: np.ndarray  # int16 [N, V], observed horizon points
+    fill_method: str = "none"  # how contexts are filled, causally (windows.fill.method)
+    fill_max_gap_steps: tuple[int, ...] = ()  # per vital; () = no filling
 
     ARRAYS: ClassVar[tuple[str, ...]] = (
         "values",
         "observed",
-        "filled",
         "stay_ids",
         "subject_ids",
         "stay_offsets",
@@ -101,31 +150,38 @@ class WindowSet:
         return array[index, self.vital_index(vital)]
 
     def context(self, vital: str, rows: np.ndarray | None = None) -> np.ndarray:
-        """float32 [N, C]: context values (filled values included, NaN where missing).
+        """float32 [N, C]: what a model sees of each context (NaN where it sees no value).
 
-        ``rows`` selects windows by index (e.g. from :meth:`windows_for`); default all.
+        The readings of the context, filled causally per window as ``windows.fill`` asks
+        (:func:`causal_fill`; nothing by default). ``rows`` selects windows by index (e.g.
+        from :meth:`windows_for`); default all.
         """
+        raw = self.context_readings(vital, rows)
+        gap = self.fill_max_gap_steps[self.vital_index(vital)] if self.fill_max_gap_steps else 0
+        if self.fill_method == "none" or gap < 1:
+            return raw
+        return causal_fill(raw, self.fill_method, gap)
+
+    def context_readings(self, vital: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """float32 [N, C]: the context's readings only (bin means), NaN where a bin has none."""
         return self._gather(self.values, vital, 0, self.context_steps, rows)
 
     def horizon(self, vital: str, rows: np.ndarray | None = None) -> np.ndarray:
-        """float32 [N, H]: horizon values (filled values included: mask with
-        :meth:`horizon_observed_mask` before scoring)."""
+        """float32 [N, H]: horizon readings (bin means), NaN where a bin has none."""
         return self._gather(self.values, vital, self.context_steps, self.horizon_steps, rows)
 
     def context_observed(self, vital: str, rows: np.ndarray | None = None) -> np.ndarray:
-        """bool [N, C]: context bins with a real reading (observed and not filled)."""
-        obs = self._gather(self.observed, vital, 0, self.context_steps, rows)
-        return obs & ~self._gather(self.filled, vital, 0, self.context_steps, rows)
-
-    def context_filled(self, vital: str, rows: np.ndarray | None = None) -> np.ndarray:
-        """bool [N, C]: context bins whose value was filled in."""
-        return self._gather(self.filled, vital, 0, self.context_steps, rows)
+        """bool [N, C]: context bins with a real reading."""
+        return self._gather(self.observed, vital, 0, self.context_steps, rows)
 
     def horizon_observed_mask(self, vital: str, rows: np.ndarray | None = None) -> np.ndarray:
-        """bool [N, H]: horizon bins to score (observed and not filled)."""
+        """bool [N, H]: horizon bins to score (those with a reading)."""
         c, h = self.context_steps, self.horizon_steps
-        obs = self._gather(self.observed, vital, c, h, rows)
-        return obs & ~self._gather(self.filled, vital, c, h, rows)
+        return self._gather(self.observed, vital, c, h, rows)
+
+    def origin_seconds(self) -> np.ndarray:
+        """int64 [N]: each window's forecast origin (start of its first horizon bin), epoch s."""
+        return self.window_start_seconds() + self.context_steps * self.frequency_minutes * 60
 
     def windows_for(self, vital: str) -> np.ndarray:
         """int64 indices of windows with >= min_horizon_observed observed horizon points."""
@@ -181,6 +237,8 @@ class WindowSet:
             "horizon_steps": self.horizon_steps,
             "stride_steps": self.stride_steps,
             "min_horizon_observed": self.min_horizon_observed,
+            "fill_method": self.fill_method,
+            "fill_max_gap_steps": list(self.fill_max_gap_steps),
         }
 
     def save(
@@ -230,6 +288,8 @@ class WindowSet:
                 "horizon_steps": int(meta["horizon_steps"]),
                 "stride_steps": int(meta["stride_steps"]),
                 "min_horizon_observed": int(meta["min_horizon_observed"]),
+                "fill_method": str(meta["fill_method"]),
+                "fill_max_gap_steps": tuple(int(g) for g in meta["fill_max_gap_steps"]),
             }
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"window file {path} has incomplete metadata ({err})", _RERUN) from None
@@ -242,7 +302,11 @@ class WindowSet:
     def check(self) -> str | None:
         """Describe the first structural inconsistency, or None when the arrays fit together."""
         n_rows, n_vitals = self.values.shape[0], len(self.vital_names)
-        for name in ("values", "observed", "filled"):
+        if self.fill_method not in FILL_METHODS:
+            return f"unknown fill method {self.fill_method!r}"
+        if self.fill_max_gap_steps and len(self.fill_max_gap_steps) != n_vitals:
+            return "fill_max_gap_steps does not give one gap per vital"
+        for name in ("values", "observed"):
             if getattr(self, name).shape != (n_rows, n_vitals):
                 return f"{name} has shape {getattr(self, name).shape}, not {(n_rows, n_vitals)}"
         n_stays = self.stay_ids.shape[0]
@@ -296,14 +360,18 @@ def build_windows(
     horizon_hours: float,
     stride_hours: float,
     min_horizon_observed: int = 1,
+    fill: Mapping[str, Any] | None = None,
 ) -> WindowSet:
     """Index the forecasting windows of one split of the grid.
 
-    A window counts when at least one vital has >= ``min_horizon_observed`` observed (not
-    filled) horizon points; per-vital counts are kept so that model jobs can skip
-    (window, vital) pairs without any. Stays without a counted window are left out.
+    A window counts when at least one vital has >= ``min_horizon_observed`` observed horizon
+    points; per-vital counts are kept so that model jobs can skip (window, vital) pairs
+    without any. Stays without a counted window are left out. ``fill`` is the config's
+    ``windows.fill`` (method, max_gap_minutes, max_gap_minutes_per_vital): how
+    :meth:`WindowSet.context` fills each context, causally; default none.
     """
     vital_names = tuple(vital_names)
+    fill_method, fill_gaps = fill_settings(fill, vital_names, frequency_minutes)
     recorded = grid_frequency_minutes(grid)
     if recorded is not None and recorded != frequency_minutes:
         raise DataError(
@@ -323,7 +391,7 @@ def build_windows(
 
     needed = ["icustay_id", "subject_id", "time", "step"]
     for name in vital_names:
-        needed += [name, f"{name}_observed", f"{name}_filled"]
+        needed += [name, f"{name}_observed"]
     missing = [c for c in needed if c not in grid.column_names]
     if missing:
         raise DataError(
@@ -357,14 +425,13 @@ def build_windows(
     n_vitals = len(vital_names)
     values = np.empty((n_rows, n_vitals), dtype=np.float32)
     observed = np.empty((n_rows, n_vitals), dtype=bool)
-    filled = np.empty((n_rows, n_vitals), dtype=bool)
     for j, name in enumerate(vital_names):
         values[:, j] = table.column(name).to_numpy().astype(np.float32, copy=False)
         observed[:, j] = table.column(f"{name}_observed").to_numpy()
-        filled[:, j] = table.column(f"{name}_filled").to_numpy()
-    real = observed & ~filled
+    # Only readings count: a grid written by another tool may carry values in empty bins.
+    values[~observed] = np.nan
     cumulative = np.zeros((n_rows + 1, n_vitals), dtype=np.int64)
-    np.cumsum(real, axis=0, out=cumulative[1:])
+    np.cumsum(observed, axis=0, out=cumulative[1:])
     h_start = cand_start + context_steps
     counts = cumulative[h_start + horizon_steps] - cumulative[h_start]
     good = (counts >= min_horizon_observed).any(axis=1)
@@ -401,7 +468,6 @@ def build_windows(
         min_horizon_observed=int(min_horizon_observed),
         values=np.ascontiguousarray(values[keep_row]),
         observed=np.ascontiguousarray(observed[keep_row]),
-        filled=np.ascontiguousarray(filled[keep_row]),
         stay_ids=stay_of_row[kept_firsts].astype(np.int32),
         subject_ids=subject_of_row[kept_firsts].astype(np.int32),
         stay_offsets=new_offsets,
@@ -409,4 +475,37 @@ def build_windows(
         window_start_rows=win_start.astype(np.int64),
         window_stay_index=win_stay.astype(np.int32),
         horizon_observed=counts.astype(np.int16),
+        fill_method=fill_method,
+        fill_max_gap_steps=fill_gaps,
     )
+
+
+def fill_settings(
+    fill: Mapping[str, Any] | None, vital_names: Sequence[str], frequency_minutes: int
+) -> tuple[str, tuple[int, ...]]:
+    """(method, longest fillable gap in grid steps per vital) from ``windows.fill``.
+
+    A gap of k empty bins spans k * frequency minutes; it may be filled when that is at most
+    the vital's ``max_gap_minutes``.
+    """
+    fill = dict(fill or {})
+    method = str(fill.get("method", "none"))
+    if method not in FILL_METHODS:
+        raise ConfigError(
+            f"config key windows.fill.method = {method!r} is invalid",
+            "set it to one of " + ", ".join(repr(m) for m in FILL_METHODS),
+        )
+    default = int(fill.get("max_gap_minutes", 60))
+    overrides = dict(fill.get("max_gap_minutes_per_vital") or {})
+    gaps = []
+    for name in vital_names:
+        minutes = int(overrides.get(name, default))
+        if minutes < 0:
+            raise ConfigError(
+                f"config key windows.fill max gap for {name} = {minutes!r} is negative",
+                "use 0 (no filling) or a positive number of minutes",
+            )
+        gaps.append(minutes // int(frequency_minutes))
+    # Overrides for vitals that are not studied are ignored on purpose (the default config
+    # carries a temperature override even when temperature is left out).
+    return method, tuple(gaps)

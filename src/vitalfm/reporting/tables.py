@@ -604,7 +604,6 @@ def cohort_tables(layout: ResultsLayout, cfg: Mapping[str, Any]) -> list[Table]:
                 "Stays with data": fmt_count(v["stays_with_data"]) if v is not None else MISSING,
                 "Grid bins": fmt_count(g["bins_total"]),
                 "Observed": fmt_count(g["bins_observed"]),
-                "Filled": fmt_count(g["bins_filled"]),
                 "Missing": fmt_count(g["bins_missing"]),
                 "% observed": fmt_percent(100 * g["bins_observed"] / g["bins_total"])
                 if g["bins_total"]
@@ -623,8 +622,8 @@ def cohort_tables(layout: ResultsLayout, cfg: Mapping[str, Any]) -> list[Table]:
         pd.DataFrame(rows),
         [
             "Rows kept: chartevents rows after the error flag, NULL and plausibility filters.",
-            "Grid bins: observed (a reading), filled (a gap up to the configured maximum) or "
-            "missing.",
+            "Grid bins: observed (holding the mean of their readings) or empty; nothing is filled "
+            "on the grid (what models see of a context's gaps: windows.fill, causal per window).",
             "Test windows / points: test windows with an observed horizon for the vital, and "
             "their observed horizon points (what the metrics score).",
         ],
