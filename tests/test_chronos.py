@@ -21,7 +21,7 @@ from vitalfm.models.adaptation import (
     merge_for_inference,
     save_adapted,
 )
-from vitalfm.models.base import ModelError, ModelSource, forecaster_class
+from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, forecaster_class
 from vitalfm.models.chronos import ChronosForecaster
 from vitalfm.testing import (
     EVERY_SETTING,
@@ -261,3 +261,37 @@ def test_every_method_runs_end_to_end(
 ) -> None:
     cfg = tiny_study_config("chronos", standin, vitals=VITALS)
     run_every_setting(cfg, settings, window_files, standin_dirs[standin], tmp_path)
+
+
+def test_t5_loss_is_the_cross_entropy_of_the_value_tokens_only(
+    standin_dirs: dict[str, Path],
+) -> None:
+    """Forecasting never samples EOS, so its label must not count: the loss is the mean CE of
+    the observed value tokens (the one the old objective gave differs)."""
+    forecaster = load(standin_dirs["chronos-t5"])
+    windows = toy_windows("train")
+    rows = usable_rows(windows, "mbp")[:8]
+    context = torch.from_numpy(windows.context("mbp", rows))
+    target = torch.from_numpy(windows.horizon("mbp", rows)).clone()
+    target[1, 3:6] = float("nan")  # not scored
+    batch = SeriesBatch(context, target)
+    forecaster.module.eval()
+    with torch.no_grad():
+        forecaster.module.lm_head.weight.mul_(30)  # a random model is ~uniform on every token
+        loss = forecaster.loss(batch)
+        tokenizer = forecaster._train_tokenizer(12)
+        ids, attention, scale = tokenizer.context_input_transform(context)
+        labels, mask = tokenizer.label_input_transform(target, scale)
+        assert labels.shape[1] == 13 and (labels[:, -1] == 1).all()  # EOS appended
+        logits = forecaster.module(
+            input_ids=ids, attention_mask=attention, labels=torch.where(mask, labels, -100)
+        ).logits
+        per_token = torch.nn.functional.cross_entropy(
+            logits[:, :12].transpose(1, 2), labels[:, :12], reduction="none"
+        )
+        values = per_token[mask[:, :12]].mean()
+        torch.testing.assert_close(loss, values)
+        with_eos = per_token[mask[:, :12]].sum() + torch.nn.functional.cross_entropy(
+            logits[:, 12], labels[:, 12], reduction="sum"
+        )
+        assert not torch.isclose(loss, with_eos / (mask[:, :12].sum() + len(rows)))

@@ -5,7 +5,8 @@ own ``BaseChronosPipeline.from_pretrained``, which picks the pipeline class from
 checkpoint's config. Forecasting goes through the pipeline's ``predict``; training calls the
 same network the pipeline holds, with each variant's own objective:
 
-- Chronos-T5: cross-entropy over the mean-scaled, binned tokens (the pipeline's tokenizer);
+- Chronos-T5: cross-entropy over the mean-scaled, binned value tokens (the pipeline's
+  tokenizer; the EOS label the tokenizer appends is not scored, see :meth:`ChronosForecaster.loss`);
 - Chronos-Bolt: its quantile (pinball) loss, relative to the context's level (see
   ``_bolt_loss`` for why not its own normalisation);
 - Chronos-2: the model's own quantile loss on the horizon.
@@ -75,6 +76,15 @@ def check_local_checkpoint(path: Path) -> None:
             f"model folder {path} is not a Chronos checkpoint (config.json has no chronos_config)",
             "use `family: chronos` only for Chronos-T5, Chronos-Bolt or Chronos-2 checkpoints",
         )
+
+
+def context_level(context: torch.Tensor) -> torch.Tensor:
+    """[B] mean absolute value of each context's observed points (1 for none, floored at 1e-3).
+
+    What the relative pinball losses divide by: it comes from the context only, so a target
+    cannot change its own weight.
+    """
+    return torch.nan_to_num(context.abs().nanmean(dim=-1), nan=1.0).clamp_min(1e-3)
 
 
 class ChronosForecaster(Forecaster):
@@ -299,6 +309,12 @@ class ChronosForecaster(Forecaster):
             ids, attention, scale = tokenizer.context_input_transform(batch.context.cpu())
             labels, label_mask = tokenizer.label_input_transform(batch.target.cpu(), scale)
             labels[label_mask == 0] = -100
+            if tokenizer.config.use_eos_token:
+                # Forecasting never samples EOS (it is suppressed until the horizon ends), so
+                # its label would only teach the model to end every series after H tokens:
+                # on the default study it made the whole fall of the validation CE while CE
+                # on the value tokens rose. Train and validate on the value tokens only.
+                labels[:, -1] = -100
             out = self.module(
                 input_ids=ids.to(device),
                 attention_mask=attention.to(device),
@@ -323,7 +339,7 @@ class ChronosForecaster(Forecaster):
         preds = self.module(context=batch.context).quantile_preds[..., : batch.target.shape[-1]]
         target = batch.target.to(preds.dtype)
         observed = ~torch.isnan(target)
-        scale = torch.nan_to_num(batch.context.abs().nanmean(dim=-1), nan=1.0).clamp_min(1e-3)
+        scale = context_level(batch.context)
         levels = torch.tensor(self._bolt_quantiles, device=preds.device).view(1, -1, 1)
         error = torch.where(observed, target, 0.0).unsqueeze(1) - preds
         pinball = 2 * torch.maximum(levels * error, (levels - 1) * error).sum(dim=1)
