@@ -279,21 +279,79 @@ def test_nll_equals_uni2ts_packed_nll_loss(standin_dirs: dict[str, Path]) -> Non
     assert mine.requires_grad and torch.isfinite(mine)
 
 
-def test_moirai2_loss_is_the_pinball_loss_of_its_forecast(standin_dirs: dict[str, Path]) -> None:
-    """For a one-patch horizon the objective is the forecast's pinball loss, context-scaled."""
+def forecast_pinball(forecaster: MoiraiForecaster, batch: SeriesBatch) -> torch.Tensor:
+    """[B, H] 2 x the level-averaged pinball loss of the forecast's quantiles, NaN where the
+    target is missing."""
+    forecast = forecaster.predict(batch.context, 12, 1)
+    levels = torch.tensor(forecast.quantile_levels).view(1, -1, 1)
+    error = batch.target.unsqueeze(1) - forecast.quantiles
+    return 2 * torch.maximum(levels * error, (levels - 1) * error).mean(dim=1)
+
+
+def test_moirai2_loss_is_the_relative_crps_of_its_forecast(standin_dirs: dict[str, Path]) -> None:
+    """For a one-patch horizon the objective is the forecast's pinball loss (2 x, averaged
+    over the levels: the study's CRPS approximation) divided by the context's mean absolute
+    value, pooled over observed points."""
     batch = toy_batch()
     forecaster = load(standin_dirs["moirai-2"])
     mine = forecaster.loss(batch)
-    forecast = forecaster.predict(batch.context, 12, 1)
-    levels = torch.tensor(forecast.quantile_levels).view(1, -1, 1)
-    truth = batch.target.unsqueeze(1)
-    error = truth - forecast.quantiles
-    pinball = torch.maximum(levels * error, (levels - 1) * error).mean(dim=1)  # [B, H]
-    context = batch.context.double()
-    scale = torch.sqrt(torch.from_numpy(np.nanvar(context.numpy(), axis=1, ddof=1)) + 1e-5).float()
+    pinball = forecast_pinball(forecaster, batch)
+    level = torch.from_numpy(np.nanmean(np.abs(batch.context.numpy()), axis=1))
     observed = torch.isfinite(batch.target)
-    per_series = torch.where(observed, pinball, 0.0).sum(1) / observed.sum(1) / scale
-    torch.testing.assert_close(mine.detach(), per_series.mean(), rtol=1e-4, atol=1e-6)
+    expected = (pinball / level[:, None])[observed].mean()
+    torch.testing.assert_close(mine.detach(), expected, rtol=1e-4, atol=1e-7)
+
+
+def flat_context_batch() -> SeriesBatch:
+    """The toy batch with row 2's context a single reading (a constant context)."""
+    batch = toy_batch()
+    context = batch.context.clone()
+    context[2] = float("nan")
+    context[2, -3] = float(batch.target[2, 0]) + 4.0  # a few units off its horizon
+    return SeriesBatch(context, batch.target)
+
+
+def test_moirai2_constant_context_no_longer_dominates_the_loss(
+    standin_dirs: dict[str, Path],
+) -> None:
+    """uni2ts's scaler divides errors by the context's standard deviation (floored at ~0.003):
+    a single-reading context made ~87 % of the mean loss on the default study. Relative to the
+    context's level its share stays near its share of the points."""
+    batch = flat_context_batch()
+    forecaster = load(standin_dirs["moirai-2"])
+    observed = torch.isfinite(batch.target)
+    pinball = torch.where(observed, forecast_pinball(forecaster, batch), 0.0)
+    # what the std-scaled objective weighs each series by (uni2ts's PackedStdScaler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one reading: no variance
+        std = np.nan_to_num(np.nanvar(batch.context.double().numpy(), axis=1, ddof=1))
+    by_std = pinball.sum(1) / torch.from_numpy(np.sqrt(std + 1e-5)).float()
+    assert by_std[2] / by_std.sum() > 0.9  # the old objective: one series is the loss
+    per_series = []
+    for row in range(len(batch)):  # the pooled loss is the point-weighted mean of these
+        one = batch[row : row + 1]
+        per_series.append(float(forecaster.loss(one).detach()) * int(observed[row].sum()))
+    share = per_series[2] / sum(per_series)
+    points_share = float(observed[2].sum() / observed.sum())
+    assert share < 3 * points_share
+    total = float(forecaster.loss(batch).detach())
+    assert total == pytest.approx(sum(per_series) / int(observed.sum()), rel=1e-5)
+
+
+@pytest.mark.parametrize("factor", [0.01, 3.7, 1000.0])
+def test_moirai2_loss_does_not_depend_on_the_units(
+    factor: float, standin_dirs: dict[str, Path]
+) -> None:
+    batch = flat_context_batch()
+    forecaster = load(standin_dirs["moirai-2"])
+    loss = forecaster.loss(batch).detach()
+    rescaled = SeriesBatch(batch.context * factor, batch.target * factor)
+    # up to the scaler's absolute floor (sqrt(1e-5) on the standard deviation)
+    torch.testing.assert_close(forecaster.loss(rescaled).detach(), loss, rtol=2e-3, atol=0)
+    row = SeriesBatch(batch.context[:1] * factor, batch.target[:1] * factor)
+    torch.testing.assert_close(
+        forecaster.loss(row).detach(), forecaster.loss(batch[:1]).detach(), rtol=2e-3, atol=0
+    )
 
 
 @pytest.mark.parametrize("name", STANDINS)

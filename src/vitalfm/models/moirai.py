@@ -23,8 +23,8 @@ missing points.
   ``CausalMeanValueImputation``, as ``Moirai2Forecast``'s predictor; see :func:`moirai2_inputs`
   for why not ``Moirai2Forecast.predict``). uni2ts ships no Moirai-2 training code (uni2ts
   #231), so the objective is ours, built from the model's own training path
-  (``training_mode=True``) and uni2ts's ``PackedQuantileMAELoss``: see
-  :meth:`MoiraiForecaster._quantile_loss`.
+  (``training_mode=True``), its pinball loss measured relative to the context's level rather
+  than in the scaler's units: see :meth:`MoiraiForecaster._quantile_loss`.
 """
 
 from __future__ import annotations
@@ -244,6 +244,30 @@ def moirai2_inputs(
     causal_mean = before / (positions - first).clamp_min(1)
     imputed = torch.where(observed, values.double(), torch.where(is_pad, 0.0, causal_mean))
     return imputed.to(values.dtype).unsqueeze(-1), observed.unsqueeze(-1), is_pad
+
+
+def context_level(context: torch.Tensor) -> torch.Tensor:
+    """[B] mean absolute value of each context's observed points (1 for none, floored at 1e-3),
+    as :func:`vitalfm.models.chronos.context_level`: from the context only, so a target cannot
+    change its own weight."""
+    return torch.nan_to_num(context.abs().nanmean(dim=-1), nan=1.0).clamp_min(1e-3)
+
+
+def relative_pinball(
+    quantiles: torch.Tensor,
+    target: torch.Tensor,
+    levels: tuple[float, ...],
+    context: torch.Tensor,
+) -> torch.Tensor:
+    """Mean over observed target points of 2 x the level-averaged pinball loss of quantiles
+    [B, Q, H] against target [B, H] (NaN: not scored), each series divided by its
+    :func:`context_level`."""
+    observed = torch.isfinite(target)
+    level = torch.tensor(levels, dtype=quantiles.dtype, device=quantiles.device).view(1, -1, 1)
+    error = torch.where(observed, target, 0.0).unsqueeze(1).to(quantiles.dtype) - quantiles
+    pinball = 2 * torch.maximum(level * error, (level - 1) * error).mean(dim=1)  # [B, H]
+    pinball = pinball / context_level(context).to(pinball.dtype).unsqueeze(-1)
+    return (pinball * observed).sum() / observed.sum().clamp_min(1)
 
 
 # --- the forecaster ----------------------------------------------------------------------------
@@ -499,21 +523,28 @@ class MoiraiForecaster(Forecaster):
             )
 
     def _quantile_loss(self, batch: SeriesBatch) -> torch.Tensor:
-        """Moirai-2's pinball loss on the horizon, in its scaled units (our objective).
+        """Moirai-2's pinball loss on the horizon, relative to the context's level (our objective).
 
         uni2ts has no Moirai-2 training code (uni2ts #231). We run the module's own training
-        path (``training_mode=True``: quantiles per token, plus the scaled target) on the
-        packed context + horizon and score each horizon patch with uni2ts's
-        ``PackedQuantileMAELoss`` from the token that ``Moirai2Forecast`` decodes it from: the
-        last context token for the first ``num_predict_token`` patches, then the last token
-        of each previous block (teacher forcing: the true values stand where inference feeds
-        its own quantiles). The scaler sees only the context, as at inference; context
-        tokens are not scored, since their targets take part in the scaling (a leak the
-        forecast does not have). For a 12-step horizon this is exactly the pinball loss of
-        the forecast.
-        """
-        from uni2ts.loss.packed import PackedQuantileMAELoss
+        path (``training_mode=True``: quantiles per token in its scaled units) on the packed
+        context + horizon and score each horizon patch from the token that ``Moirai2Forecast``
+        decodes it from: the last context token for the first ``num_predict_token`` patches,
+        then the last token of each previous block (teacher forcing: the true values stand
+        where inference feeds its own quantiles). The scaler sees only the context, as at
+        inference; context tokens are not scored, since their targets take part in the
+        scaling (a leak the forecast does not have).
 
+        Why not uni2ts's ``PackedQuantileMAELoss`` on the scaled target: the scaler divides by
+        the context's standard deviation, floored only at sqrt(1e-5) ~ 0.003, so a flat
+        context (often a single reading) turns an error of a few units into one of ~1000 and
+        on the default study a few such series made ~87 % of the mean loss. We map the
+        quantiles back to original units with the scaler's own loc/scale and measure
+        2 x the pinball loss, averaged over the levels (the study's CRPS approximation), divided
+        by the context's mean absolute value (:func:`context_level`), pooled over the
+        observed horizon points, as Chronos-Bolt's loss here: every series' weight is bounded
+        and the loss does not depend on a series' units. For a 12-step horizon this is the
+        relative CRPS of the forecast.
+        """
         context, horizon = batch.context.float(), batch.target.float()
         patch = self.patch_sizes[0]
         n_context, n_horizon = context.shape[-1], horizon.shape[-1]
@@ -532,32 +563,36 @@ class MoiraiForecaster(Forecaster):
                     future_is_pad=torch.zeros_like(horizon, dtype=torch.bool),
                 )
             )
-        preds, scaled_target = self.module(
-            target,
-            observed_mask,
-            sample_id,
-            time_id,
-            variate_id,
-            prediction_mask,
-            training_mode=True,
+        base = (
+            self.module.get_base_model() if hasattr(self.module, "get_base_model") else self.module
         )
+        captured: dict[str, Any] = {}
+        hook = base.scaler.register_forward_hook(
+            lambda _m, _i, out: captured.__setitem__("loc_scale", out)
+        )
+        try:
+            preds, _ = self.module(
+                target,
+                observed_mask,
+                sample_id,
+                time_id,
+                variate_id,
+                prediction_mask,
+                training_mode=True,
+            )
+        finally:
+            hook.remove()
         tokens = math.ceil(n_horizon / patch)
         last_context = preds.shape[1] - tokens - 1
         step = torch.arange(tokens, device=preds.device)
         source = last_context + self.num_predict_token * (step // self.num_predict_token)
         ahead = step % self.num_predict_token
         per_token = preds.unflatten(-1, (self.num_predict_token, -1))  # [B, L, P, Q * patch]
-        scored = per_token[:, source, ahead].float()  # [B, tokens, Q * patch]
-        truth_observed = torch.isfinite(horizon)
-        truth_observed = nn.functional.pad(truth_observed, (0, tokens * patch - n_horizon))
-        return PackedQuantileMAELoss(quantile_levels=self.quantile_levels)(
-            pred=scored,
-            target=scaled_target[:, -tokens:],
-            prediction_mask=prediction_mask[:, -tokens:],
-            observed_mask=truth_observed.view(-1, tokens, patch),
-            sample_id=sample_id[:, -tokens:],
-            variate_id=variate_id[:, -tokens:],
-        )
+        levels = len(self.quantile_levels)
+        scored = per_token[:, source, ahead].float().unflatten(-1, (levels, patch))
+        loc, scale = (t[:, source].float().unsqueeze(-1) for t in captured["loc_scale"])
+        quantiles = (scored * scale + loc).permute(0, 2, 1, 3).flatten(2)[..., :n_horizon]
+        return relative_pinball(quantiles, horizon, self.quantile_levels, context)
 
     # --- forecasting -----------------------------------------------------------------------
 
