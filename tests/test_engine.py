@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +19,33 @@ import torch
 from vitalfm.engine.data import WindowTrainingData, usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
+from vitalfm.errors import ConfigError
 from vitalfm.models.adaptation import MethodSpec, adapt
 from vitalfm.models.base import Forecast, ModelError, TimeAxis
 from vitalfm.models.chronos import ChronosForecaster
 from vitalfm.testing import toy_windows
 
-SMALL = dict(batch_size=16, eval_every=3, checkpoint_every=2, validation_batch_size=64)
+SMALL = dict(
+    batch_size=16,
+    eval_every=3,
+    checkpoint_every=2,
+    validation_batch_size=64,
+    validation_forecast_series=24,
+)
+#: The config's default min-max ranges of the toy vitals.
+RANGES = {"heart_rate": (0.0, 300.0), "mbp": (0.0, 190.0)}
 
 
-def toy_data(seed: int = 0) -> WindowTrainingData:
+def toy_data(
+    seed: int = 0, ranges: dict[str, tuple[float, float]] | None = RANGES
+) -> WindowTrainingData:
     return WindowTrainingData(
         toy_windows("train", seed=seed),
         toy_windows("validation", n_stays=2, seed=seed + 1),
         ("heart_rate", "mbp"),
         seed=seed,
         validation_max_series=64,
+        ranges=ranges,
     )
 
 
@@ -50,11 +63,17 @@ def trainable(forecaster: ChronosForecaster) -> dict[str, torch.Tensor]:
     }
 
 
-def make_trainer(tmp: Path, max_steps: int = 8, **kw: object) -> Trainer:
+def make_trainer(
+    tmp: Path,
+    max_steps: int = 8,
+    ranges: dict[str, tuple[float, float]] | None = RANGES,
+    **kw: object,
+) -> Trainer:
+    """A LoRA Chronos-Bolt trainer on toy windows; with ``ranges`` it selects on CRPS."""
     config = TrainingConfig(max_steps=max_steps, **{"patience": 100, **SMALL, **kw})
     return Trainer(
         lora_bolt(),
-        toy_data(),
+        toy_data(ranges=ranges),
         config,
         torch.device("cpu"),
         tmp,
@@ -77,13 +96,13 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> Non
     a, b = trainable(full.forecaster), trainable(resumed.forecaster)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [h["validation_loss"] for h in full.history] == [
-        h["validation_loss"] for h in resumed.history
-    ]
+    assert full.selection_metric == "crps"
+    for key in ("validation_loss", "validation_crps", "validation_mae", "best_step"):
+        assert [h[key] for h in full.history] == [h[key] for h in resumed.history], key
 
 
 def test_lora_training_changes_adapters_and_improves_validation(tmp_path: Path) -> None:
-    trainer = make_trainer(tmp_path, max_steps=12, learning_rate=5e-3)
+    trainer = make_trainer(tmp_path, max_steps=12, learning_rate=5e-3, selection_metric="loss")
     before = trainable(trainer.forecaster)
     result = trainer.fit()
     after = trainable(trainer.forecaster)
@@ -93,7 +112,7 @@ def test_lora_training_changes_adapters_and_improves_validation(tmp_path: Path) 
 
 
 def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
-    trainer = make_trainer(tmp_path, max_steps=60, patience=2, eval_every=2)
+    trainer = make_trainer(tmp_path, max_steps=60, patience=2, eval_every=2, ranges=None)
     scripted = iter([5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.0])  # best at the 3rd eval (step 4)
     snapshots: list[dict[str, torch.Tensor]] = []
 
@@ -105,6 +124,8 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
     result = trainer.fit()
     assert result.stopped_early and result.steps == 8  # two evals without improvement
     assert result.best_step == 4 and result.best_validation_loss == 3.0
+    assert result.selection_metric == "loss"  # no min-max ranges: the objective selects
+    assert all(np.isnan(h["validation_crps"]) for h in result.history)
     final = trainable(trainer.forecaster)
     assert all(torch.equal(final[k], snapshots[2][k]) for k in final)
     assert not all(torch.equal(final[k], snapshots[-1][k]) for k in final)
@@ -331,3 +352,153 @@ def test_unknown_model_options_are_refused_with_the_allowed_ones() -> None:
         forecaster.configure({"patch_size": 16})
     forecaster.configure({})
     assert forecaster.describe()["options"] == {}
+
+
+# --- model selection on the validation forecast ------------------------------------------------
+
+
+def scripted_metrics(
+    trainer: Trainer, crps_by_step: dict[int, float], snapshots: dict[int, dict]
+) -> None:
+    """Replace the validation forecast by a script keyed by step (snapshotting the weights)."""
+
+    def metrics() -> dict[str, float]:
+        snapshots[trainer.step] = trainable(trainer.forecaster)
+        value = crps_by_step[trainer.step]
+        return {"crps": value, "mae": 2 * value, "seconds": 0.0}
+
+    trainer.validation_forecast_metrics = metrics  # type: ignore[method-assign]
+
+
+def test_selection_follows_the_forecast_metric_not_the_loss(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, max_steps=60, patience=2, eval_every=2)
+    losses = iter([5.0, 4.0, 3.0, 2.5, 2.0, 1.5, 1.0])  # the objective keeps falling
+    trainer.validation_loss = lambda: next(losses)  # type: ignore[method-assign]
+    snapshots: dict[int, dict] = {}
+    scripted_metrics(trainer, {0: 0.5, 2: 0.3, 4: 0.2, 6: 0.25, 8: 0.21}, snapshots)
+    result = trainer.fit()
+    assert result.selection_metric == "crps"
+    assert result.stopped_early and result.steps == 8  # two evals without a better CRPS
+    assert result.best_step == 4 and result.best_validation_score == 0.2
+    assert result.best_validation_loss == 3.0  # the loss at the best step, not its minimum
+    assert result.initial_validation_score == 0.5
+    final = trainable(trainer.forecaster)
+    assert all(torch.equal(final[k], snapshots[4][k]) for k in final)
+    assert [h["best_step"] for h in result.history] == [0, 2, 4, 4, 4]
+    assert [h["validation_mae"] for h in result.history] == [1.0, 0.6, 0.4, 0.5, 0.42]
+    assert {h["selection_metric"] for h in result.history} == {"crps"}
+
+
+def test_selection_on_mae_and_nan_forecasts(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, max_steps=6, eval_every=2, selection_metric="mae")
+    values = {0: 0.5, 2: float("nan"), 4: 0.4, 6: 0.3}
+    snapshots: dict[int, dict] = {}
+    scripted_metrics(trainer, values, snapshots)
+    trainer.validation_forecast_metrics = lambda: {  # type: ignore[method-assign]
+        "crps": 0.0,
+        "mae": values[trainer.step],
+    }
+    result = trainer.fit()
+    assert result.selection_metric == "mae" and result.best_step == 6
+    assert [h["best_step"] for h in result.history] == [0, 0, 4, 6]  # NaN is never the best
+
+
+def test_resume_keeps_the_best_of_the_forecast_metric(tmp_path: Path) -> None:
+    """The best step (3) precedes the crash (checkpoint at 4): a resumed run must carry its
+    score and weights, or step 6 would look like an improvement and be kept."""
+    crps = {0: 0.5, 3: 0.1, 6: 0.2, 8: 0.3}
+    full = make_trainer(tmp_path / "a")
+    snapshots: dict[int, dict] = {}
+    scripted_metrics(full, crps, snapshots)
+    assert full.fit().best_step == 3
+
+    crashed = make_trainer(tmp_path / "b")
+    scripted_metrics(crashed, crps, {})
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit(stop_after_steps=5)
+    resumed = make_trainer(tmp_path / "b")
+    scripted_metrics(resumed, crps, {})
+    result = resumed.fit()
+    assert result.resumed_from_step == 4 and result.best_step == 3
+    assert result.best_validation_score == 0.1 and result.initial_validation_score == 0.5
+    a, b = trainable(full.forecaster), trainable(resumed.forecaster)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], snapshots[3][k]) for k in a)
+
+
+def test_validation_metrics_equal_the_study_scoring(tmp_path: Path) -> None:
+    """CRPS and MAE of the validation forecasts are what the score and metrics rules give for
+    the same forecasts (min-max scale, all vitals, whole horizon)."""
+    from vitalfm.evaluation.scoring import score_forecasts
+
+    trainer = make_trainer(tmp_path, validation_forecast_series=10_000)
+    windows = toy_windows("validation", n_stays=2, seed=1)
+    assert len(trainer.forecast_set) == sum(len(usable_rows(windows, v)) for v in RANGES)
+    got = trainer.validation_forecast_metrics()
+    table, _ = forecast_windows(
+        trainer.forecaster, windows, tuple(RANGES), ForecastConfig(num_samples=1), progress=False
+    )
+    scores = score_forecasts(table.to_pandas(), windows, RANGES, "bolt")
+    cell = scores[(scores.scale == "minmax") & (scores.vital == "all") & (scores.step == 0)]
+    n_points = cell["n_points"].sum()
+    assert got["crps"] == pytest.approx(cell["crps"].sum() / n_points, rel=1e-6)
+    assert got["mae"] == pytest.approx(cell["ae"].sum() / n_points, rel=1e-6)
+    assert 0 < got["crps"] < 1 and 0 < got["mae"] < 1  # min-max units
+
+
+def test_validation_forecasts_use_a_fixed_seed_and_leave_training_rng_alone(
+    tmp_path: Path,
+) -> None:
+    from vitalfm.models.moirai import MoiraiForecaster
+
+    forecaster = MoiraiForecaster.standin("moirai", horizon=12, seed=0)  # a sampling model
+    forecaster.module.requires_grad_(True)
+    config = TrainingConfig(max_steps=2, **SMALL, validation_num_samples=5)
+    trainer = Trainer(forecaster, toy_data(), config, torch.device("cpu"), tmp_path, {}, False)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = trainer.validation_forecast_metrics()
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(7)
+    second = trainer.validation_forecast_metrics()
+    assert (first["crps"], first["mae"]) == (second["crps"], second["mae"])
+    other = Trainer(
+        forecaster, toy_data(), replace(config, seed=1), torch.device("cpu"), tmp_path, {}, False
+    )
+    assert other.validation_forecast_metrics()["crps"] != first["crps"]  # another subset
+
+
+def test_validation_forecast_set_is_fixed_by_seed_and_knows_each_vital() -> None:
+    data = toy_data()
+    first, again = data.validation_forecast_set(20), toy_data().validation_forecast_set(20)
+    assert first is not None and again is not None and len(first) == 20
+    assert np.array_equal(first.pairs.window_ids, again.pairs.window_ids)
+    expected = np.array([RANGES[v] for v in first.pairs.vitals])
+    assert np.array_equal(np.c_[first.low, first.high], expected)
+    assert toy_data(seed=3).validation_forecast_set(20) is not None
+    assert toy_data(ranges=None).validation_forecast_set(20) is None
+    assert data.validation_forecast_set(0) is None
+    whole = data.validation_forecast_set(10_000)
+    assert whole is not None and len(whole) == len(data._all_validation)
+
+
+def test_bad_selection_settings_are_clear_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"training\.selection_metric = 'nll'"):
+        TrainingConfig(selection_metric="nll")
+    with pytest.raises(ConfigError, match="validation_forecast_series = 0") as err:
+        TrainingConfig(validation_forecast_series=0)
+    assert "selection_metric to loss" in str(err.value)
+    TrainingConfig(validation_forecast_series=0, selection_metric="loss")
+    with pytest.raises(ConfigError, match="validation_num_samples"):
+        TrainingConfig(validation_num_samples=0)
+    with pytest.raises(ConfigError, match="minmax_ranges has no range for vital mbp"):
+        toy_data(ranges={"heart_rate": (0.0, 300.0)})
+    with pytest.raises(ConfigError, match=r"minmax_ranges\.mbp .* high <= low"):
+        toy_data(ranges={"heart_rate": (0.0, 300.0), "mbp": (10.0, 10.0)})
+    from vitalfm.config import validate_config
+
+    training = TrainingConfig.from_config(
+        validate_config({"vitals": {"names": ["heart_rate"]}})["training"]
+    )
+    assert (training.selection_metric, training.validation_forecast_series) == ("crps", 256)
+    assert training.validation_num_samples == 20

@@ -3,20 +3,25 @@
 Drawing batch ``step`` from ``np.random.default_rng([seed, step])`` instead of iterating an
 epoch-based loader means a job resumed at step ``k`` sees exactly the batches an
 uninterrupted job would have seen, with no sampler state to checkpoint.
+
+Window data given the study's min-max ranges also hand the Trainer a fixed subset of
+validation series to forecast (:meth:`WindowTrainingData.validation_forecast_set`), so that
+early stopping and the best checkpoint follow the study's forecast metric rather than the
+family's training objective.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from vitalfm.data.windows import WindowSet
-from vitalfm.errors import DataError
+from vitalfm.errors import ConfigError, DataError
 from vitalfm.models.base import SeriesBatch, TimeAxis
 
 
@@ -28,7 +33,11 @@ class TrainingData(Protocol):
 
     def validation_batches(self, batch_size: int) -> Iterator[SeriesBatch]: ...
 
-    def describe(self) -> dict[str, int | str]: ...
+    def validation_forecast_set(self, max_series: int) -> ValidationForecastSet | None:
+        """Validation series to forecast for model selection; None: select on the loss."""
+        ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 def usable_rows(windows: WindowSet, vital: str) -> np.ndarray:
@@ -97,8 +106,48 @@ class SeriesPairs:
         )
 
 
+@dataclass
+class ValidationForecastSet:
+    """Validation series the Trainer forecasts at every evaluation, with each series' min-max
+    range (``low``, ``high`` [N]: the range of its vital, as the study scores it)."""
+
+    pairs: SeriesPairs
+    low: np.ndarray  # float64 [N]
+    high: np.ndarray  # float64 [N]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def check_ranges(
+    ranges: Mapping[str, Sequence[float]], vitals: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """{vital: (low, high)} for every vital; ConfigError naming the key otherwise."""
+    out: dict[str, tuple[float, float]] = {}
+    for vital in vitals:
+        if vital not in ranges:
+            raise ConfigError(
+                f"config key evaluation.minmax_ranges has no range for vital {vital}",
+                f"add `{vital}: [low, high]` under evaluation.minmax_ranges (model selection "
+                "scores validation forecasts on the min-max scale, as the study does)",
+            )
+        low, high = (float(v) for v in ranges[vital])
+        if not high > low:
+            raise ConfigError(
+                f"config key evaluation.minmax_ranges.{vital} = {[low, high]} has high <= low",
+                "give [low, high] with high > low",
+            )
+        out[vital] = (low, high)
+    return out
+
+
 class WindowTrainingData:
-    """Train and validation examples from the study's windows (all configured vitals)."""
+    """Train and validation examples from the study's windows (all configured vitals).
+
+    ``ranges`` ({vital: (low, high)}, the config's ``evaluation.minmax_ranges``) turn on
+    model selection on a validation forecast metric (see :meth:`validation_forecast_set`);
+    without them the Trainer selects on the validation loss.
+    """
 
     def __init__(
         self,
@@ -107,6 +156,7 @@ class WindowTrainingData:
         vitals: Sequence[str],
         seed: int,
         validation_max_series: int,
+        ranges: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         self.train = SeriesPairs.from_windows(train, vitals)
         self.validation = SeriesPairs.from_windows(validation, vitals)
@@ -116,6 +166,8 @@ class WindowTrainingData:
                     f"the {name} split has no window with an observed horizon",
                     "use more patients, shorter windows or a lower windows.min_horizon_observed",
                 )
+        self.ranges = check_ranges(ranges, vitals) if ranges is not None else None
+        self._all_validation = self.validation
         if len(self.validation) > validation_max_series:
             keep = np.random.default_rng([seed, 1]).choice(
                 len(self.validation), validation_max_series, replace=False
@@ -134,14 +186,32 @@ class WindowTrainingData:
         for start in range(0, len(self.validation), batch_size):
             yield self.validation.batch(slice(start, start + batch_size))
 
-    def describe(self) -> dict[str, int | str]:
-        return {
+    def validation_forecast_set(self, max_series: int) -> ValidationForecastSet | None:
+        """At most ``max_series`` validation series (all vitals), drawn once with the seed
+        from the whole validation split; None without min-max ranges or for 0 series."""
+        if self.ranges is None or max_series < 1:
+            return None
+        pairs = self._all_validation
+        if len(pairs) > max_series:
+            keep = np.random.default_rng([self.seed, 4]).choice(
+                len(pairs), max_series, replace=False
+            )
+            pairs = pairs.subset(np.sort(keep))
+        low = np.array([self.ranges[v][0] for v in pairs.vitals], dtype=np.float64)
+        high = np.array([self.ranges[v][1] for v in pairs.vitals], dtype=np.float64)
+        return ValidationForecastSet(pairs, low, high)
+
+    def describe(self) -> dict[str, Any]:
+        described: dict[str, Any] = {
             "source": "windows",
             "train_series": len(self.train),
             "validation_series": len(self.validation),
             "context_steps": self.context_steps,
             "horizon_steps": self.horizon_steps,
         }
+        if self.ranges is not None:
+            described["minmax_ranges"] = {v: list(r) for v, r in self.ranges.items()}
+        return described
 
 
 class CorpusTrainingData:
@@ -221,7 +291,11 @@ class CorpusTrainingData:
         for start in range(0, len(self.validation), batch_size):
             yield self.validation[start : start + batch_size]
 
-    def describe(self) -> dict[str, int | str]:
+    def validation_forecast_set(self, max_series: int) -> ValidationForecastSet | None:
+        """None: pretraining selects on (and only reports) the validation loss."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
         return {
             "source": "synthetic corpus",
             "train_series": len(self.corpus),

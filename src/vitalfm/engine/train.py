@@ -1,8 +1,18 @@
 """The training loop shared by every family and adaptation method.
 
 AdamW over the trainable parameters, linear warm-up then linear or cosine decay, gradient
-clipping, early stopping on validation loss (the best weights are restored at the end), and
-bf16 autocast on GPU (fp32 on CPU).
+clipping, early stopping and best-checkpoint choice on a validation score (the best weights are
+restored at the end), and bf16 autocast on GPU (fp32 on CPU).
+
+The validation score (``training.selection_metric``) is by default the study's own forecast
+metric, not the family's training objective: at every evaluation the current model forecasts
+a fixed subset of validation series (:meth:`Trainer.validation_forecast_metrics`: the
+family's ``predict`` in eval mode, a fixed sampling seed, ``validation_num_samples`` paths),
+scored as the study scores test forecasts (CRPS over levels 0.1-0.9 and MAE of the median, on
+the min-max scale, pooled over observed target points). Objectives and forecast quality part
+ways: MOIRAI 1.x's NLL keeps falling by widening its intervals on a few tail series while its
+CRPS stays put, and Chronos-T5's cross-entropy fell on a token forecasting never samples.
+Data without min-max ranges (pretraining on the synthetic corpus) select on the loss.
 
 Resumption: a checkpoint (trainable weights, best weights, optimizer and scheduler state,
 counters) is written atomically every ``checkpoint_every`` steps and when SIGTERM arrives.
@@ -36,14 +46,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from vitalfm.engine.data import TrainingData
+from vitalfm.engine.data import TrainingData, ValidationForecastSet
+from vitalfm.errors import ConfigError
 from vitalfm.io import atomic_dir
-from vitalfm.models.base import Forecaster, ModelError, SeriesBatch
+from vitalfm.models.base import Forecaster, ModelError, SeriesBatch, TimeAxis
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: best tracking on the selection metric
 KEEP_CHECKPOINTS = 2
+SELECTION_METRICS = ("crps", "mae", "loss")
 
 
 class TrainingError(ModelError):
@@ -70,6 +82,33 @@ class TrainingConfig:
     checkpoint_every: int = 50
     seed: int = 0
     validation_batch_size: int = 256
+    #: What early stopping and the best checkpoint follow: the validation forecast's CRPS or
+    #: MAE (min-max scale, as the study scores), or the family's validation loss.
+    selection_metric: str = "crps"
+    #: Validation series forecast at every evaluation (fixed by the seed); 0: none.
+    validation_forecast_series: int = 256
+    #: Sample paths per series for the sampling families (Chronos-T5, MOIRAI 1.x, Lag-Llama).
+    validation_num_samples: int = 20
+
+    def __post_init__(self) -> None:
+        if self.selection_metric not in SELECTION_METRICS:
+            raise ConfigError(
+                f"config key training.selection_metric = {self.selection_metric!r} is unknown",
+                f"set it to one of {', '.join(SELECTION_METRICS)}",
+            )
+        if self.selection_metric != "loss" and self.validation_forecast_series < 1:
+            raise ConfigError(
+                f"config key training.selection_metric = {self.selection_metric} needs "
+                f"validation forecasts, but training.validation_forecast_series = "
+                f"{self.validation_forecast_series}",
+                "set training.validation_forecast_series to at least 1 (default 256), or "
+                "training.selection_metric to loss",
+            )
+        if self.validation_num_samples < 1:
+            raise ConfigError(
+                f"config key training.validation_num_samples = {self.validation_num_samples}",
+                "set it to at least 1 (default 20)",
+            )
 
     @classmethod
     def from_config(cls, entry: dict[str, Any], **overrides: Any) -> TrainingConfig:
@@ -102,15 +141,26 @@ class TrainingConfig:
 class TrainingResult:
     steps: int
     best_step: int
+    #: The validation loss at ``best_step`` (its minimum when selecting on the loss).
     best_validation_loss: float
     initial_validation_loss: float
     stopped_early: bool
     resumed_from_step: int | None
     wall_time_s: float
     train_samples_per_s: float
-    history: list[dict[str, float]] = field(default_factory=list)
+    #: One row per evaluation: step, train_loss, validation_loss, validation_crps,
+    #: validation_mae (NaN without validation forecasts), selection_metric, best_step (so
+    #: far), learning_rate, samples_per_s, validation_forecast_s.
+    history: list[dict[str, Any]] = field(default_factory=list)
     #: Peak memory of the training process: its RSS and, on a GPU, torch's peak allocation.
     peak_memory_mb: dict[str, float | None] = field(default_factory=dict)
+    #: The metric the best step was chosen on ("loss" where the data have no min-max ranges).
+    selection_metric: str = "loss"
+    best_validation_score: float = math.nan
+    initial_validation_score: float = math.nan
+    #: Series and sample paths of the validation forecasts, and their mean seconds per
+    #: evaluation (empty when there are none).
+    validation_forecast: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +183,11 @@ def trainable_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Paramete
 
 def _step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, 3, step]).generate_state(1)[0])
+
+
+def _forecast_seed(seed: int, batch: int) -> int:
+    """The sampling seed of validation-forecast batch ``batch``: the same at every evaluation."""
+    return int(np.random.SeedSequence([seed, 5, batch]).generate_state(1)[0])
 
 
 def _sha256(path: Path) -> str:
@@ -180,9 +235,36 @@ class Trainer:
         self.config = config
         self.device = device
         self.checkpoint_dir = Path(checkpoint_dir)
+        # Data that cannot say which series to forecast (or have no min-max ranges) select
+        # on the loss, as pretraining does.
+        forecast_set = getattr(data, "validation_forecast_set", None)
+        self.forecast_set: ValidationForecastSet | None = (
+            forecast_set(config.validation_forecast_series) if forecast_set is not None else None
+        )
+        self.selection_metric = config.selection_metric if self.forecast_set is not None else "loss"
+        if self.selection_metric != config.selection_metric:
+            log.info(
+                "no validation forecasts for these data (no min-max ranges): model selection "
+                "uses the validation %s instead of %s",
+                forecaster.loss_name,
+                config.selection_metric,
+            )
+        selection = {"metric": self.selection_metric}
+        if self.forecast_set is not None:
+            pairs, digest = self.forecast_set.pairs, hashlib.sha256()
+            for array in (
+                pairs.context,
+                pairs.target,
+                self.forecast_set.low,
+                self.forecast_set.high,
+            ):
+                digest.update(np.ascontiguousarray(array).tobytes())
+            selection["series"] = digest.hexdigest()
         self.fingerprint = hashlib.sha256(
             json.dumps(
-                {"training": asdict(config), **fingerprint}, sort_keys=True, default=str
+                {"training": asdict(config), "selection": selection, **fingerprint},
+                sort_keys=True,
+                default=str,
             ).encode()
         ).hexdigest()
         self.progress = progress
@@ -202,11 +284,14 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, config.lr_factor)
         self.step = 0
+        #: The selection metric's best value, and the validation loss at that step.
+        self.best_score = math.inf
         self.best_loss = math.inf
         self.best_step = 0
         self.initial_loss = math.nan
+        self.initial_score = math.nan
         self.bad_evals = 0
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         # Not the module's own flag: a fresh peft wrapper says training=True over an eval model.
         self._in_train_mode = False
@@ -231,6 +316,63 @@ class Trainer:
                 total += float(self._loss(batch)) * len(batch)
                 count += len(batch)
         return total / max(count, 1)
+
+    def validation_forecast_metrics(self) -> dict[str, float]:
+        """CRPS and MAE of the current model's forecasts of the validation forecast set.
+
+        As the study scores test forecasts (:mod:`vitalfm.evaluation`): quantiles at
+        :data:`~vitalfm.evaluation.metrics.CRPS_LEVELS` from the forecast
+        (:func:`~vitalfm.engine.forecast.to_quantiles`), CRPS as their mean 2 x pinball loss
+        and the absolute error of the forecast's median, on the min-max scale of each
+        series' vital, pooled over observed target points. Each batch samples with a seed
+        that is the same at every evaluation (the training RNG is left as it was), so
+        evaluations differ only by the weights. Empty without a forecast set.
+        """
+        if self.forecast_set is None:
+            return {}
+        from vitalfm.engine.forecast import to_quantiles
+        from vitalfm.evaluation.metrics import CRPS_LEVELS, point_terms, to_minmax
+
+        started = time.perf_counter()
+        self.forecaster.module.eval()
+        self._in_train_mode = False
+        pairs, cfg = self.forecast_set.pairs, self.config
+        horizon = pairs.target.shape[1]
+        crps, abs_error, points = 0.0, 0.0, 0
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            for batch, start in enumerate(range(0, len(pairs), cfg.validation_batch_size)):
+                rows = slice(start, start + cfg.validation_batch_size)
+                torch.manual_seed(_forecast_seed(cfg.seed, batch))
+                forecast = self.forecaster.predict(
+                    torch.from_numpy(np.ascontiguousarray(pairs.context[rows])),
+                    horizon,
+                    cfg.validation_num_samples,
+                    time=TimeAxis(pairs.start_s[rows], pairs.step_s),
+                )
+                quantiles = to_quantiles(forecast, CRPS_LEVELS).detach().cpu().double().numpy()
+                median = forecast.median.detach().cpu().double().numpy()
+                truth = pairs.target[rows].astype(np.float64)
+                observed = np.isfinite(truth)
+                low = np.broadcast_to(self.forecast_set.low[rows, None], truth.shape)[observed]
+                high = np.broadcast_to(self.forecast_set.high[rows, None], truth.shape)[observed]
+                terms = point_terms(
+                    to_minmax(truth[observed], low, high),
+                    to_minmax(median[observed], low, high),
+                    {
+                        level: to_minmax(quantiles[:, j][observed], low, high)
+                        for j, level in enumerate(CRPS_LEVELS)
+                    },
+                    np.full(int(observed.sum()), np.nan),
+                )
+                crps += float(terms["crps"].sum())
+                abs_error += float(terms["ae"].sum())
+                points += int(observed.sum())
+        return {
+            "crps": crps / points if points else math.nan,
+            "mae": abs_error / points if points else math.nan,
+            "seconds": time.perf_counter() - started,
+        }
 
     def _train_step(self) -> float:
         cfg = self.config
@@ -265,11 +407,17 @@ class Trainer:
                 f"the validation loss became {loss} at step {self.step}",
                 f"lower the learning rate; the last checkpoint is kept in {self.checkpoint_dir}",
             )
+        metrics = self.validation_forecast_metrics()
+        score = {"loss": loss, **metrics}[self.selection_metric]
+        if not math.isfinite(score):  # forecasts with NaN: never the best
+            log.warning("validation %s is %s at step %d", self.selection_metric, score, self.step)
+            score = math.inf
         if self.step == 0:
-            self.initial_loss = loss
-        improved = loss < self.best_loss - self.config.min_delta
+            self.initial_loss, self.initial_score = loss, score
+        improved = score < self.best_score - self.config.min_delta
         if improved:
-            self.best_loss, self.best_step, self.bad_evals = loss, self.step, 0
+            self.best_score, self.best_loss, self.best_step = score, loss, self.step
+            self.bad_evals = 0
             self.best_state = {k: p.detach().clone() for k, p in self.params.items()}
         elif self.step > 0:
             self.bad_evals += 1
@@ -278,8 +426,13 @@ class Trainer:
                 "step": self.step,
                 "train_loss": train_loss,
                 "validation_loss": loss,
+                "validation_crps": metrics.get("crps", math.nan),
+                "validation_mae": metrics.get("mae", math.nan),
+                "selection_metric": self.selection_metric,
+                "best_step": self.best_step,
                 "learning_rate": self.scheduler.get_last_lr()[0],
                 "samples_per_s": samples_per_s,
+                "validation_forecast_s": metrics.get("seconds", math.nan),
             }
         )
         return self.step > 0 and self.bad_evals >= self.config.patience
@@ -316,9 +469,12 @@ class Trainer:
                 "format": CHECKPOINT_FORMAT,
                 "fingerprint": self.fingerprint,
                 "step": self.step,
+                "selection_metric": self.selection_metric,
+                "best_score": self.best_score,
                 "best_loss": self.best_loss,
                 "best_step": self.best_step,
                 "initial_loss": self.initial_loss,
+                "initial_score": self.initial_score,
                 "bad_evals": self.bad_evals,
                 "history": self.history,
                 "files": files,
@@ -347,7 +503,9 @@ class Trainer:
             raise self._corrupt(path, f"unknown checkpoint format {state.get('format')!r}")
         if state.get("fingerprint") != self.fingerprint:
             raise self._corrupt(
-                path, "it was written for a different model, method, data or training config"
+                path,
+                "it was written for a different model, method, data or training config "
+                "(or other validation series or min-max ranges)",
             )
         for name, digest in state["files"].items():
             file = path / name
@@ -374,9 +532,11 @@ class Trainer:
             {k: t.to(self.device) for k, t in best.items()} if best is not None else None
         )
         self.step = int(state["step"])
+        self.best_score = float(state["best_score"])
         self.best_loss = float(state["best_loss"])
         self.best_step = int(state["best_step"])
         self.initial_loss = float(state["initial_loss"])
+        self.initial_score = float(state["initial_score"])
         self.bad_evals = int(state["bad_evals"])
         self.history = list(state["history"])
         return self.step
@@ -395,7 +555,13 @@ class Trainer:
         stopped_early = bool(resumed is not None and self.bad_evals >= cfg.patience)
         if resumed is None:
             self._evaluate(math.nan, math.nan)
-            log.info("step 0 validation %s: %.5f", self.forecaster.loss_name, self.initial_loss)
+            log.info(
+                "step 0 validation %s: %.5f, %s: %.5f",
+                self.forecaster.loss_name,
+                self.initial_loss,
+                self.selection_metric,
+                self.initial_score,
+            )
         window_loss, window_steps, window_started = 0.0, 0, time.perf_counter()
         trained_samples, train_time = 0, 0.0
         bar = tqdm(
@@ -431,12 +597,17 @@ class Trainer:
                         stopped_early = self._evaluate(
                             window_loss / window_steps, window_steps * cfg.batch_size / elapsed
                         )
+                        last = self.history[-1]
                         log.info(
-                            "step %d: train %.5f, validation %.5f (best %.5f at %d)",
+                            "step %d: train %.5f, validation %.5f, crps %.5f, mae %.5f "
+                            "(best %s %.5f at %d)",
                             self.step,
                             window_loss / window_steps,
-                            self.history[-1]["validation_loss"],
-                            self.best_loss,
+                            last["validation_loss"],
+                            last["validation_crps"],
+                            last["validation_mae"],
+                            self.selection_metric,
+                            self.best_score,
                             self.best_step,
                         )
                         window_loss, window_steps, window_started = 0.0, 0, time.perf_counter()
@@ -455,7 +626,12 @@ class Trainer:
         if self.step and (self.step % cfg.checkpoint_every):
             self.save_checkpoint()
         if stopped_early:
-            log.info("early stop at step %d: best validation at step %d", self.step, self.best_step)
+            log.info(
+                "early stop at step %d: best validation %s at step %d",
+                self.step,
+                self.selection_metric,
+                self.best_step,
+            )
         if self.best_state is not None:
             with torch.no_grad():
                 for name, param in self.params.items():
@@ -471,4 +647,19 @@ class Trainer:
             train_samples_per_s=trained_samples / train_time if train_time else math.nan,
             history=self.history,
             peak_memory_mb=peak_memory_mb(self.device),
+            selection_metric=self.selection_metric,
+            best_validation_score=self.best_score,
+            initial_validation_score=self.initial_score,
+            validation_forecast=self._forecast_facts(),
         )
+
+    def _forecast_facts(self) -> dict[str, float]:
+        if self.forecast_set is None:
+            return {}
+        seconds = [h["validation_forecast_s"] for h in self.history]
+        seconds = [t for t in seconds if isinstance(t, float) and math.isfinite(t)]
+        return {
+            "series": len(self.forecast_set),
+            "num_samples": self.config.validation_num_samples,
+            "mean_seconds_per_evaluation": float(np.mean(seconds)) if seconds else math.nan,
+        }
