@@ -502,3 +502,76 @@ def test_bad_selection_settings_are_clear_config_errors() -> None:
     )
     assert (training.selection_metric, training.validation_forecast_series) == ("crps", 256)
     assert training.validation_num_samples == 20
+
+
+HISTORY_KEYS = [
+    "step",
+    "train_loss",
+    "validation_loss",
+    "validation_crps",
+    "validation_mae",
+    "selection_metric",
+    "best_step",
+    "learning_rate",
+    "samples_per_s",
+    "validation_forecast_s",
+]
+
+
+def _write_history(path: Path, history: list[dict], fields: list[str]) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fields, delimiter="\t", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _stars(ax: object) -> list[tuple[float, float]]:
+    return [
+        (float(line.get_xdata()[0]), float(line.get_ydata()[0]))
+        for line in ax.get_lines()  # type: ignore[attr-defined]
+        if line.get_marker() == "*"
+    ]
+
+
+def test_history_and_loss_curves_show_the_forecast_metric_and_the_kept_step(
+    tmp_path: Path,
+) -> None:
+    import pandas as pd
+
+    from vitalfm.reporting.figures import best_step_of, loss_figure
+    from vitalfm.reporting.inputs import ResultsLayout
+
+    trainer = make_trainer(tmp_path / "ck", max_steps=8)
+    scripted_metrics(trainer, {0: 0.5, 3: 0.1, 6: 0.2, 8: 0.3}, {})
+    result = trainer.fit()
+    assert [list(row) for row in result.history] == [HISTORY_KEYS] * len(result.history)
+    assert result.validation_forecast["series"] == 24
+    assert result.validation_forecast["num_samples"] == 20
+
+    layout = ResultsLayout(tmp_path / "results")
+    _write_history(layout.run_dir("new") / "history.tsv", result.history, HISTORY_KEYS)
+    old_fields = ["step", "train_loss", "validation_loss", "learning_rate", "samples_per_s"]
+    _write_history(layout.run_dir("old") / "history.tsv", result.history, old_fields)
+    data = pd.DataFrame(
+        {
+            "run": ["new", "old"],
+            "model": ["a", "b"],
+            "setting": ["lora-r2", "lora-r2"],
+            "family": ["chronos", "chronos"],
+            "trains": [True, True],
+        }
+    )
+    history = pd.read_csv(layout.run_dir("new") / "history.tsv", sep="\t")
+    assert best_step_of(history) == (3, "crps")
+    fig = loss_figure(data, layout)
+    top_a, top_b, bottom_a, bottom_b = (ax for ax in fig.axes if ax.get_visible())
+    assert _stars(bottom_a) == [(3.0, 0.1)] and _stars(top_a) == []
+    assert len(bottom_a.get_lines()) == 3  # CRPS, MAE, the star
+    # a history from before validation forecasts: the loss's first minimum, on the loss
+    losses = [h["validation_loss"] for h in result.history]
+    first_min = result.history[int(np.argmin(losses))]["step"]
+    assert _stars(top_b) == [(float(first_min), pytest.approx(min(losses), rel=1e-6))]
+    assert _stars(bottom_b) == [] and bottom_b.texts
