@@ -21,7 +21,7 @@ import bisect
 import datetime as dt
 import functools
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +36,12 @@ from vitalfm.synthetic import physiology as phys
 from vitalfm.synthetic import vocab
 from vitalfm.synthetic.tables import make_table
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 BATCH_PATIENTS = 100
-MAX_GROUP_POINTS = 300_000  # stays x 5-min grid points simulated at once
-MAX_GROUP_STAYS = 48
+# Stays of similar length are simulated together, one 5-minute step at a time for the whole
+# group: few large groups keep the per-step overhead low, the bound keeps memory flat.
+MAX_GROUP_POINTS = 250_000  # stays x 5-min grid points simulated at once
+MAX_GROUP_STAYS = 256
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _YEAR_S = 365.2425 * 86400.0
@@ -147,15 +149,91 @@ for _n, _itemid in enumerate(_CHARTED_ITEMIDS):
         _ALARM_LO[_n], _ALARM_HI[_n] = _ALARM[_v]
 
 
+# --- measurement and charting model (shared with vitalfm.synthetic.oracle) -------------------
+
+
+@dataclass(frozen=True)
+class ReadingSpec:
+    """A monitor reading: ``clip(rint(latent + sd * z), low, high)``."""
+
+    sd: float
+    low: float
+    high: float
+
+
+HR_READING = ReadingSpec(2.0, 20.0, 250.0)
+SPO2_READING = ReadingSpec(0.8, 50.0, 100.0)
+RR_READING = ReadingSpec(1.5, 4.0, 60.0)
+TEMP_SD = 0.15
+# what a charting round contains
+P_HR, P_SPO2, P_RR, P_RR_TOTAL = 0.98, 0.93, 0.92, 0.6  # RR total: ventilated stays only
+P_ART = 0.93  # stays with an arterial line
+P_NBP, P_NBP_WITH_ART = 0.92, 0.2
+P_ART2 = 0.5  # stays with a second arterial line
+P_MANUAL = 0.02  # CareVue only
+P_BP_ITEM = (0.98, 0.98, 0.99)  # systolic, diastolic, mean of a triple
+# artefacts on vital rows: text-only, out-of-range junk, duplicates, MetaVision error copies
+P_TEXT_ONLY, P_JUNK, P_DUPLICATE, P_ERROR_COPY = 0.003, 0.002, 0.012, 0.004
+DUPLICATE_STEPS = (-2.0, -1.0, 1.0, 2.0)  # x 0.1 for temperatures
+# charting times: rounds, extra readings while the patient is unstable, nurse assessments
+ROUND_FIRST_MAX_MIN, ROUND_SNAP_P = 20.0, 0.5
+EXTRA_EVERY_MIN, P_EXTRA = 15, 0.6
+ASSESSMENT_INTERVAL_MIN, ASSESSMENT_FIRST_MAX_MIN, ASSESSMENT_SNAP_P = (60.0, 240.0), 90.0, 0.7
+
+
+def reading(latent: np.ndarray, z: np.ndarray, spec: ReadingSpec) -> np.ndarray:
+    return np.clip(np.rint(latent + spec.sd * z), spec.low, spec.high) + 0.0
+
+
+def bp_readings(
+    sbp: np.ndarray, dbp: np.ndarray, z: np.ndarray, arterial: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One charted (systolic, diastolic, mean) triple from the latent and normals ``z`` (3, k).
+    A catheter reads a wider pulse pressure than the cuff; the mean is the monitor's own."""
+    if arterial:
+        sbp = sbp + 4.0 + 3.0 * z[0]
+        dbp = dbp - 2.0 + 2.5 * z[1]
+    else:
+        sbp = sbp + 5.0 * z[0]
+        dbp = dbp + 4.0 * z[1]
+    sbp = np.rint(np.clip(sbp, 40, 260))
+    dbp = np.rint(np.clip(np.minimum(dbp, sbp - 10), 15, 180))
+    mbp = np.rint(dbp + (sbp - dbp) / 3.0 + (1.0 if arterial else 1.5) * z[2])
+    return sbp, dbp, mbp
+
+
+def temperature_readings(temp_c: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A charted temperature in degF and in degC (one decimal) from the latent (degC)."""
+    c = temp_c + TEMP_SD * z
+    return np.round(c * 1.8 + 32.0, 1) + 0.0, np.round(c, 1) + 0.0
+
+
+def round_intervals(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Minutes between charting rounds: mostly hourly, some 15-40 min, some 1.5-2.5 h."""
+    u = rng.random(shape)
+    iv = np.where(
+        u < 0.75,
+        60.0 + 6.0 * rng.standard_normal(shape),
+        np.where(u < 0.9, rng.uniform(15.0, 40.0, shape), rng.uniform(90.0, 150.0, shape)),
+    )
+    return np.maximum(iv, 10.0)
+
+
 # --- batch containers -----------------------------------------------------------------------
 
 
 @dataclass
 class StayTruth:
-    """The clean latent signals behind one stay's chartevents (for tests and plots).
+    """The clean latent signals behind one stay's chartevents, and the Markov state behind them.
 
-    Grid point k is at ``grid_start + k * step_min`` minutes; ``values`` rows are HR, SBP, DBP,
-    RR, SpO2, temperature (°C); ``profile`` is the deterioration level in [0, 1].
+    Grid point k is at ``grid_start + k * step_min`` seconds/minutes (``grid_start`` is the
+    stay's first whole minute, in epoch seconds); a chart row at minute ``m`` of the stay (its
+    charttime is ``grid_start + 60 m``) reads grid point ``m // step_min``. ``values`` rows are
+    HR, SBP, DBP, RR, SpO2 (%), temperature (degC); ``profile`` is the deterioration level;
+    ``alert`` marks denser charting. ``params``/``states`` are the stay's
+    :class:`~vitalfm.synthetic.physiology.Params` (leading axis 1) and state at every grid point
+    (leading axis time): ``physiology.simulate`` from ``state_at(k)`` continues the stay. The
+    remaining fields are the charting facts the measurement model needs.
     """
 
     icustay_id: int
@@ -165,6 +243,18 @@ class StayTruth:
     mbp: np.ndarray
     profile: np.ndarray
     septic: bool
+    alert: np.ndarray
+    params: phys.Params
+    states: phys.State
+    metavision: bool
+    arterial_line: bool
+    second_arterial_line: bool
+    ventilated: bool
+    fahrenheit_p: float
+
+    def state_at(self, k: int) -> phys.State:
+        """The state at grid point ``k`` (leading axis 1, ready for ``physiology.simulate``)."""
+        return self.states.map(lambda a: a[k : k + 1])
 
 
 @dataclass
@@ -605,32 +695,28 @@ def _pick(mv: np.ndarray, items: tuple[int, int]) -> np.ndarray:
 def _chart_group(
     rng: np.random.Generator,
     st: dict[str, np.ndarray],
-    lat: phys.Latent,
+    obs: phys.Observation,
     base_min: np.ndarray,
     length: np.ndarray,
 ) -> _Rows:
-    """Chart rows for one group of stays (indices local to the group)."""
+    """Chart rows for one group of stays (indices local to the group); ``obs`` fields are
+    (grid points, stays)."""
     s = length.size
     max_len = int(length.max())
     mv = st["metavision"]
+    last = obs.values.shape[0] - 1
 
     # charting rounds: mostly hourly, some 15-40 min, some 1.5-2.5 h, at irregular minutes
-    m = max_len // 15 + 2
-    u = rng.random((s, m))
-    iv = np.where(
-        u < 0.75,
-        60.0 + 6.0 * rng.standard_normal((s, m)),
-        np.where(u < 0.9, rng.uniform(15.0, 40.0, (s, m)), rng.uniform(90.0, 150.0, (s, m))),
+    iv = round_intervals(rng, (s, max_len // 15 + 2))
+    first = rng.uniform(0.0, ROUND_FIRST_MAX_MIN, s)
+    r_stay, r_t = _schedule(rng, length, base_min, iv, first, ROUND_SNAP_P)
+    # extra readings every ~15 min while a patient is unstable (physiology's alert)
+    grid15 = np.arange(0, max_len + 1, EXTRA_EVERY_MIN)[None, :] + rng.integers(
+        0, EXTRA_EVERY_MIN, (s, 1)
     )
-    iv = np.maximum(iv, 10.0)
-    r_stay, r_t = _schedule(rng, length, base_min, iv, rng.uniform(0.0, 20.0, s), 0.5)
-    # extra readings every ~15 min while a patient deteriorates
-    grid15 = np.arange(0, max_len + 1, 15)[None, :] + rng.integers(0, 15, (s, 1))
     in_stay = grid15 <= length[:, None]
-    prof = lat.profile[
-        np.arange(s)[:, None], np.minimum(grid15 // phys.STEP_MIN, lat.profile.shape[1] - 1)
-    ]
-    extra = in_stay & (prof > 0.35) & (rng.random(grid15.shape) < 0.6)
+    alert = obs.alert[np.minimum(grid15 // phys.STEP_MIN, last), np.arange(s)[:, None]]
+    extra = in_stay & alert & (rng.random(grid15.shape) < P_EXTRA)
     e_stay = np.broadcast_to(np.arange(s)[:, None], grid15.shape)[extra]
     ev_stay, ev_t = _unique_events(
         np.concatenate([r_stay, e_stay]), np.concatenate([r_t, grid15[extra]])
@@ -643,35 +729,34 @@ def _chart_group(
     ev_stay, ev_t = _drop_gaps(ev_stay, ev_t, gap_start, gap_end)
 
     # nurse assessments (temperature, GCS, rhythm): every 1-4 h
-    m2 = max_len // 60 + 2
-    a_stay, a_t = _schedule(
-        rng, length, base_min, rng.uniform(60.0, 240.0, (s, m2)), rng.uniform(0.0, 90.0, s), 0.7
-    )
+    a_iv = rng.uniform(*ASSESSMENT_INTERVAL_MIN, (s, max_len // 60 + 2))
+    a_first = rng.uniform(0.0, ASSESSMENT_FIRST_MAX_MIN, s)
+    a_stay, a_t = _schedule(rng, length, base_min, a_iv, a_first, ASSESSMENT_SNAP_P)
     a_stay, a_t = _unique_events(a_stay, a_t)
     a_stay, a_t = _drop_gaps(a_stay, a_t, gap_start, gap_end)
 
     def latent(stay: np.ndarray, t: np.ndarray, signal: int) -> np.ndarray:
-        return lat.values[stay, signal, t // phys.STEP_MIN]
+        return obs.values[t // phys.STEP_MIN, stay, signal]
 
     rows = _Rows()
     n_ev = ev_stay.size
     ev_mv = mv[ev_stay]
 
-    def measured(mask: np.ndarray, signal: int, sd: float, lo: float, hi: float) -> np.ndarray:
-        x = latent(ev_stay[mask], ev_t[mask], signal) + sd * rng.standard_normal(int(mask.sum()))
-        return np.clip(np.rint(x), lo, hi) + 0.0
+    def measured(mask: np.ndarray, signal: int, spec: ReadingSpec) -> np.ndarray:
+        z = rng.standard_normal(int(mask.sum()))
+        return reading(latent(ev_stay[mask], ev_t[mask], signal), z, spec)
 
-    hr = rng.random(n_ev) < 0.98
-    rows.add(ev_stay[hr], ev_t[hr], _pick(ev_mv[hr], HR_ITEMS), measured(hr, phys.HR, 2.0, 20, 250))
-    sp = rng.random(n_ev) < 0.93
+    hr = rng.random(n_ev) < P_HR
+    rows.add(ev_stay[hr], ev_t[hr], _pick(ev_mv[hr], HR_ITEMS), measured(hr, phys.HR, HR_READING))
+    sp = rng.random(n_ev) < P_SPO2
     rows.add(
-        ev_stay[sp], ev_t[sp], _pick(ev_mv[sp], SPO2_ITEMS), measured(sp, phys.SPO2, 0.8, 50, 100)
+        ev_stay[sp], ev_t[sp], _pick(ev_mv[sp], SPO2_ITEMS), measured(sp, phys.SPO2, SPO2_READING)
     )
-    rr = rng.random(n_ev) < 0.92
-    rows.add(ev_stay[rr], ev_t[rr], _pick(ev_mv[rr], RR_ITEMS), measured(rr, phys.RR, 1.5, 4, 60))
-    rt = st["vent"][ev_stay] & (rng.random(n_ev) < 0.6)
+    rr = rng.random(n_ev) < P_RR
+    rows.add(ev_stay[rr], ev_t[rr], _pick(ev_mv[rr], RR_ITEMS), measured(rr, phys.RR, RR_READING))
+    rt = st["vent"][ev_stay] & (rng.random(n_ev) < P_RR_TOTAL)
     rows.add(
-        ev_stay[rt], ev_t[rt], _pick(ev_mv[rt], RR_TOTAL_ITEMS), measured(rt, phys.RR, 1.5, 4, 60)
+        ev_stay[rt], ev_t[rt], _pick(ev_mv[rt], RR_TOTAL_ITEMS), measured(rt, phys.RR, RR_READING)
     )
 
     def bp_triple(
@@ -679,49 +764,41 @@ def _chart_group(
     ) -> None:
         stay, t = ev_stay[mask], ev_t[mask]
         k = stay.size
-        sbp, dbp = latent(stay, t, phys.SBP), latent(stay, t, phys.DBP)
-        if arterial:  # a catheter reads a wider pulse pressure than the cuff
-            sbp = sbp + 4.0 + 3.0 * rng.standard_normal(k)
-            dbp = dbp - 2.0 + 2.5 * rng.standard_normal(k)
-        else:
-            sbp = sbp + 5.0 * rng.standard_normal(k)
-            dbp = dbp + 4.0 * rng.standard_normal(k)
-        sbp = np.rint(np.clip(sbp, 40, 260))
-        dbp = np.rint(np.clip(np.minimum(dbp, sbp - 10), 15, 180))
-        mbp = np.rint(dbp + (sbp - dbp) / 3.0 + (1.0 if arterial else 1.5) * rng.standard_normal(k))
-        present = None if only_mean else rng.random((3, k)) < np.array([[0.98], [0.98], [0.99]])
-        for c, values in enumerate((sbp, dbp, mbp)):
+        z = rng.standard_normal((3, k))
+        triple = bp_readings(latent(stay, t, phys.SBP), latent(stay, t, phys.DBP), z, arterial)
+        present = None if only_mean else rng.random((3, k)) < np.array(P_BP_ITEM)[:, None]
+        for c, values in enumerate(triple):
             if only_mean and c < 2:
                 continue
             keep = np.ones(k, dtype=bool) if present is None else present[c]
             rows.add(stay[keep], t[keep], items[c][keep], values[keep] + 0.0)
 
     art_stay = st["art"][ev_stay]
-    art = art_stay & (rng.random(n_ev) < 0.93)
+    art = art_stay & (rng.random(n_ev) < P_ART)
     art_items = np.where(
         ev_mv[None, :], np.array(ART_ITEMS[1])[:, None], np.array(ART_ITEMS[0])[:, None]
     )
     bp_triple(art, art_items[:, art], arterial=True)
-    nbp = rng.random(n_ev) < np.where(art_stay, 0.2, 0.92)
+    nbp = rng.random(n_ev) < np.where(art_stay, P_NBP_WITH_ART, P_NBP)
     nbp_items = np.where(
         ev_mv[None, :], np.array(NBP_ITEMS[1])[:, None], np.array(NBP_ITEMS[0])[:, None]
     )
     bp_triple(nbp, nbp_items[:, nbp], arterial=False)
-    art2 = st["art2"][ev_stay] & (rng.random(n_ev) < 0.5)
+    art2 = st["art2"][ev_stay] & (rng.random(n_ev) < P_ART2)
     art2_cv = art2 & ~ev_mv
     bp_triple(art2_cv, np.repeat(np.array(ART2_CV_ITEMS)[:, None], art2_cv.sum(), 1), True)
     art2_mv = art2 & ev_mv
     bp_triple(art2_mv, np.full((3, int(art2_mv.sum())), ART_MEAN2_MV), True, only_mean=True)
-    manual = ~ev_mv & (rng.random(n_ev) < 0.02)
+    manual = ~ev_mv & (rng.random(n_ev) < P_MANUAL)
     bp_triple(manual, np.repeat(np.array(MANUAL_CV_ITEMS)[:, None], manual.sum(), 1), False)
 
     # temperature (+ CareVue's converted "calc" copy at the same time)
     n_a = a_stay.size
     a_mv = mv[a_stay]
-    temp_c = lat.values[a_stay, phys.TEMP, a_t // phys.STEP_MIN] + 0.15 * rng.standard_normal(n_a)
+    t_f, t_c = temperature_readings(
+        obs.values[a_t // phys.STEP_MIN, a_stay, phys.TEMP], rng.standard_normal(n_a)
+    )
     in_f = rng.random(n_a) < st["temp_f_p"][a_stay]
-    t_f = np.round(temp_c * 1.8 + 32.0, 1) + 0.0
-    t_c = np.round(temp_c, 1) + 0.0
     rows.add(a_stay[in_f], a_t[in_f], _pick(a_mv[in_f], TEMP_F_ITEMS), t_f[in_f])
     rows.add(a_stay[~in_f], a_t[~in_f], _pick(a_mv[~in_f], TEMP_C_ITEMS), t_c[~in_f])
     cv_f, cv_c = in_f & ~a_mv, ~in_f & ~a_mv
@@ -731,7 +808,7 @@ def _chart_group(
     # GCS: CareVue total (3-15), MetaVision eye opening (text with valuenum 1-4)
     gcs = rng.random(n_a) < 0.6
     g_stay, g_t, g_mv = a_stay[gcs], a_t[gcs], a_mv[gcs]
-    p = lat.profile[g_stay, g_t // phys.STEP_MIN]
+    p = obs.level[g_t // phys.STEP_MIN, g_stay]
     sedated = st["vent"][g_stay]
     total = np.clip(
         np.rint(15 - 5 * p - 5 * sedated + 0.8 * rng.standard_normal(g_stay.size)), 3, 15
@@ -749,7 +826,7 @@ def _chart_group(
     # heart rhythm: text only, valuenum NULL
     rh = rng.random(n_a) < 0.7
     h_stay, h_t, h_mv = a_stay[rh], a_t[rh], a_mv[rh]
-    h = lat.values[h_stay, phys.HR, h_t // phys.STEP_MIN]
+    h = obs.values[h_t // phys.STEP_MIN, h_stay, phys.HR]
     kind = np.where(st["af"][h_stay], 3, np.where(h > 100, 1, np.where(h < 60, 2, 0)))
     rows.add(
         h_stay,
@@ -778,20 +855,20 @@ def _finish_chartevents(
     valuenum, text = r["valuenum"].copy(), r["text"].copy()
 
     u = rng.random(n)
-    to_text = vital & (u < 0.003)
+    to_text = vital & (u < P_TEXT_ONLY)
     text[to_text] = _TEXT_ONLY0 + rng.integers(0, len(vocab.TEXT_ONLY_VALUES), int(to_text.sum()))
     valuenum[to_text] = np.nan
-    junk = vital & (u >= 0.003) & (u < 0.005)
+    junk = vital & (u >= P_TEXT_ONLY) & (u < P_TEXT_ONLY + P_JUNK)
     valuenum[junk] = _JUNK_TABLE[_JUNK_ROW[item_idx[junk]], rng.integers(0, 3, int(junk.sum()))]
 
     # the same item charted twice at one time, with a slightly different value
     clean = vital & (text < 0) & ~junk
-    dup = clean & (rng.random(n) < 0.012)
+    dup = clean & (rng.random(n) < P_DUPLICATE)
     is_temp = np.isin(r["itemid"], TEMP_F_ITEMS + TEMP_C_ITEMS)
-    delta = np.where(is_temp, 0.1, 1.0) * rng.choice([-2.0, -1.0, 1.0, 2.0], size=n)
+    delta = np.where(is_temp, 0.1, 1.0) * rng.choice(DUPLICATE_STEPS, size=n)
     dup_val = np.round(valuenum + delta, 1) + 0.0
     # MetaVision entries flagged as erroneous (error = 1), with odd values
-    err = clean & mv & (rng.random(n) < 0.004)
+    err = clean & mv & (rng.random(n) < P_ERROR_COPY)
     odd = np.round(valuenum * rng.choice([0.3, 0.5, 2.5], size=n), 1) + 0.0
 
     def extra(mask: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
@@ -856,19 +933,16 @@ def _finish_chartevents(
     )
 
 
-def _chartevents(
-    rng: np.random.Generator,
-    stays: dict[str, np.ndarray],
-    cgid_pool: np.ndarray,
-    counters: _Counters,
-    with_truth: bool,
-) -> tuple[pa.Table, list[StayTruth]]:
-    n = stays["icustay_id"].size
-    base_min = -(-stays["intime"] // 60)  # first whole minute of the stay
-    length = stays["outtime"] // 60 - base_min
-    stay_cgids = cgid_pool[rng.integers(0, cgid_pool.size, (n, 4))]
-    # Simulate stays of similar length together (little padding), in groups small enough to
-    # keep the (stays x grid points) arrays bounded.
+def _stay_minutes(stays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each stay's first whole minute (epoch minutes: the latent grid starts there) and its
+    length in minutes after it."""
+    base_min = -(-stays["intime"] // 60)
+    return base_min, stays["outtime"] // 60 - base_min
+
+
+def _groups(length: np.ndarray) -> list[np.ndarray]:
+    """Stays of similar length together (little padding), groups bounded in stays x points."""
+    n = length.size
     by_length = np.argsort(length, kind="stable")
     groups, start = [], 0
     while start < n:
@@ -881,34 +955,105 @@ def _chartevents(
             stop += 1
         groups.append(by_length[start:stop])
         start = stop
-    rows = _Rows()
-    truth: list[StayTruth] = []
-    for idx in groups:
-        st = {k: v[idx] for k, v in stays.items()}
+    return groups
+
+
+@dataclass
+class _Latent:
+    """The latent trajectories of one batch's stays, group by group (None: not simulated)."""
+
+    base_min: np.ndarray
+    length: np.ndarray
+    groups: list[np.ndarray]
+    trajectories: list[phys.Trajectory | None]
+
+
+def _latent(
+    seed: int,
+    batch: int,
+    stays: Mapping[str, np.ndarray],
+    *,
+    keep_states: bool,
+    wanted: np.ndarray | None = None,
+) -> _Latent:
+    """Simulate each group from its own random stream, seeded by (seed, batch, group), so that
+    a group can be simulated alone (the oracle regenerates only the stays it needs) and the
+    charting draws never shift the physiology."""
+    base_min, length = _stay_minutes(stays)
+    groups = _groups(length)
+    trajectories: list[phys.Trajectory | None] = []
+    for g, idx in enumerate(groups):
+        if wanted is not None and not wanted[idx].any():
+            trajectories.append(None)
+            continue
+        rng = np.random.default_rng([seed, 2, batch, g])
+        n_points = int(length[idx].max()) // phys.STEP_MIN + 1
         tod = (base_min[idx] % 1440).astype(np.float64)
-        lat = phys.simulate(rng, st["baseline"], length[idx], tod, st["septic"])
-        group_rows = _chart_group(rng, st, lat, base_min[idx], length[idx])
+        trajectory, _ = phys.simulate_stays(
+            rng,
+            stays["baseline"][idx],
+            n_points,
+            tod,
+            stays["septic"][idx],
+            keep_states=keep_states,
+        )
+        trajectories.append(trajectory)
+    return _Latent(base_min, length, groups, trajectories)
+
+
+def _truths(
+    stays: Mapping[str, np.ndarray], lat: _Latent, wanted: np.ndarray | None = None
+) -> list[StayTruth]:
+    truth: list[StayTruth] = []
+    for idx, tr in zip(lat.groups, lat.trajectories, strict=True):
+        if tr is None:
+            continue
+        for i, stay in enumerate(idx):
+            if wanted is not None and not wanted[stay]:
+                continue
+            k = int(lat.length[stay]) // phys.STEP_MIN + 1
+            truth.append(
+                StayTruth(
+                    icustay_id=int(stays["icustay_id"][stay]),
+                    grid_start=int(lat.base_min[stay] * 60),
+                    step_min=phys.STEP_MIN,
+                    values=tr.obs.values[:k, i, :].T.copy(),
+                    mbp=tr.obs.mbp[:k, i].copy(),
+                    profile=tr.obs.level[:k, i].copy(),
+                    septic=bool(stays["septic"][stay]),
+                    alert=tr.obs.alert[:k, i].copy(),
+                    params=tr.params.take(np.array([i])),
+                    states=tr.states.map(lambda a, i=i, k=k: a[:k, i].copy()),
+                    metavision=bool(stays["metavision"][stay]),
+                    arterial_line=bool(stays["art"][stay]),
+                    second_arterial_line=bool(stays["art2"][stay]),
+                    ventilated=bool(stays["vent"][stay]),
+                    fahrenheit_p=float(stays["temp_f_p"][stay]),
+                )
+            )
+    truth.sort(key=lambda t: t.icustay_id)
+    return truth
+
+
+def _chartevents(
+    rng: np.random.Generator,
+    stays: dict[str, np.ndarray],
+    lat: _Latent,
+    cgid_pool: np.ndarray,
+    counters: _Counters,
+) -> pa.Table:
+    n = stays["icustay_id"].size
+    stay_cgids = cgid_pool[rng.integers(0, cgid_pool.size, (n, 4))]
+    rows = _Rows()
+    for idx, tr in zip(lat.groups, lat.trajectories, strict=True):
+        assert tr is not None
+        st = {k: v[idx] for k, v in stays.items()}
+        group_rows = _chart_group(rng, st, tr.obs, lat.base_min[idx], lat.length[idx])
         group_rows.stay = [idx[a] for a in group_rows.stay]  # back to batch stay indices
         rows.extend(group_rows)
-        if with_truth:
-            for i, stay in enumerate(idx):
-                k = int(lat.n_steps[i])
-                truth.append(
-                    StayTruth(
-                        icustay_id=int(stays["icustay_id"][stay]),
-                        grid_start=int(base_min[stay] * 60),
-                        step_min=phys.STEP_MIN,
-                        values=lat.values[i, :, :k].copy(),
-                        mbp=lat.mbp[i, :k].copy(),
-                        profile=lat.profile[i, :k].copy(),
-                        septic=bool(stays["septic"][stay]),
-                    )
-                )
-    truth.sort(key=lambda t: t.icustay_id)
-    table = _finish_chartevents(
-        rng, rows.arrays(), stays, base_min, stay_cgids, cgid_pool, counters
+    return _finish_chartevents(
+        rng, rows.arrays(), stays, lat.base_min, stay_cgids, cgid_pool, counters
     )
-    return table, truth
 
 
 # --- public iteration -------------------------------------------------------------------------
@@ -924,7 +1069,8 @@ def iter_batches(
     """All rows of the synthetic database, batch by batch.
 
     Batch 0 starts with the static tables (d_items, d_icd_diagnoses, d_icd_procedures,
-    caregivers). ``with_truth`` attaches each stay's latent signals (tests, plots).
+    caregivers). ``with_truth`` attaches each stay's latent signals and states (tests, plots,
+    the oracle).
     """
     settings = synthetic_settings(cfg_synthetic)
     seed, n_total = int(settings["seed"]), int(settings["n_patients"])
@@ -935,8 +1081,34 @@ def iter_batches(
         first = b * BATCH_PATIENTS
         n = min(BATCH_PATIENTS, n_total - first)
         cohort = _cohort(rng, settings, first + 1, n, counters)
-        charts, truth = _chartevents(rng, cohort.stays, cgid_pool, counters, with_truth)
+        lat = _latent(seed, b, cohort.stays, keep_states=with_truth)
+        charts = _chartevents(rng, cohort.stays, lat, cgid_pool, counters)
         tables = dict(static_tables(settings)) if b == 0 else {}
         tables.update(cohort.tables)
         tables["chartevents"] = charts
+        truth = _truths(cohort.stays, lat) if with_truth else []
         yield Batch(index=b, tables=tables, truth=truth)
+
+
+def iter_truth(
+    cfg_synthetic: Mapping[str, Any] | None, icustay_ids: Iterable[int] | None = None
+) -> Iterator[StayTruth]:
+    """The :class:`StayTruth` of the given ICU stays (all if None), in icustay_id order within
+    each batch, without generating chartevents: the same truth ``iter_batches(...,
+    with_truth=True)`` attaches, at a fraction of the cost (groups without a wanted stay are
+    not simulated)."""
+    settings = synthetic_settings(cfg_synthetic)
+    seed, n_total = int(settings["seed"]), int(settings["n_patients"])
+    ids = None if icustay_ids is None else np.unique(np.asarray(list(icustay_ids), np.int64))
+    counters = _Counters()
+    for b in range(n_batches(settings)):
+        rng = np.random.default_rng([seed, 1, b])
+        first = b * BATCH_PATIENTS
+        n = min(BATCH_PATIENTS, n_total - first)
+        cohort = _cohort(rng, settings, first + 1, n, counters)
+        stay_ids = cohort.stays["icustay_id"]
+        wanted = None if ids is None else np.isin(stay_ids, ids)
+        if wanted is not None and not wanted.any():
+            continue
+        lat = _latent(seed, b, cohort.stays, keep_states=True, wanted=wanted)
+        yield from _truths(cohort.stays, lat, wanted)

@@ -1,163 +1,549 @@
-"""Latent vital-sign trajectories of ICU stays on a 5-minute grid, vectorised over stays.
+"""Latent vital signs of ICU stays: a Markov process on a 5-minute grid, vectorised over stays.
 
-Model, per stay and vital:  value(t) = baseline + circadian(t) + OU noise(t) + episode(t) * effect
+Every stay has static :class:`Params` (drawn at admission) and a dynamic :class:`State` at each
+grid point. The only way from one grid point to the next is :func:`step`, which takes the state
+and this step's random innovations; the generator and the oracle forecaster
+(:mod:`vitalfm.synthetic.oracle`) both simulate through it, so they cannot drift apart. Nothing
+about the future is drawn into the state: whether an episode starts, a plateau ends or a
+treatment is given after grid point k depends on innovations drawn for the steps after k.
 
-* baseline: per patient, with a small per-stay perturbation (drawn by the caller);
-* circadian: a 24 h cosine with a per-stay peak time in the late afternoon;
-* noise: an Ornstein-Uhlenbeck process sampled exactly on the grid (an AR(1)), with correlated
-  innovations (SBP with DBP, HR with RR);
-* episodes (sepsis stays only): a deterioration profile in [0, 1] (smooth rise, plateau,
-  slower recovery) that raises HR, RR and temperature and lowers blood pressure and SpO2.
+What is modelled, and where the numbers come from (titles/authors/years; no text copied):
 
-MAP is not simulated independently: it is DBP + (SBP - DBP) / 3, as a monitor computes it.
+* Patient baseline, with a small per-stay perturbation (drawn by the caller), and a 24 h
+  circadian cosine peaking in the late afternoon.
+* Mean reversion to the patient's own baseline on two time scales: a fast Ornstein-Uhlenbeck
+  process (tau 45-180 min) and a slow one (tau 8-12 h), both sampled exactly on the grid, with
+  correlated innovations (SBP with DBP, HR with RR).
+* Oxygen saturation: the latent channel is log arterial PO2; SpO2 is the saturation of the
+  Severinghaus oxygen dissociation curve at that PO2 (J. W. Severinghaus, "Simple, accurate
+  equations for human blood O2 dissociation computations", J Appl Physiol 1979), so it saturates
+  below 100 % and is skewed to the left; readings are integers capped at 100.
+* Deterioration episodes (sepsis stays only): onsets come from a hazard (higher early in the
+  stay), never from a time drawn at admission. An episode rises along a logistic curve (1-4 h),
+  holds a plateau (at least 2 h, then leaving with a constant hazard, mean 4 h more) and
+  recovers along a falling logistic curve (4-16 h). Its level raises HR, RR and temperature and
+  lowers blood pressure and oxygenation.
+* Heart rate follows temperature by 8.35 beats/min per degree C (M. E. Broman et al., "The
+  Relationship Between Heart Rate and Body Temperature in Critically Ill Patients", Crit Care
+  Med 2021; Liebermeister's rule).
+* Hypotension (MAP < 65 mmHg, the resuscitation target of the Surviving Sepsis Campaign: M. M.
+  Levy, L. E. Evans, A. Rhodes, "The Surviving Sepsis Campaign Bundle: 2018 update", Crit Care
+  Med 2018) is treated after 10 min plus an exponential wait (mean 20 min), so nearly always
+  within an hour: first a fluid bolus (about 500 ml over ~30 min, whose pressure effect fades
+  within about an hour: N. J. Glassford, G. M. Eastwood, R. Bellomo, "Physiological changes
+  after fluid bolus therapy in sepsis: a systematic review of contemporary data", Crit Care
+  2014); about half the patients respond to fluid at all (F. Michard, J. L. Teboul,
+  "Predicting fluid responsiveness in ICU patients", Chest 2002). Hypotension after about two
+  recent boluses (a decaying count, tau 3 h) starts a vasopressor instead, titrated every 5 min
+  towards MAP 65-70 and weaned above it. MAP rises over tens of minutes (first-order effect
+  compartments, tau 15 min for fluid, 10 min for the vasopressor).
+* Fever (>= 38.3 degC: N. P. O'Grady et al., "Guidelines for evaluation of new fever in
+  critically ill adult patients: 2008 update", Crit Care Med 2008) is answered after 15 min plus
+  an exponential wait (mean 30 min) by paracetamol, at most every 6 h (P. Young et al.,
+  "Acetaminophen for Fever in Critically Ill Patients with Suspected Infection", N Engl J Med
+  2015, 1 g every 6 h). Its effect peaks after about 1.5 h at about 0.7 degC and is gone after
+  about 6 h; it also lowers blood pressure (H. M. Schell-Chaple et al., "Effects of IV
+  Acetaminophen on Core Body Temperature and Hemodynamic Responses in Febrile Critically Ill
+  Adults", Crit Care Med 2017: time-weighted temperature -0.47 degC, MAP -7 mmHg over 4 h).
+* Hypoxaemia (SpO2 < 90 %) is answered within minutes by more inspired oxygen, weaned slowly
+  while SpO2 > 96 % (B. R. O'Driscoll et al., "BTS guideline for oxygen use in adults in
+  healthcare and emergency settings", Thorax 2017: target ranges, titrate down when above).
+* :attr:`Observation.alert` marks when nurses chart more often (an episode rising past a third
+  of its severity, MAP < 65, SpO2 < 90): the generator adds readings every ~15 min then.
+
+MAP is not simulated independently: it is DBP + (SBP - DBP) / 3 of the latent, as a monitor
+computes it. Measurement noise, rounding and charting are the generator's
+(:mod:`vitalfm.synthetic.generator`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 STEP_MIN = 5
-# order of the simulated vitals (axis 1 of the arrays)
+# order of the simulated signals (last axis of values)
 HR, SBP, DBP, RR, SPO2, TEMP = range(6)
 N_SIGNALS = 6
+# In the additive latent space the SPO2 channel holds log(arterial PO2 / mmHg).
+OXY = SPO2
 
-# population baseline mean and between-patient SD
-BASELINE_MEAN = np.array([86.0, 121.0, 62.0, 18.5, 97.0, 36.9])
-BASELINE_SD = np.array([12.0, 14.0, 8.0, 3.0, 1.3, 0.3])
+# population baseline mean and between-patient SD (OXY: log PaO2, about 100 mmHg)
+BASELINE_MEAN = np.array([86.0, 121.0, 62.0, 18.5, np.log(100.0), 36.9])
+BASELINE_SD = np.array([12.0, 14.0, 8.0, 3.0, 0.22, 0.3])
 # circadian amplitude (peak-to-mean)
-CIRCADIAN_AMP = np.array([4.0, 5.0, 3.0, 0.8, 0.2, 0.3])
-# OU noise: stationary SD and correlation time (minutes)
-NOISE_SD = np.array([6.0, 9.0, 5.0, 2.5, 1.0, 0.2])
+CIRCADIAN_AMP = np.array([4.0, 5.0, 3.0, 0.8, 0.02, 0.3])
+# fast OU noise: stationary SD and correlation time (minutes)
+NOISE_SD = np.array([6.0, 9.0, 5.0, 2.5, 0.08, 0.2])
 NOISE_TAU_MIN = np.array([60.0, 90.0, 90.0, 45.0, 60.0, 180.0])
-# deterioration effect at full severity
-EPISODE_EFFECT = np.array([32.0, -30.0, -14.0, 9.0, -5.0, 1.8])
-# physiological limits of the latent state (measurement artefacts are added later)
-LOWER = np.array([30.0, 55.0, 25.0, 5.0, 70.0, 34.0])
-UPPER = np.array([200.0, 230.0, 140.0, 50.0, 100.0, 41.5])
+# slow OU drift of the patient's level
+DRIFT_SD = np.array([5.0, 7.0, 4.0, 1.5, 0.10, 0.15])
+DRIFT_TAU_MIN = np.array([480.0, 600.0, 600.0, 480.0, 720.0, 720.0])
+# deterioration effect at full level (HR also rises through temperature: +15 at full level)
+EPISODE_EFFECT = np.array([17.0, -30.0, -14.0, 9.0, -0.5, 1.8])
+# physiological limits of the latent (measurement artefacts are added later)
+LOWER = np.array([30.0, 55.0, 25.0, 5.0, np.log(30.0), 34.0])
+UPPER = np.array([200.0, 230.0, 140.0, 50.0, np.log(600.0), 41.5])
+HR_PER_DEGREE = 8.35
 
-_CORR = np.eye(N_SIGNALS)
-_CORR[SBP, DBP] = _CORR[DBP, SBP] = 0.75
-_CORR[HR, RR] = _CORR[RR, HR] = 0.4
-_CHOL = np.linalg.cholesky(_CORR)
+# episodes: onset hazard per hour = ONSET_EARLY * exp(-t / ONSET_TAU_H) + ONSET_LATE
+ONSET_EARLY_PER_H = 1.0 / 12.0
+ONSET_TAU_H = 24.0
+ONSET_LATE_PER_H = 1.0 / 72.0
+REFRACTORY_MIN = 360.0  # no new episode within 6 h of the last one ending
+EPISODE_AT_ADMISSION = 0.35  # of septic stays, already deteriorating at admission
+SEVERITY = (0.6, 1.0)
+RISE_RATE_PER_H = (1.6, 6.4)  # logistic rate: 5 % -> 95 % of severity in 1-4 h
+RECOVERY_RATE_PER_H = (0.4, 1.6)  # 97 % -> 2 % in 4-16 h
+ONSET_LEVEL = 0.03  # fraction of severity when an episode starts
+PLATEAU_LEVEL = 0.95
+PLATEAU_MIN_MIN = 120.0
+PLATEAU_EXIT_MEAN_MIN = 240.0
+END_LEVEL = 0.02
+
+# treatments
+MAP_HYPOTENSION = 65.0
+MAP_RECOVERED = 70.0
+MAP_WEAN_ABOVE = 70.0
+HYPOTENSION_DELAY_MIN = 10.0  # before any treatment is possible
+HYPOTENSION_WAIT_MEAN_MIN = 20.0
+FLUID_RESPONDER_P = 0.5
+FLUID_GAIN = {"responder": (8.0, 14.0), "non_responder": (0.0, 3.0)}  # MAP mmHg per bolus
+FLUID_ON_TAU_MIN = 15.0
+FLUID_OFF_TAU_MIN = 60.0
+FLUID_RECENT_TAU_MIN = 180.0  # memory of recent boluses (count, decaying)
+FLUID_BEFORE_PRESSOR = 1.5  # hypotension after about two recent boluses: vasopressor instead
+PRESSOR_START = 8.0  # mmHg
+PRESSOR_UP, PRESSOR_DOWN, PRESSOR_MAX = 1.0, 0.5, 40.0  # per step
+PRESSOR_TAU_MIN = 10.0
+FEVER = 38.3
+FEVER_GONE = 38.0
+FEVER_DELAY_MIN = 15.0
+FEVER_WAIT_MEAN_MIN = 30.0
+ANTIPYRETIC_INTERVAL_MIN = 360.0
+ANTIPYRETIC_GAIN = 1.0  # degC per dose at full effect (peak about 0.68)
+ANTIPYRETIC_ON_TAU_MIN = 45.0
+ANTIPYRETIC_OFF_TAU_MIN = 240.0
+ANTIPYRETIC_SBP, ANTIPYRETIC_DBP = 12.0, 6.0  # mmHg per degC of effect (MAP -8)
+HYPOXAEMIA = 90.0
+HYPOXAEMIA_GONE = 92.0
+HYPOXAEMIA_WAIT_MEAN_MIN = 10.0
+O2_STEP = 0.3  # log PaO2 per increase of inspired oxygen
+O2_MAX = 1.2
+O2_WEAN_ABOVE = 96.0
+O2_WEAN_STEP = 0.005
+O2_TAU_MIN = 10.0
+ALERT_LEVEL = 0.35
+NEVER = 1e9  # minutes since an event that never happened
+
+N_NORMALS = 2 * N_SIGNALS  # fast noise, slow drift
+N_UNIFORMS = 5  # episode, severity, hypotension, fever, hypoxaemia
+U_EPISODE, U_SEVERITY, U_HYPOTENSION, U_FEVER, U_HYPOXAEMIA = range(N_UNIFORMS)
+
+# innovation correlations (SBP with DBP, HR with RR), applied column by column (not with a
+# BLAS matmul, whose rounding may depend on the batch size: replays must be bit-exact)
+CORR_SBP_DBP = 0.75
+CORR_HR_RR = 0.4
+
+
+def _correlate(z: np.ndarray) -> np.ndarray:
+    """Correlated standard normals (B, 6) from independent ones (Cholesky factor)."""
+    out = z.copy()
+    out[:, DBP] = CORR_SBP_DBP * z[:, SBP] + np.sqrt(1.0 - CORR_SBP_DBP**2) * z[:, DBP]
+    out[:, RR] = CORR_HR_RR * z[:, HR] + np.sqrt(1.0 - CORR_HR_RR**2) * z[:, RR]
+    return out
+
+
+_PHI_NOISE = np.exp(-STEP_MIN / NOISE_TAU_MIN)
+_PHI_DRIFT = np.exp(-STEP_MIN / DRIFT_TAU_MIN)
+_INNOV_NOISE = np.sqrt(1.0 - _PHI_NOISE**2) * NOISE_SD
+_INNOV_DRIFT = np.sqrt(1.0 - _PHI_DRIFT**2) * DRIFT_SD
+
+
+def _relax(tau_min: float) -> float:
+    """Fraction of the way to its target a first-order compartment moves in one step."""
+    return float(1.0 - np.exp(-STEP_MIN / tau_min))
+
+
+def _hazard(mean_min: float) -> float:
+    """Per-step probability of an exponential waiting time with this mean."""
+    return _relax(mean_min)
+
+
+_A_FLUID_ON, _D_FLUID_OFF = _relax(FLUID_ON_TAU_MIN), 1.0 - _relax(FLUID_OFF_TAU_MIN)
+_A_PRESSOR = _relax(PRESSOR_TAU_MIN)
+_D_FLUID_RECENT = 1.0 - _relax(FLUID_RECENT_TAU_MIN)
+_A_APY_ON, _D_APY_OFF = _relax(ANTIPYRETIC_ON_TAU_MIN), 1.0 - _relax(ANTIPYRETIC_OFF_TAU_MIN)
+_A_O2 = _relax(O2_TAU_MIN)
+
+T = TypeVar("T", bound="_Arrays")
+
+
+@dataclass
+class _Arrays:
+    """Dataclass of arrays sharing leading batch axes; helpers map over all fields."""
+
+    def map(self: T, fn: Callable[[np.ndarray], np.ndarray]) -> T:
+        return type(self)(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    def take(self: T, index: Any) -> T:
+        """Select along the first axis (an index array repeats or reorders stays)."""
+        return self.map(lambda a: a[index])
+
+    @classmethod
+    def stack(cls: type[T], items: list[T]) -> T:
+        """A new leading axis (e.g. time) over a list of same-shaped instances."""
+        return cls(
+            **{
+                f.name: np.stack([getattr(i, f.name) for i in items])
+                for f in dataclasses.fields(cls)
+            }
+        )
+
+    @classmethod
+    def concat(cls: type[T], items: list[T]) -> T:
+        return cls(
+            **{
+                f.name: np.concatenate([getattr(i, f.name) for i in items])
+                for f in dataclasses.fields(cls)
+            }
+        )
+
+
+@dataclass
+class Params(_Arrays):
+    """Per-stay constants, drawn at admission. Leading axis: stays (or sample paths)."""
+
+    baseline: np.ndarray  # (B, 6), OXY as log PaO2
+    peak_h: np.ndarray  # circadian peak, hours after midnight
+    tod0_min: np.ndarray  # clock time of grid point 0, minutes after midnight
+    septic: np.ndarray  # bool: deterioration episodes possible
+    fluid_gain: np.ndarray  # MAP mmHg of one fluid bolus at full effect
+
+
+@dataclass
+class State(_Arrays):
+    """Everything the future of a stay depends on, at one grid point (leading axis: stays)."""
+
+    k: np.ndarray  # grid point index (int64): minutes since grid start / STEP_MIN
+    noise: np.ndarray  # (B, 6) fast OU
+    drift: np.ndarray  # (B, 6) slow OU
+    ep_phase: np.ndarray  # int8: 0 none, 1 rise, 2 plateau, 3 recovery
+    ep_time: np.ndarray  # minutes in the phase (phase 0: since the last episode ended)
+    ep_severity: np.ndarray
+    ep_level: np.ndarray  # deterioration level in [0, severity]
+    ep_rate: np.ndarray  # logistic rate per hour (rise/plateau, then recovery)
+    hypo_wait: np.ndarray  # minutes of untreated hypotension, -1 if none pending
+    fluid_dose: np.ndarray  # boluses still acting (decaying)
+    fluid_effect: np.ndarray  # effect compartment, in boluses
+    fluid_recent: np.ndarray  # boluses given lately (decaying count)
+    pressor_target: np.ndarray  # titrated vasopressor effect, MAP mmHg
+    pressor: np.ndarray  # current vasopressor effect, MAP mmHg
+    fever_wait: np.ndarray  # minutes of untreated fever, -1 if none pending
+    apy_dose: np.ndarray  # paracetamol doses still acting
+    apy_effect: np.ndarray  # effect compartment, in doses
+    since_apy: np.ndarray  # minutes since the last dose
+    hypox_wait: np.ndarray  # minutes of untreated hypoxaemia, -1 if none pending
+    o2_set: np.ndarray  # extra inspired oxygen, log PaO2
+    o2_effect: np.ndarray
+
+
+@dataclass
+class Observation(_Arrays):
+    """Clean latent signals at one grid point: ``values`` HR, SBP, DBP, RR, SpO2 (%), temp."""
+
+    values: np.ndarray  # (B, 6)
+    mbp: np.ndarray
+    level: np.ndarray  # deterioration level (the state's, copied for convenience)
+    alert: np.ndarray  # bool: charting is denser now
+
+
+@dataclass
+class Trajectory:
+    """Grid points 0..T of a group of stays: ``states``/``obs`` fields have a leading time axis."""
+
+    params: Params
+    states: State
+    obs: Observation
+
+    def state_at(self, k: int | np.ndarray, stays: Any = slice(None)) -> State:
+        return self.states.map(lambda a: a[k, stays])
+
+
+def saturation(pao2: np.ndarray) -> np.ndarray:
+    """Severinghaus (1979) oxygen dissociation curve: SaO2 in % from PO2 in mmHg."""
+    return 100.0 / (1.0 + 23400.0 / (pao2**3 + 150.0 * pao2))
 
 
 def draw_baselines(rng: np.random.Generator, n: int) -> np.ndarray:
     """Per-patient baselines, shape (n, 6); SBP at least 25 mmHg above DBP."""
     base = BASELINE_MEAN + BASELINE_SD * rng.standard_normal((n, N_SIGNALS))
     base[:, SBP] = np.maximum(base[:, SBP], base[:, DBP] + 25.0)
-    base[:, SPO2] = np.minimum(base[:, SPO2], 99.5)
     return base
 
 
-@dataclass
-class Latent:
-    """Latent signals for a group of stays, padded to the longest stay.
+def draw_params(
+    rng: np.random.Generator, baseline: np.ndarray, tod0_min: np.ndarray, septic: np.ndarray
+) -> Params:
+    """Static per-stay parameters besides the caller's baselines and admission clock time."""
+    n = baseline.shape[0]
+    u = rng.random((n, 2))
+    responder = u[:, 0] < FLUID_RESPONDER_P
+    lo_r, hi_r = FLUID_GAIN["responder"]
+    lo_n, hi_n = FLUID_GAIN["non_responder"]
+    gain = np.where(responder, lo_r + (hi_r - lo_r) * u[:, 1], lo_n + (hi_n - lo_n) * u[:, 1])
+    return Params(
+        baseline=np.asarray(baseline, dtype=np.float64),
+        peak_h=rng.normal(17.0, 1.5, n),
+        tod0_min=np.asarray(tod0_min, dtype=np.float64),
+        septic=np.asarray(septic, dtype=bool),
+        fluid_gain=gain,
+    )
 
-    ``values``: (S, 6, T) in HR, SBP, DBP, RR, SpO2, temperature (°C) order;
-    ``mbp``: (S, T); ``profile``: (S, T) deterioration in [0, 1]; ``n_steps``: (S,) valid
-    grid points per stay (grid point k is ``k * STEP_MIN`` minutes after intime).
+
+def initial_state(rng: np.random.Generator, params: Params) -> State:
+    """The state at grid point 0: stationary noise and drift, some septic stays already in the
+    rising phase of an episode, no treatment."""
+    n = params.septic.size
+    z = rng.standard_normal((n, N_NORMALS))
+    u = rng.random((n, 3))
+    in_episode = params.septic & (u[:, 0] < EPISODE_AT_ADMISSION)
+    severity = SEVERITY[0] + (SEVERITY[1] - SEVERITY[0]) * u[:, 1]
+    rate = RISE_RATE_PER_H[0] + (RISE_RATE_PER_H[1] - RISE_RATE_PER_H[0]) * u[:, 2]
+    level = severity * (0.05 + 0.55 * u[:, 0] / EPISODE_AT_ADMISSION)
+    zeros = np.zeros(n)
+    return State(
+        k=np.zeros(n, dtype=np.int64),
+        noise=NOISE_SD * _correlate(z[:, :N_SIGNALS]),
+        drift=DRIFT_SD * _correlate(z[:, N_SIGNALS:]),
+        ep_phase=np.where(in_episode, 1, 0).astype(np.int8),
+        ep_time=np.where(in_episode, 0.0, NEVER),
+        ep_severity=np.where(in_episode, severity, 0.0),
+        ep_level=np.where(in_episode, level, 0.0),
+        ep_rate=np.where(in_episode, rate, 0.0),
+        hypo_wait=zeros - 1.0,
+        fluid_dose=zeros.copy(),
+        fluid_effect=zeros.copy(),
+        fluid_recent=zeros.copy(),
+        pressor_target=zeros.copy(),
+        pressor=zeros.copy(),
+        fever_wait=zeros - 1.0,
+        apy_dose=zeros.copy(),
+        apy_effect=zeros.copy(),
+        since_apy=zeros + NEVER,
+        hypox_wait=zeros - 1.0,
+        o2_set=zeros.copy(),
+        o2_effect=zeros.copy(),
+    )
+
+
+def observe(params: Params, state: State) -> Observation:
+    """The clean latent signals of a state (a pure function of it)."""
+    clock_h = (params.tod0_min + state.k * float(STEP_MIN)) / 60.0
+    circ = np.cos(2.0 * np.pi * (clock_h - params.peak_h) / 24.0)
+    # channels on the first axis (C order), so that every row fed to exp is contiguous
+    x = np.array(params.baseline.T, order="C")
+    x += CIRCADIAN_AMP[:, None] * circ
+    x += state.noise.T
+    x += state.drift.T
+    x += EPISODE_EFFECT[:, None] * state.ep_level
+    apy = ANTIPYRETIC_GAIN * state.apy_effect
+    x[TEMP] -= apy
+    fever = x[TEMP] - params.baseline[:, TEMP] - CIRCADIAN_AMP[TEMP] * circ
+    x[HR] += HR_PER_DEGREE * fever
+    support = params.fluid_gain * state.fluid_effect + state.pressor
+    x[SBP] += support - ANTIPYRETIC_SBP * apy
+    x[DBP] += support - ANTIPYRETIC_DBP * apy
+    x[OXY] += state.o2_effect
+    np.clip(x, LOWER[:, None], UPPER[:, None], out=x)
+    x[SBP] = np.maximum(x[SBP], x[DBP] + 15.0)
+    x[SPO2] = saturation(np.exp(x[OXY]))
+    mbp = x[DBP] + (x[SBP] - x[DBP]) / 3.0
+    rising = (state.ep_phase == 1) & (state.ep_level > ALERT_LEVEL * state.ep_severity)
+    alert = rising | (mbp < MAP_HYPOTENSION) | (x[SPO2] < HYPOXAEMIA)
+    return Observation(
+        values=np.ascontiguousarray(x.T), mbp=mbp, level=state.ep_level.copy(), alert=alert
+    )
+
+
+def _logistic(level: np.ndarray, severity: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Move a logistic curve with ceiling ``severity`` by one step: factor exp(-r dt) rises,
+    exp(+r dt) falls."""
+    safe_level = np.where(level > 0.0, level, 1.0)
+    safe_sev = np.where(severity > 0.0, severity, 1.0)
+    return np.where(level > 0.0, safe_sev / (1.0 + (safe_sev / safe_level - 1.0) * factor), 0.0)
+
+
+def step(params: Params, state: State, z: np.ndarray, u: np.ndarray) -> tuple[State, Observation]:
+    """One 5-minute transition of every stay, and the new state's observation.
+
+    ``z``: (B, N_NORMALS) standard normals; ``u``: (B, N_UNIFORMS) uniforms on [0, 1). The new
+    observation equals ``observe(params, new_state)``: treatment decisions made from it only
+    change doses, targets and timers, which act on the signals from the next step on.
     """
+    dt = float(STEP_MIN)
+    k = state.k + 1
+    noise = _PHI_NOISE * state.noise + _INNOV_NOISE * _correlate(z[:, :N_SIGNALS])
+    drift = _PHI_DRIFT * state.drift + _INNOV_DRIFT * _correlate(z[:, N_SIGNALS:])
 
-    values: np.ndarray
-    mbp: np.ndarray
-    profile: np.ndarray
-    n_steps: np.ndarray
+    # treatment effect compartments follow their doses/targets; doses wear off
+    fluid_effect = state.fluid_effect + (state.fluid_dose - state.fluid_effect) * _A_FLUID_ON
+    fluid_dose = state.fluid_dose * _D_FLUID_OFF
+    pressor = state.pressor + (state.pressor_target - state.pressor) * _A_PRESSOR
+    apy_effect = state.apy_effect + (state.apy_dose - state.apy_effect) * _A_APY_ON
+    apy_dose = state.apy_dose * _D_APY_OFF
+    o2_effect = state.o2_effect + (state.o2_set - state.o2_effect) * _A_O2
+
+    # episode: logistic rise/plateau/recovery, phase changes by level or hazard
+    phase, sev = state.ep_phase, state.ep_severity
+    rate_h = state.ep_rate * (dt / 60.0)
+    level = state.ep_level
+    level = np.where(phase == 1, _logistic(level, sev, np.exp(-rate_h)), level)
+    level = np.where(phase == 2, _logistic(level, sev, np.exp(-rate_h)), level)
+    level = np.where(phase == 3, _logistic(level, sev, np.exp(rate_h)), level)
+    ep_time = state.ep_time + dt
+    u_ep = u[:, U_EPISODE]
+    t_h = k * (dt / 60.0)
+    onset_h = 1.0 - np.exp(
+        -(ONSET_EARLY_PER_H * np.exp(-t_h / ONSET_TAU_H) + ONSET_LATE_PER_H) * (dt / 60.0)
+    )
+    onset = (phase == 0) & params.septic & (ep_time >= REFRACTORY_MIN) & (u_ep < onset_h)
+    exit_h = np.where(ep_time >= PLATEAU_MIN_MIN, _hazard(PLATEAU_EXIT_MEAN_MIN), 0.0)
+    to_recovery = (phase == 2) & (u_ep < exit_h)
+    to_plateau = (phase == 1) & (level >= PLATEAU_LEVEL * sev)
+    ended = (phase == 3) & (level < END_LEVEL * sev)
+    # u / hazard is a fresh uniform given the event: it sets the new rate
+    w_onset = u_ep / np.maximum(onset_h, 1e-300)
+    w_exit = u_ep / np.maximum(exit_h, 1e-300)
+    severity = SEVERITY[0] + (SEVERITY[1] - SEVERITY[0]) * u[:, U_SEVERITY]
+    rise = RISE_RATE_PER_H[0] + (RISE_RATE_PER_H[1] - RISE_RATE_PER_H[0]) * w_onset
+    recover = RECOVERY_RATE_PER_H[0] + (RECOVERY_RATE_PER_H[1] - RECOVERY_RATE_PER_H[0]) * w_exit
+    new_phase = np.where(onset, 1, np.where(to_plateau, 2, np.where(to_recovery, 3, phase)))
+    new_phase = np.where(ended, 0, new_phase).astype(np.int8)
+    changed = onset | to_plateau | to_recovery | ended
+    sev = np.where(onset, severity, np.where(ended, 0.0, sev))
+    level = np.where(onset, ONSET_LEVEL * severity, np.where(ended, 0.0, level))
+    rate = np.where(onset, rise, np.where(to_recovery, recover, state.ep_rate))
+    rate = np.where(ended, 0.0, rate)
+
+    new = State(
+        k=k,
+        noise=noise,
+        drift=drift,
+        ep_phase=new_phase,
+        ep_time=np.where(changed, 0.0, ep_time),
+        ep_severity=sev,
+        ep_level=level,
+        ep_rate=rate,
+        hypo_wait=state.hypo_wait,
+        fluid_dose=fluid_dose,
+        fluid_effect=fluid_effect,
+        fluid_recent=state.fluid_recent * _D_FLUID_RECENT,
+        pressor_target=state.pressor_target,
+        pressor=pressor,
+        fever_wait=state.fever_wait,
+        apy_dose=apy_dose,
+        apy_effect=apy_effect,
+        since_apy=state.since_apy + dt,
+        hypox_wait=state.hypox_wait,
+        o2_set=state.o2_set,
+        o2_effect=o2_effect,
+    )
+    obs = observe(params, new)
+    _treat(new, obs, u)
+    return new, obs
 
 
-def episode_profile(
-    rng: np.random.Generator, septic: np.ndarray, length_min: np.ndarray, n_grid: int
-) -> np.ndarray:
-    """Deterioration profiles (S, T): 1-2 episodes per septic stay, zero elsewhere."""
-    s = septic.size
-    t = np.arange(n_grid) * float(STEP_MIN)
-    profile = np.zeros((s, n_grid))
-    n_ep = np.where(septic, 1 + (rng.random(s) < 0.35), 0)
-    for e in range(2):
-        # draws are made for every stay so the stream does not depend on which are septic
-        onset_frac = rng.uniform(0.0, 0.55, s) if e == 0 else rng.uniform(0.35, 0.8, s)
-        rise = rng.uniform(60.0, 240.0, s)
-        plateau = rng.uniform(180.0, 720.0, s)
-        recovery = rng.uniform(240.0, 960.0, s)
-        severity = rng.uniform(0.6, 1.0, s)
-        active = np.flatnonzero(n_ep > e)
-        if active.size == 0:
-            continue
-        on = (onset_frac * length_min)[active, None]
-        down = on + (rise + plateau)[active, None]
-        # smooth rise (half cosine), plateau, slower smooth recovery
-        up = np.clip((t - on) / rise[active, None], 0.0, 1.0)
-        fall = np.clip((t - down) / recovery[active, None], 0.0, 1.0)
-        p = (0.5 - 0.5 * np.cos(np.pi * up)) * (0.5 + 0.5 * np.cos(np.pi * fall))
-        profile[active] = np.maximum(profile[active], p * severity[active, None])
-    return profile
+def _treat(s: State, obs: Observation, u: np.ndarray) -> None:
+    """Treatment decisions on the new observation (in place on the new state's timers/doses)."""
+    dt = float(STEP_MIN)
+    mbp = obs.mbp
+    # hypotension: wait, then a fluid bolus, or a vasopressor when fluid was just given
+    target = s.pressor_target
+    waiting = s.hypo_wait >= 0.0
+    wait = np.where(waiting, s.hypo_wait + dt, -1.0)
+    wait = np.where(~waiting & (mbp < MAP_HYPOTENSION) & (target <= 0.0), 0.0, wait)
+    wait = np.where(waiting & (mbp >= MAP_RECOVERED), -1.0, wait)
+    h = np.where(wait >= HYPOTENSION_DELAY_MIN, _hazard(HYPOTENSION_WAIT_MEAN_MIN), 0.0)
+    treat = (wait >= 0.0) & (u[:, U_HYPOTENSION] < h)
+    pressor_start = treat & ((s.fluid_recent >= FLUID_BEFORE_PRESSOR) | (target > 0.0))
+    fluid = treat & ~pressor_start
+    running = (target > 0.0) & ~pressor_start
+    target = np.where(running & (mbp < MAP_HYPOTENSION), target + PRESSOR_UP, target)
+    target = np.where(running & (mbp > MAP_WEAN_ABOVE), target - PRESSOR_DOWN, target)
+    s.pressor_target = np.clip(np.where(pressor_start, target + PRESSOR_START, target), 0.0,
+                               PRESSOR_MAX)  # fmt: skip
+    s.fluid_dose = s.fluid_dose + fluid
+    s.fluid_recent = s.fluid_recent + fluid
+    s.hypo_wait = np.where(treat, -1.0, wait)
+
+    # fever: wait, then paracetamol (at most every 6 h)
+    temp = obs.values[:, TEMP]
+    waiting = s.fever_wait >= 0.0
+    wait = np.where(waiting, s.fever_wait + dt, -1.0)
+    may_dose = s.since_apy >= ANTIPYRETIC_INTERVAL_MIN
+    wait = np.where(~waiting & (temp >= FEVER) & may_dose, 0.0, wait)
+    wait = np.where(waiting & (temp < FEVER_GONE), -1.0, wait)
+    h = np.where(wait >= FEVER_DELAY_MIN, _hazard(FEVER_WAIT_MEAN_MIN), 0.0)
+    dose = (wait >= 0.0) & (u[:, U_FEVER] < h)
+    s.apy_dose = s.apy_dose + dose
+    s.since_apy = np.where(dose, 0.0, s.since_apy)
+    s.fever_wait = np.where(dose, -1.0, wait)
+
+    # hypoxaemia: more oxygen within minutes; wean slowly while saturation is high
+    spo2 = obs.values[:, SPO2]
+    waiting = s.hypox_wait >= 0.0
+    wait = np.where(waiting, s.hypox_wait + dt, -1.0)
+    wait = np.where(~waiting & (spo2 < HYPOXAEMIA), 0.0, wait)
+    wait = np.where(waiting & (spo2 >= HYPOXAEMIA_GONE), -1.0, wait)
+    more = (wait >= 0.0) & (u[:, U_HYPOXAEMIA] < _hazard(HYPOXAEMIA_WAIT_MEAN_MIN))
+    o2 = np.where(spo2 > O2_WEAN_ABOVE, np.maximum(s.o2_set - O2_WEAN_STEP, 0.0), s.o2_set)
+    s.o2_set = np.where(more, np.minimum(s.o2_set + O2_STEP, O2_MAX), o2)
+    s.hypox_wait = np.where(more, -1.0, wait)
 
 
-_AR_BLOCK = 48
-
-
-def ar1(z: np.ndarray, tau_min: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """Stationary OU noise sampled every STEP_MIN minutes, shape (S, V, T), from standard
-    normal draws ``z`` of that shape: x_k = phi x_(k-1) + sqrt(1 - phi^2) sd e_k, where the
-    innovations e are ``z`` correlated across vitals by :data:`_CORR`.
-
-    Solved block by block with a lower-triangular matrix of powers of phi (exact, vectorised)
-    instead of a Python loop over thousands of grid points.
-    """
-    s, v, t = z.shape
-    phi = np.exp(-STEP_MIN / tau_min)  # (V,)
-    e = np.tensordot(_CHOL, z, axes=([1], [1]))  # (V, S, T): batched matmuls below use BLAS
-    w = e * (np.sqrt(1.0 - phi**2) * sd)[:, None, None]
-    w[:, :, 0] = e[:, :, 0] * sd[:, None]  # stationary start
-    lag = np.arange(_AR_BLOCK)[:, None] - np.arange(_AR_BLOCK)[None, :]
-    powers = phi[:, None, None] ** np.maximum(lag, 0)[None]
-    upper = np.where(lag[None] >= 0, powers, 0.0).transpose(0, 2, 1)  # (V, B, B), [j, i]
-    carry_gain = phi[:, None] ** np.arange(1, _AR_BLOCK + 1)[None, :]  # (V, B)
-    out = np.empty_like(w)
-    carry = np.zeros((v, s))
-    for k0 in range(0, t, _AR_BLOCK):
-        k1 = min(t, k0 + _AR_BLOCK)
-        b = k1 - k0
-        block = w[:, :, k0:k1] @ upper[:, :b, :b]
-        block += carry[:, :, None] * carry_gain[:, None, :b]
-        out[:, :, k0:k1] = block
-        carry = block[:, :, -1]
-    return out.transpose(1, 0, 2)
+def draw_innovations(rng: np.random.Generator, n_steps: int, n: int) -> tuple[np.ndarray, ...]:
+    """Innovations for ``n_steps`` transitions of ``n`` stays: normals (T, n, N_NORMALS) and
+    uniforms (T, n, N_UNIFORMS)."""
+    return rng.standard_normal((n_steps, n, N_NORMALS)), rng.random((n_steps, n, N_UNIFORMS))
 
 
 def simulate(
+    params: Params, start: State, z: np.ndarray, u: np.ndarray, *, keep_states: bool = True
+) -> Trajectory:
+    """Run :func:`step` over innovations ``z`` (T, B, N_NORMALS) and ``u`` (T, B, N_UNIFORMS)
+    from ``start``: a trajectory of T + 1 grid points (the first is ``start``).
+    ``keep_states=False`` keeps only the first and last state (saves memory)."""
+    states = [start]
+    obs = [observe(params, start)]
+    state = start
+    for t in range(z.shape[0]):
+        state, o = step(params, state, z[t], u[t])
+        if keep_states:
+            states.append(state)
+        obs.append(o)
+    if not keep_states and z.shape[0]:
+        states.append(state)
+    return Trajectory(params=params, states=State.stack(states), obs=Observation.stack(obs))
+
+
+def simulate_stays(
     rng: np.random.Generator,
     baselines: np.ndarray,
-    length_min: np.ndarray,
-    tod_start_min: np.ndarray,
+    n_points: int,
+    tod0_min: np.ndarray,
     septic: np.ndarray,
-) -> Latent:
-    """Latent trajectories for S stays.
-
-    ``baselines`` (S, 6); ``length_min`` stay lengths in minutes; ``tod_start_min`` the clock
-    time of intime in minutes after midnight; ``septic`` which stays have episodes.
-    """
-    s = baselines.shape[0]
-    n_steps = (length_min // STEP_MIN).astype(np.int64) + 1
-    n_grid = int(n_steps.max())
-    t = np.arange(n_grid) * float(STEP_MIN)
-
-    # circadian: peak around 16-18 h; temperature and HR peak together
-    peak_h = rng.normal(17.0, 1.5, s)
-    clock_h = (tod_start_min[:, None] + t[None, :]) / 60.0
-    circ = np.cos(2.0 * np.pi * (clock_h - peak_h[:, None]) / 24.0)  # (S, T)
-
-    noise = ar1(rng.standard_normal((s, N_SIGNALS, n_grid)), NOISE_TAU_MIN, NOISE_SD)
-
-    profile = episode_profile(rng, septic, length_min, n_grid)
-    values = (
-        baselines[:, :, None]
-        + CIRCADIAN_AMP[None, :, None] * circ[:, None, :]
-        + noise
-        + EPISODE_EFFECT[None, :, None] * profile[:, None, :]
-    )
-    values = np.clip(values, LOWER[None, :, None], UPPER[None, :, None])
-    values[:, SBP] = np.maximum(values[:, SBP], values[:, DBP] + 15.0)
-    mbp = values[:, DBP] + (values[:, SBP] - values[:, DBP]) / 3.0
-    return Latent(values=values, mbp=mbp, profile=profile, n_steps=n_steps)
+    *,
+    keep_states: bool = True,
+) -> tuple[Trajectory, tuple[np.ndarray, np.ndarray]]:
+    """Draw parameters, an initial state and innovations from ``rng`` (in that order) and
+    simulate ``n_points`` grid points of every stay: what the generator does per group.
+    Returns the trajectory and the innovations (for replays)."""
+    params = draw_params(rng, baselines, tod0_min, septic)
+    start = initial_state(rng, params)
+    z, u = draw_innovations(rng, n_points - 1, baselines.shape[0])
+    return simulate(params, start, z, u, keep_states=keep_states), (z, u)
