@@ -1,4 +1,4 @@
-"""Rule finetune: adapt one model with one method setting (resumes from its checkpoint)."""
+"""Rule finetune: adapt one model with one method setting and seed (resumes from its checkpoint)."""
 
 from vitalfm.snakemake_script import config_of, optional_input, run, use_rule_threads
 
@@ -16,6 +16,7 @@ def step(sm):
         sm.output[0],
         sm.params.checkpoints,
         standin_dir=optional_input(sm, "standin"),
+        seed=int(sm.wildcards.seed),
     )
 
 

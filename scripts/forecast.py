@@ -1,4 +1,4 @@
-"""Rule forecast: forecast every test window with one run's model (zero-shot or adapted)."""
+"""Rule forecast: forecast every window of a split with one replicate of a run."""
 
 from vitalfm.snakemake_script import config_of, optional_input, run, use_rule_threads
 
@@ -11,11 +11,12 @@ def step(sm):
         config_of(sm),
         sm.wildcards.model,
         sm.wildcards.setting,
-        sm.input.test,
+        sm.input.windows,
         sm.output.forecasts,
         sm.output.metadata,
         run_dir=optional_input(sm, "run"),
         standin_dir=optional_input(sm, "standin"),
+        seed=int(sm.wildcards.seed),
     )
 
 

@@ -1,18 +1,15 @@
-"""Rule metrics: every run's scores -> the metrics and paired-difference tables (with CIs)."""
+"""Rule metrics: every replicate's scores -> metrics, paired differences and per-seed values."""
 
 from vitalfm.snakemake_script import config_of, run
 
 
 def step(sm):
-    from vitalfm.evaluation.metrics import write_metrics
+    from vitalfm.evaluation.aggregate import write_metrics
 
     write_metrics(
         config_of(sm),
-        dict(zip(sm.params.runs, sm.input.scores, strict=True)),
-        sm.output.metrics,
-        sm.output.metrics_csv,
-        sm.output.paired,
-        sm.output.paired_csv,
+        {tuple(key): path for key, path in zip(sm.params.scored, sm.input.scores, strict=True)},
+        dict(sm.output.items()),
     )
 
 

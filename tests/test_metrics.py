@@ -15,7 +15,7 @@ import pytest
 
 from vitalfm.config import minmax_ranges, validate_config
 from vitalfm.errors import ConfigError, DataError
-from vitalfm.evaluation import bootstrap, metrics, scoring
+from vitalfm.evaluation import aggregate, bootstrap, metrics, scoring
 from vitalfm.evaluation.metrics import METRICS, STATISTICS
 from vitalfm.io import write_parquet
 from vitalfm.study import Run
@@ -258,6 +258,26 @@ def test_minmax_ranges_from_config_and_bad_ranges():
         minmax_ranges(cfg, ["heart_rate"])
 
 
+def study(runs: list[Run], scores: dict[str, pd.DataFrame], resamples: int, seed: int):
+    """(metrics, paired) on test of runs whose every replicate, on validation and test, has
+    the score table ``scores[run id]``."""
+    keyed = {
+        (split, run.run_id, s): scores[run.run_id]
+        for split in ("validation", "test")
+        for run in runs
+        for s in run.seeds
+    }
+    tables = aggregate.study_tables(runs, keyed, resamples, seed)
+    test = tables.metrics[tables.metrics["split"] == "test"].reset_index(drop=True)
+    return test, tables.paired[tables.paired["split"] == "test"].reset_index(drop=True)
+
+
+class Namespace(dict):
+    """Snakemake's named lists: attributes and items()."""
+
+    __getattr__ = dict.__getitem__
+
+
 # --- scoring a forecast table ---------------------------------------------------------------
 
 
@@ -267,7 +287,7 @@ def test_scores_give_every_cell_as_the_plain_computation():
     scores = scored(forecasts, windows)
     assert set(scores.columns) == {*scoring.KEYS, *STATISTICS}
     run = make_run("m", "zero_shot", "zero_shot")
-    table, _ = metrics.study_tables([run], {run.run_id: scores}, resamples=20, seed=0)
+    table, _ = study([run], {run.run_id: scores}, resamples=20, seed=0)
     checked = 0
     for scale in ("original", "minmax"):
         points = reference_points(forecasts, windows, scale)
@@ -313,7 +333,7 @@ def test_whole_horizon_pools_the_steps():
     windows = make_windows()
     run = make_run("m", "zero_shot", "zero_shot")
     scores = scored(make_forecasts(windows), windows)
-    table, _ = metrics.study_tables([run], {run.run_id: scores}, resamples=10, seed=0)
+    table, _ = study([run], {run.run_id: scores}, resamples=10, seed=0)
     mse = table[(table["metric"] == "mse") & (table["scale"] == "original")]
     mse = mse[mse["vital"] == "mbp"].set_index("step")
     per_step = mse.drop(index=0)
@@ -327,7 +347,7 @@ def test_models_without_95_quantiles_get_nan_coverage_not_zero():
     windows = make_windows()
     run = make_run("m", "zero_shot", "zero_shot")
     scores = scored(make_forecasts(windows, drop_95=True), windows)
-    table, _ = metrics.study_tables([run], {run.run_id: scores}, resamples=10, seed=0)
+    table, _ = study([run], {run.run_id: scores}, resamples=10, seed=0)
     cov95 = table[table["metric"] == "coverage_95"]
     assert cov95["value"].isna().all() and (cov95["n_points"] == 0).all()
     assert table[table["metric"] == "coverage_80"]["value"].notna().all()
@@ -376,9 +396,9 @@ def test_confidence_intervals_are_reproducible_and_contain_the_estimate():
     errors = {s: list(rng.normal(s % 5, 2, rng.integers(3, 30))) for s in range(30)}
     run = make_run("m", "zero_shot", "zero_shot")
     scores = {run.run_id: score_rows(errors)}
-    first = cell(metrics.study_tables([run], scores, resamples=400, seed=1)[0])
-    again = cell(metrics.study_tables([run], scores, resamples=400, seed=1)[0])
-    other = cell(metrics.study_tables([run], scores, resamples=400, seed=2)[0])
+    first = cell(study([run], scores, resamples=400, seed=1)[0])
+    again = cell(study([run], scores, resamples=400, seed=1)[0])
+    other = cell(study([run], scores, resamples=400, seed=2)[0])
     assert (first["ci_low"], first["ci_high"]) == (again["ci_low"], again["ci_high"])
     assert (first["ci_low"], first["ci_high"]) != (other["ci_low"], other["ci_high"])
     assert first["ci_low"] < first["value"] < first["ci_high"]
@@ -390,14 +410,12 @@ def test_bootstrap_resamples_patients_not_windows():
     run = make_run("m", "zero_shot", "zero_shot")
     # a single patient with many windows of varied errors: every resample draws that patient
     # (a window bootstrap would vary), so the interval has no width
-    single = cell(
-        metrics.study_tables([run], {run.run_id: score_rows({1: [1, 3] * 50})}, 200, 0)[0]
-    )
+    single = cell(study([run], {run.run_id: score_rows({1: [1, 3] * 50})}, 200, 0)[0])
     assert single["ci_low"] == single["ci_high"] == single["value"] == 2.0
     # one patient with many bad windows among patients with few good ones: whether that
     # patient is drawn dominates, so the patient CI is wide; a window bootstrap is narrow
     errors = {1: [10.0] * 60, **{s: [1.0, 2.0] for s in range(2, 8)}}
-    wide = cell(metrics.study_tables([run], {run.run_id: score_rows(errors)}, 1000, 0)[0])
+    wide = cell(study([run], {run.run_id: score_rows(errors)}, 1000, 0)[0])
     points = np.array([e for errs in errors.values() for e in errs])
     rng = np.random.default_rng(0)
     by_window = [rng.choice(points, len(points)).mean() for _ in range(1000)]
@@ -418,7 +436,7 @@ def test_paired_differences_use_the_same_resampled_patients():
         lora.run_id: score_rows({s: [e / 2 for e in errs] for s, errs in base.items()}),
         persistence.run_id: score_rows(worse),
     }
-    table, paired = metrics.study_tables([zero, lora, persistence], scores, 300, 0)
+    table, paired = study([zero, lora, persistence], scores, 300, 0)
     assert table.set_index("run")["baseline"].to_dict() == {
         zero.run_id: False,
         lora.run_id: False,
@@ -445,7 +463,7 @@ def test_paired_differences_use_the_same_resampled_patients():
     assert (against["difference"] < 0).all() and (against["ci_high"] < 0).all()
     # no zero_shot run for the persistence model's other runs and none against itself
     assert persistence.run_id not in set(paired["run"])
-    assert set(paired.columns) == set(metrics.PAIRED_COLUMNS)
+    assert set(paired.columns) == set(aggregate.PAIRED_COLUMNS)
 
 
 def test_coverage_is_better_nearer_its_nominal_level():
@@ -463,7 +481,11 @@ def tiny_config(**evaluation):
             "vitals": {"names": ["heart_rate", "mbp"]},
             "models": {"m": {"family": "chronos", "source": {"standin": "chronos-t5"}}},
             "methods": {"zero_shot": {"kind": "zero_shot"}, "lora": {"kind": "lora", "rank": 2}},
-            "evaluation": {"bootstrap": {"resamples": 50, "seed": 0}, **evaluation},
+            "evaluation": {
+                "bootstrap": {"resamples": 50, "seed": 0},
+                "oracle": False,
+                **evaluation,
+            },
         }
     )
 
@@ -471,57 +493,71 @@ def tiny_config(**evaluation):
 def test_missing_files_name_the_run_and_the_rule(tmp_path):
     cfg = tiny_config()
     with pytest.raises(DataError) as err:
-        metrics.study_metrics(cfg, results_dir=tmp_path)
+        aggregate.study_metrics(cfg, results_dir=tmp_path)
     message = str(err.value)
-    assert "no forecasts for run m/zero_shot" in message and "(rule forecast)" in message
-    assert f"snakemake {tmp_path}/forecasts/m/zero_shot.parquet" in message
-    (tmp_path / "forecasts" / "m").mkdir(parents=True)
-    (tmp_path / "forecasts" / "m" / "zero_shot.parquet").touch()
-    with pytest.raises(DataError, match=r"(?s)no scores for run m/zero_shot: .*\(rule score\)"):
-        metrics.study_metrics(cfg, results_dir=tmp_path)
+    assert "no forecasts for run m/zero_shot/seed-0 (validation)" in message
+    assert "(rule forecast)" in message
+    assert f"snakemake {tmp_path}/forecasts/validation/m/zero_shot/seed-0.parquet" in message
+    (tmp_path / "forecasts" / "validation" / "m" / "zero_shot").mkdir(parents=True)
+    (tmp_path / "forecasts" / "validation" / "m" / "zero_shot" / "seed-0.parquet").touch()
+    with pytest.raises(
+        DataError,
+        match=r"(?s)no scores for run m/zero_shot/seed-0 \(validation\): .*\(rule score\)",
+    ):
+        aggregate.study_metrics(cfg, results_dir=tmp_path)
     with pytest.raises(DataError, match=r"(?s)no forecasts for run m/lora-r2: .*\(rule forecast\)"):
-        scoring.read_forecasts(tmp_path / "forecasts/m/lora-r2.parquet", "m/lora-r2")
+        scoring.read_forecasts(tmp_path / "forecasts/test/m/lora-r2/seed-0.parquet", "m/lora-r2")
 
 
 def test_study_metrics_reads_a_results_folder(tmp_path):
     cfg = tiny_config()
     windows = make_windows()
-    windows.save(tmp_path / "windows" / "test.npz")
-    for seed, setting in enumerate(("zero_shot", "lora-r2")):
-        path = scoring.forecast_path(tmp_path, f"m/{setting}")
-        table = pa.Table.from_pandas(make_forecasts(windows, seed), preserve_index=False)
-        write_parquet(table, path)
-        scoring.score_run(
-            cfg, f"m/{setting}", path, tmp_path / "windows/test.npz",
-            scoring.score_path(tmp_path, f"m/{setting}"),
-        )  # fmt: skip
-    table, paired = metrics.study_metrics(cfg, results_dir=tmp_path)
+    replicates = ("m/zero_shot/seed-0", "m/lora-r2/seed-0")
+    for split in ("validation", "test"):
+        windows.save(tmp_path / "windows" / f"{split}.npz")
+        for seed, replicate in enumerate(replicates):
+            path = scoring.forecast_path(tmp_path, split, replicate)
+            table = pa.Table.from_pandas(make_forecasts(windows, seed), preserve_index=False)
+            write_parquet(table, path)
+            scoring.score_run(
+                cfg, replicate, path, tmp_path / f"windows/{split}.npz",
+                scoring.score_path(tmp_path, split, replicate),
+            )  # fmt: skip
+    tables = aggregate.study_metrics(cfg, results_dir=tmp_path)
+    table, paired = tables.metrics, tables.paired
     assert set(table["run"]) == {"m/zero_shot", "m/lora-r2"}
-    assert set(table.columns) == set(metrics.METRICS_COLUMNS)
+    assert set(table["split"]) == {"validation", "test"}
+    assert set(table.columns) == set(aggregate.METRICS_COLUMNS)
     assert set(paired["run"]) == {"m/lora-r2"} and set(paired["reference"]) == {"zero_shot"}
     assert (table["rank"].isna() == (table["setting"] == "zero_shot")).all()
     # the rule's script writes the same tables as parquet and CSV
-    out = {
-        name: tmp_path / "metrics" / name for name in ("m.parquet", "m.csv", "p.parquet", "p.csv")
-    }
+    names = ("metrics", "paired", "replicates")
+    out = Namespace(
+        {
+            **{name: tmp_path / "metrics" / f"{name}.parquet" for name in names},
+            **{f"{name}_csv": tmp_path / "metrics" / f"{name}.csv" for name in names},
+        }
+    )
+    scored_keys = [
+        (split, r.rsplit("/", 1)[0], 0) for split in ("validation", "test") for r in replicates
+    ]
     sm = SimpleNamespace(
         config=cfg,
-        params=SimpleNamespace(runs=["m/zero_shot", "m/lora-r2"]),
+        params=SimpleNamespace(scored=scored_keys),
         input=SimpleNamespace(
-            scores=[str(scoring.score_path(tmp_path, r)) for r in ("m/zero_shot", "m/lora-r2")]
+            scores=[
+                str(scoring.score_path(tmp_path, split, f"{run_id}/seed-0"))
+                for split, run_id, _ in scored_keys
+            ]
         ),
-        output=SimpleNamespace(
-            metrics=out["m.parquet"],
-            metrics_csv=out["m.csv"],
-            paired=out["p.parquet"],
-            paired_csv=out["p.csv"],
-        ),
+        output=out,
         log=[str(tmp_path / "metrics.log")],
         rule="metrics",
     )
     run_script("metrics.py", sm)
-    pd.testing.assert_frame_equal(pd.read_parquet(out["m.parquet"]), table)
-    pd.testing.assert_frame_equal(pd.read_csv(out["p.csv"]), paired, check_exact=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(out["metrics"]), table)
+    pd.testing.assert_frame_equal(pd.read_parquet(out["paired"]), paired)
+    assert len(pd.read_csv(out["paired_csv"])) == len(paired)
 
 
 def test_no_observed_targets_is_an_error_naming_the_run():
@@ -531,8 +567,8 @@ def test_no_observed_targets_is_an_error_naming_the_run():
         scored(forecasts, windows, "m/full")
     run = make_run("m", "full", "full")
     empty = score_rows({1: []})
-    with pytest.raises(DataError, match="run m/full has no observed target points"):
-        metrics.study_tables([run], {run.run_id: empty}, 10, 0)
+    with pytest.raises(DataError, match=r"run m/full/seed-0 \(validation\) has no observed target"):
+        study([run], {run.run_id: empty}, 10, 0)
 
 
 def test_forecast_file_with_other_columns_is_rejected(tmp_path):
@@ -572,9 +608,9 @@ def test_score_script_exits_non_zero_with_the_message(tmp_path):
     log = tmp_path / "score.log"
     sm = SimpleNamespace(
         config=tiny_config(),
-        wildcards=SimpleNamespace(model="m", setting="lora-r2"),
+        wildcards=SimpleNamespace(model="m", setting="lora-r2", seed="0", split="test"),
         input=SimpleNamespace(
-            forecasts=str(tmp_path / "missing.parquet"), test=str(tmp_path / "test.npz")
+            forecasts=str(tmp_path / "missing.parquet"), windows=str(tmp_path / "test.npz")
         ),
         output=[str(tmp_path / "scores.parquet")],
         log=[str(log)],
@@ -584,5 +620,5 @@ def test_score_script_exits_non_zero_with_the_message(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         run_script("score.py", sm)
     assert exit_info.value.code == 1
-    assert "no forecasts for run m/lora-r2" in log.read_text()
+    assert "no forecasts for run m/lora-r2/seed-0 (test)" in log.read_text()
     assert not (tmp_path / "scores.parquet").exists()

@@ -10,6 +10,14 @@ dlinear): they list their methods, which may only be ``zero_shot`` (persistence,
 nothing to train) or kind ``scratch`` (train every parameter from a seeded random init on the
 study's windows). Kind ``scratch`` is only for them: a pretrained model whose ``methods`` is
 left out gets every method except those of kind ``scratch``.
+
+Replicates: every run has one replicate per seed of ``training.seeds`` (or only the first seed,
+for settings left out of ``training.all_seeds_for``); a replicate's seed sets its training
+(initialisation, data order, dropout) and its forecast sampling. Paths carry it:
+``results/runs/<model>/<setting>/seed-<k>``.
+
+With the synthetic database (and ``evaluation.oracle``), the study adds one reference run,
+:data:`ORACLE`: the generator's own predictive distribution (:mod:`vitalfm.synthetic.oracle`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,11 @@ from typing import Any
 from vitalfm.errors import ConfigError
 
 RANKED_KINDS = ("lora", "dora", "vera")
+#: The kinds that train nothing: their replicates differ only in forecast sampling.
+UNTRAINED_KINDS = ("zero_shot", "oracle")
+#: The reference run of a synthetic study: model and setting name (reserved).
+ORACLE = "oracle"
+SPLITS_SCORED = ("validation", "test")
 #: The kinds a from-scratch model may use.
 SCRATCH_SOURCE_KINDS = ("zero_shot", "scratch")
 #: From-scratch families with no parameters: forecast as they are (zero_shot), never trained.
@@ -37,14 +50,28 @@ class Run:
     setting: str
     method: dict[str, Any]  # one expanded method entry (kind + scalar settings)
     options: dict[str, Any] = field(default_factory=dict)  # models.<name>.options
+    seeds: tuple[int, ...] = (0,)  # one replicate per seed
 
     @property
     def run_id(self) -> str:
         return f"{self.model}/{self.setting}"
 
+    def replicate_id(self, seed: int) -> str:
+        """``<model>/<setting>/seed-<seed>``: where a replicate's files live."""
+        return f"{self.run_id}/seed-{seed}"
+
+    @property
+    def replicate_ids(self) -> list[str]:
+        return [self.replicate_id(seed) for seed in self.seeds]
+
     @property
     def trains(self) -> bool:
-        return self.method["kind"] != "zero_shot"
+        return self.method["kind"] not in UNTRAINED_KINDS
+
+    @property
+    def is_oracle(self) -> bool:
+        """The synthetic study's reference bound, not a model."""
+        return self.method["kind"] == "oracle"
 
     @property
     def standin(self) -> str | None:
@@ -152,8 +179,54 @@ def _model_methods(cfg: Mapping[str, Any], model: str, entry: Mapping[str, Any])
     return chosen
 
 
-def study_runs(cfg: Mapping[str, Any]) -> list[Run]:
+def _seeds_for(cfg: Mapping[str, Any], settings: Mapping[str, dict[str, Any]]) -> Any:
+    """A function (setting name -> its seeds), checking ``training.all_seeds_for``."""
+    training = cfg.get("training") or {}
+    seeds = tuple(int(s) for s in training.get("seeds", [0]))
+    wanted = training.get("all_seeds_for", "all")
+    if wanted == "all":
+        return lambda setting: seeds
+    methods = {entry["method"] for entry in settings.values()}
+    unknown = [name for name in wanted if name not in settings and name not in methods]
+    if unknown:
+        raise ConfigError(
+            f"config key training.all_seeds_for names {unknown}, which are neither method "
+            "settings nor methods of this config",
+            f"use `all` or names from: {', '.join([*settings, *sorted(methods - set(settings))])}",
+        )
+    chosen = set(wanted)
+    return lambda setting: (
+        seeds if setting in chosen or settings[setting]["method"] in chosen else seeds[:1]
+    )
+
+
+def oracle_run(cfg: Mapping[str, Any]) -> Run | None:
+    """The synthetic study's reference run (None for an external database or when off)."""
+    database = (cfg.get("database") or {}).get("source", "synthetic")
+    if database != "synthetic" or not (cfg.get("evaluation") or {}).get("oracle", True):
+        return None
+    seeds = tuple(int(s) for s in (cfg.get("training") or {}).get("seeds", [0]))
+    return Run(
+        ORACLE,
+        ORACLE,
+        {"synthetic": True},
+        ORACLE,
+        {"kind": "oracle", "method": ORACLE},
+        {},
+        seeds[:1],
+    )
+
+
+def study_runs(cfg: Mapping[str, Any], *, oracle: bool = True) -> list[Run]:
+    """Every configured (model, method setting) run, then the oracle where there is one."""
     settings = method_settings(cfg)
+    seeds_of = _seeds_for(cfg, settings)
+    if ORACLE in cfg["models"]:
+        raise ConfigError(
+            f"config key models.{ORACLE}: the name {ORACLE!r} is reserved for the synthetic "
+            "study's reference (the generator's own forecasts)",
+            "rename the model",
+        )
     runs = []
     for model, entry in cfg["models"].items():
         chosen = _model_methods(cfg, model, entry)
@@ -167,9 +240,14 @@ def study_runs(cfg: Mapping[str, Any]) -> list[Run]:
                         setting,
                         method,
                         dict(entry.get("options") or {}),
+                        # a family with no parameters forecasts the same for every seed
+                        seeds_of(setting)[:1]
+                        if entry["family"] in UNTRAINED_FAMILIES
+                        else seeds_of(setting),
                     )
                 )
-    return runs
+    reference = oracle_run(cfg) if oracle else None
+    return [*runs, reference] if reference is not None else runs
 
 
 def find_run(cfg: Mapping[str, Any], model: str, setting: str) -> Run:
@@ -180,6 +258,22 @@ def find_run(cfg: Mapping[str, Any], model: str, setting: str) -> Run:
         f"no run {model}/{setting} in this config",
         "use a model under `models` and a method setting from `methods` (e.g. lora-r2)",
     )
+
+
+def find_replicate(cfg: Mapping[str, Any], model: str, setting: str, seed: int | str) -> Run:
+    """The run of ``model/setting``, checking that ``seed`` is one of its replicates."""
+    run = find_run(cfg, model, setting)
+    try:
+        value = int(seed)
+    except ValueError:
+        value = -1
+    if value not in run.seeds:
+        raise ConfigError(
+            f"run {run.run_id} has no replicate with seed {seed!r} (its seeds: "
+            f"{', '.join(map(str, run.seeds))})",
+            "use one of its seeds, or add the setting to training.all_seeds_for",
+        )
+    return run
 
 
 def standins(cfg: Mapping[str, Any]) -> dict[str, str]:

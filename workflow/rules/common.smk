@@ -6,7 +6,7 @@ from snakemake.utils import validate
 from vitalfm.config import validate_config
 from vitalfm.errors import ConfigError
 from vitalfm.reporting import FIGURE_FORMATS, FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
-from vitalfm.study import find_run, standins, study_runs
+from vitalfm.study import ORACLE, SPLITS_SCORED, find_replicate, standins, study_runs
 
 # Our validator first: it names the key, the value and what is allowed in one line.
 try:
@@ -23,6 +23,12 @@ validate(config, schema="../schemas/config.schema.yaml")
 SPLITS = ["train", "validation", "test"]
 SYNTHETIC_DIR = "results/database/synthetic_mimic"
 EXTERNAL_CHECK = "results/database/external_database.json"
+# Every replicate of every run (one per seed), as (run, its path id "<model>/<setting>/seed-<k>").
+REPLICATES = [(run, rep) for run in RUNS for rep in run.replicate_ids]
+
+
+wildcard_constraints:
+    seed=r"\d+",
 
 
 def database_input():
@@ -34,7 +40,7 @@ def database_input():
 
 def _run(wildcards):
     try:
-        return find_run(config, wildcards.model, wildcards.setting)
+        return find_replicate(config, wildcards.model, wildcards.setting, wildcards.seed)
     except ConfigError as err:
         raise WorkflowError(str(err)) from None
 
@@ -48,7 +54,17 @@ def standin_input(wildcards):
 def run_input(wildcards):
     """The fine-tuned model a forecast uses; nothing for zero-shot."""
     run = _run(wildcards)
-    return f"results/runs/{run.model}/{run.setting}" if run.trains else []
+    return f"results/runs/{run.replicate_id(int(wildcards.seed))}" if run.trains else []
+
+
+def oracle_input(wildcards):
+    """The oracle regenerates the synthetic database's latent states from its config."""
+    return SYNTHETIC_DIR if _run(wildcards).is_oracle else []
+
+
+def model_job_gpus(wildcards):
+    """Model jobs take one GPU; the oracle (numpy) takes none."""
+    return 0 if wildcards.model == ORACLE else 1
 
 
 def get_final_outputs():
@@ -58,7 +74,11 @@ def get_final_outputs():
         "results/grid/grid_summary.tsv",
         "results/splits/split_summary.tsv",
         *expand("results/windows/{split}.npz", split=SPLITS),
-        *[f"results/forecasts/{run.run_id}.parquet" for run in RUNS],
+        *[
+            f"results/forecasts/{split}/{rep}.parquet"
+            for split in SPLITS_SCORED
+            for _, rep in REPLICATES
+        ],
         "results/metrics/metrics.parquet",
         "results/metrics/paired.parquet",
         *[f"results/tables/{name}.{fmt}" for name in TABLES for fmt in TABLE_FORMATS],

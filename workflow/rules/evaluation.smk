@@ -1,5 +1,7 @@
-# Scoring: each run's forecasts -> per-patient sums (rule score), then every run's metrics with
-# patient-bootstrap CIs and paired differences (rule metrics). Only observed targets count.
+# Scoring: each replicate's forecasts of a split -> per-patient sums (rule score), then every
+# run's metrics on validation and test with intervals over patients and seeds, paired
+# differences and the share of the persistence-to-oracle gap closed (rule metrics). Only
+# observed targets count. Every "best" (setting, rank, baseline) is chosen on validation.
 
 # From vitalfm.config, not vitalfm.evaluation: parsing the Snakefile stays free of pandas.
 from vitalfm.config import minmax_ranges
@@ -12,14 +14,16 @@ except ConfigError as err:
 
 rule score:
     input:
-        forecasts="results/forecasts/{model}/{setting}.parquet",
-        test="results/windows/test.npz",
+        forecasts="results/forecasts/{split}/{model}/{setting}/seed-{seed}.parquet",
+        windows="results/windows/{split}.npz",
     output:
-        "results/scores/{model}/{setting}.parquet",
+        "results/scores/{split}/{model}/{setting}/seed-{seed}.parquet",
     log:
-        "results/logs/score/{model}/{setting}.log",
+        "results/logs/score/{split}/{model}/{setting}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/score/{model}/{setting}.tsv"
+        "results/benchmarks/score/{split}/{model}/{setting}/seed-{seed}.tsv"
+    wildcard_constraints:
+        split="validation|test",
     threads: 1
     resources:
         mem_mb=2000,
@@ -32,22 +36,36 @@ rule score:
 
 rule metrics:
     input:
-        scores=[f"results/scores/{run.run_id}.parquet" for run in RUNS],
+        scores=[
+            f"results/scores/{split}/{rep}.parquet"
+            for split in SPLITS_SCORED
+            for _, rep in REPLICATES
+        ],
     output:
         metrics="results/metrics/metrics.parquet",
         metrics_csv="results/metrics/metrics.csv",
         paired="results/metrics/paired.parquet",
         paired_csv="results/metrics/paired.csv",
+        replicates="results/metrics/replicates.parquet",
+        replicates_csv="results/metrics/replicates.csv",
+        gap="results/metrics/oracle_gap.parquet",
+        gap_csv="results/metrics/oracle_gap.csv",
     params:
-        runs=[run.run_id for run in RUNS],
+        # (split, run id, seed) of each score file, in input order
+        scored=[
+            (split, run.run_id, seed)
+            for split in SPLITS_SCORED
+            for run in RUNS
+            for seed in run.seeds
+        ],
     log:
         "results/logs/metrics.log",
     benchmark:
         "results/benchmarks/metrics/metrics.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=6000,
+        runtime=30,
     conda:
         "../../envs/vitalfm.yaml"
     script:

@@ -1,6 +1,7 @@
-# The model half: pretrain stand-ins, fine-tune each (model, method setting), forecast the test
-# windows. Model jobs declare `gpu=1`, so `--resources gpu=2` runs two at once; each job claims
-# a free device itself (Snakemake counts GPUs but never assigns them) and falls back to CPU.
+# The model half: pretrain stand-ins, fine-tune each (model, method setting, seed), forecast the
+# validation and test windows with each replicate. Model jobs declare `gpu=1`, so
+# `--resources gpu=2` runs two at once; each job claims a free device itself (Snakemake counts
+# GPUs but never assigns them) and falls back to CPU.
 
 
 rule pretrain:
@@ -29,13 +30,13 @@ rule finetune:
         validation="results/windows/validation.npz",
         standin=standin_input,
     output:
-        directory("results/runs/{model}/{setting}"),
+        directory("results/runs/{model}/{setting}/seed-{seed}"),
     params:
-        checkpoints="results/checkpoints/{model}/{setting}",
+        checkpoints="results/checkpoints/{model}/{setting}/seed-{seed}",
     log:
-        "results/logs/finetune/{model}/{setting}.log",
+        "results/logs/finetune/{model}/{setting}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/finetune/{model}/{setting}.tsv"
+        "results/benchmarks/finetune/{model}/{setting}/seed-{seed}.tsv"
     threads: 1
     resources:
         gpu=1,
@@ -49,19 +50,22 @@ rule finetune:
 
 rule forecast:
     input:
-        test="results/windows/test.npz",
+        windows="results/windows/{split}.npz",
         run=run_input,
         standin=standin_input,
+        database=oracle_input,
     output:
-        forecasts="results/forecasts/{model}/{setting}.parquet",
-        metadata="results/forecasts/{model}/{setting}.json",
+        forecasts="results/forecasts/{split}/{model}/{setting}/seed-{seed}.parquet",
+        metadata="results/forecasts/{split}/{model}/{setting}/seed-{seed}.json",
     log:
-        "results/logs/forecast/{model}/{setting}.log",
+        "results/logs/forecast/{split}/{model}/{setting}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/forecast/{model}/{setting}.tsv"
+        "results/benchmarks/forecast/{split}/{model}/{setting}/seed-{seed}.tsv"
+    wildcard_constraints:
+        split="validation|test",
     threads: 1
     resources:
-        gpu=1,
+        gpu=model_job_gpus,
         mem_mb=8000,
         runtime=60,
     conda:

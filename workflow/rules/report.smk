@@ -14,15 +14,23 @@ from vitalfm.reporting import (
     TABLES,
 )
 
-# What every table and figure is built from: the scores, and each run's records (parameter
-# counts in the forecast metadata, the run folder of a trained run, the jobs' benchmarks).
+# What every table and figure is built from: the metrics, and each run's records (parameter
+# counts in its first replicate's test forecast metadata, the folders of its trained
+# replicates, the jobs' benchmarks).
+FIRST_REPLICATES = [run.replicate_ids[0] for run in RUNS]
 REPORT_RUN_INPUTS = {
-    "forecast_meta": [f"results/forecasts/{run.run_id}.json" for run in RUNS],
-    "forecast_benchmarks": [f"results/benchmarks/forecast/{run.run_id}.tsv" for run in RUNS],
-    "runs": [f"results/runs/{run.run_id}" for run in RUNS if run.trains],
-    "finetune_benchmarks": [
-        f"results/benchmarks/finetune/{run.run_id}.tsv" for run in RUNS if run.trains
+    "forecast_meta": [f"results/forecasts/test/{rep}.json" for rep in FIRST_REPLICATES],
+    "forecast_benchmarks": [
+        f"results/benchmarks/forecast/test/{rep}.tsv" for rep in FIRST_REPLICATES
     ],
+    "runs": [f"results/runs/{rep}" for run, rep in REPLICATES if run.trains],
+    "finetune_benchmarks": [
+        f"results/benchmarks/finetune/{rep}.tsv" for run, rep in REPLICATES if run.trains
+    ],
+}
+METRICS_TABLES = {
+    name: f"results/metrics/{name}.parquet"
+    for name in ("metrics", "paired", "replicates", "oracle_gap")
 }
 
 # Report category and subcategory of the tables that are not results.
@@ -36,8 +44,7 @@ REPORT_TABLE_PLACE = {
 
 rule tables:
     input:
-        metrics="results/metrics/metrics.parquet",
-        paired="results/metrics/paired.parquet",
+        **METRICS_TABLES,
         cohort="results/cohort/cohort_summary.tsv",
         vitals="results/vitals/vitals_summary.tsv",
         grid="results/grid/grid_summary.tsv",
@@ -89,9 +96,9 @@ rule tables:
 
 rule figures:
     input:
-        metrics="results/metrics/metrics.parquet",
+        **METRICS_TABLES,
         test="results/windows/test.npz",
-        forecasts=[f"results/forecasts/{run.run_id}.parquet" for run in RUNS],
+        forecasts=[f"results/forecasts/test/{rep}.parquet" for rep in FIRST_REPLICATES],
         **REPORT_RUN_INPUTS,
     output:
         **{

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,15 +69,30 @@ class ForecastConfig:
     seed: int = 0
 
 
+def replicate_seed(base: int, seed: int) -> int:
+    """The sampling seed of a replicate: (forecast.seed, its training seed) mixed, so that
+    replicates draw independent sample paths."""
+    return int(np.random.SeedSequence([int(base), int(seed)]).generate_state(1)[0]) % 2**31
+
+
+#: ``predict(vital, rows, context, time, num_samples, batch_seed) -> Forecast`` for window
+#: rows of one vital: what :func:`forecast_windows` calls instead of a forecaster (the oracle).
+Predictor = Callable[[str, np.ndarray, torch.Tensor, TimeAxis, int, int], Forecast]
+
+
 def forecast_windows(
-    forecaster: Forecaster,
+    forecaster: Forecaster | None,
     windows: WindowSet,
     vitals: Sequence[str],
     config: ForecastConfig,
     progress: bool = True,
+    predictor: Predictor | None = None,
 ) -> tuple[pa.Table, dict[str, float]]:
     """Forecast every scorable window of every vital (see :func:`usable_rows`); returns the
-    table and timing facts."""
+    table and timing facts. ``predictor`` replaces ``forecaster.predict`` (see
+    :data:`Predictor`)."""
+    if (forecaster is None) == (predictor is None):
+        raise ModelError("forecast_windows needs a forecaster or a predictor", "pass one")
     horizon = windows.horizon_steps
     levels = tuple(config.quantile_levels)
     if 0.5 not in levels:
@@ -110,11 +125,18 @@ def forecast_windows(
         start_s_all = window_start_s[rows]
         for start in range(0, len(rows), config.batch_size):
             part = slice(start, start + config.batch_size)
-            torch.manual_seed(config.seed * 1_000_003 + batch_index)
+            batch_seed = config.seed * 1_000_003 + batch_index
+            torch.manual_seed(batch_seed)
             batch_index += 1
             context = torch.from_numpy(np.ascontiguousarray(context_all[part]))
             axis = TimeAxis(start_s_all[part], step_s)
-            forecast = forecaster.predict(context, horizon, config.num_samples, time=axis)
+            if predictor is not None:
+                forecast = predictor(
+                    vital, rows[part], context, axis, config.num_samples, batch_seed
+                )
+            else:
+                assert forecaster is not None
+                forecast = forecaster.predict(context, horizon, config.num_samples, time=axis)
             quantiles = to_quantiles(forecast, levels).numpy()  # [B, L, H]
             batch_rows = rows[part]
             b = len(batch_rows)

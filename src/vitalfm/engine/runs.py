@@ -3,6 +3,10 @@
 Snakemake scripts call these with paths; every output is written under a temporary name and
 renamed at the end, so a failed or killed job never leaves a complete-looking result.
 Checkpoints live outside the outputs (``results/checkpoints/...``) so that a rerun resumes.
+
+A run is fine-tuned and forecast once per seed (a replicate, see :mod:`vitalfm.study`): the
+seed sets the initialisation of adapters and from-scratch models, the order of the training
+batches, dropout, and (mixed with ``forecast.seed``) the forecast's sample paths.
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ from vitalfm.data.vitals import vital_names_from_config
 from vitalfm.data.windows import WindowSet
 from vitalfm.engine.data import CorpusTrainingData, WindowTrainingData
 from vitalfm.engine.devices import DeviceClaim, claim_device, describe_environment
-from vitalfm.engine.forecast import ForecastConfig, forecast_windows
+from vitalfm.engine.forecast import (
+    ForecastConfig,
+    Predictor,
+    forecast_windows,
+    replicate_seed,
+)
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
 from vitalfm.io import atomic_dir, write_json, write_parquet
 from vitalfm.models.adaptation import (
@@ -36,9 +45,9 @@ from vitalfm.models.adaptation import (
     parameter_counts,
     save_adapted,
 )
-from vitalfm.models.base import Forecaster, ModelError, ModelSource, forecaster_class
+from vitalfm.models.base import Forecast, Forecaster, ModelError, ModelSource, forecaster_class
 from vitalfm.provenance import git_revision, software_versions
-from vitalfm.study import Run, find_run, standins
+from vitalfm.study import Run, find_replicate, find_run, standins
 from vitalfm.synthetic.corpus import CorpusConfig, corpus_summary, generate_corpus
 
 log = logging.getLogger(__name__)
@@ -67,6 +76,12 @@ def _source(run: Run, standin_dir: str | None) -> ModelSource:
             raise ModelError(f"run {run.run_id} needs its stand-in folder", "pass standin_dir")
         source = ModelSource(standin=source.standin, standin_dir=str(standin_dir))
     return source
+
+
+def _replicate(cfg: Mapping[str, Any], model: str, setting: str, seed: int | None) -> Run:
+    if seed is None:
+        return find_run(cfg, model, setting)
+    return find_replicate(cfg, model, setting, seed)
 
 
 def load_base(
@@ -103,11 +118,14 @@ def method_spec(run: Run) -> MethodSpec:
     )
 
 
-def _training_config(cfg: Mapping[str, Any], method: Mapping[str, Any]) -> TrainingConfig:
+def _training_config(
+    cfg: Mapping[str, Any], method: Mapping[str, Any], seed: int
+) -> TrainingConfig:
     return TrainingConfig.from_config(
         cfg["training"],
         learning_rate=method.get("learning_rate"),
         max_steps=method.get("max_steps"),
+        seed=seed,
     )
 
 
@@ -204,16 +222,19 @@ def finetune(
     checkpoint_dir: str | Path,
     standin_dir: str | None = None,
     stop_after_steps: int | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Adapt one model with one method setting; write the adapter (or full model) + metadata."""
+    """Adapt one model with one method setting and one seed (default: the run's first);
+    write the adapter (or full model) + metadata."""
     cfg = validate_config(cfg)
-    run = find_run(cfg, model, setting)
+    run = _replicate(cfg, model, setting, seed)
+    seed = run.seeds[0] if seed is None else int(seed)
     if not run.trains:
         raise ModelError(
             f"run {run.run_id} is zero-shot and has nothing to train", "forecast it directly"
         )
     spec = method_spec(run)
-    training = _training_config(cfg, run.method)
+    training = _training_config(cfg, run.method, seed)
     vitals = vital_names_from_config(cfg["vitals"])
     with _claim(cfg) as claim:
         started = time.perf_counter()
@@ -256,6 +277,7 @@ def finetune(
             "run": run.run_id,
             "model": model,
             "setting": setting,
+            "seed": seed,
             **forecaster.describe(),
             "method": spec.to_dict(),
             "parameters": {"trainable": trainable, "total": total, "base_total": base_total},
@@ -310,6 +332,32 @@ def load_for_forecast(
     return forecaster
 
 
+def oracle_predictor(synthetic: Mapping[str, Any], windows: WindowSet) -> Predictor:
+    """The synthetic study's reference: samples of each horizon bin from the generator's own
+    state at the window's origin (:func:`vitalfm.synthetic.oracle.oracle_samples`)."""
+    from vitalfm.synthetic.oracle import oracle_samples
+
+    stays, origins = windows.window_icustay_ids(), windows.origin_seconds()
+
+    def predict(
+        vital: str, rows: np.ndarray, context: torch.Tensor, time: Any, samples: int, seed: int
+    ) -> Forecast:
+        drawn = oracle_samples(
+            synthetic,
+            stays[rows],
+            origins[rows],
+            vital,
+            windows.horizon_steps,
+            windows.frequency_minutes,
+            samples,
+            seed,
+        )
+        paths = torch.from_numpy(np.ascontiguousarray(drawn, dtype=np.float32))
+        return Forecast(median=paths.quantile(0.5, dim=1), samples=paths)
+
+    return predict
+
+
 def forecast(
     cfg: Mapping[str, Any],
     model: str,
@@ -319,30 +367,39 @@ def forecast(
     out_json: str | Path,
     run_dir: str | Path | None = None,
     standin_dir: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Forecast every test window with one run's model; parquet table + metadata JSON."""
+    """Forecast every window of a split (``test_windows``: its window file) with one replicate
+    of a run (``seed``; default the run's first); parquet table + metadata JSON."""
     cfg = validate_config(cfg)
-    run = find_run(cfg, model, setting)
+    run = _replicate(cfg, model, setting, seed)
+    seed = run.seeds[0] if seed is None else int(seed)
     fc = cfg["forecast"]
     config = ForecastConfig(
         num_samples=fc["num_samples"],
         batch_size=fc["batch_size"],
         quantile_levels=tuple(fc["quantile_levels"]),
-        seed=fc["seed"],
+        seed=replicate_seed(fc["seed"], seed),
     )
+    vitals = vital_names_from_config(cfg["vitals"])
     with _claim(cfg) as claim:
         windows = WindowSet.load(test_windows)
-        forecaster = load_for_forecast(
-            run,
-            run_dir,
-            standin_dir,
-            claim.device,
-            steps=(windows.context_steps, windows.horizon_steps),
-            seed=cfg["training"]["seed"],
-        )
+        if run.is_oracle:
+            forecaster = None
+            predictor = oracle_predictor(cfg["synthetic"], windows)
+        else:
+            predictor = None
+            forecaster = load_for_forecast(
+                run,
+                run_dir,
+                standin_dir,
+                claim.device,
+                steps=(windows.context_steps, windows.horizon_steps),
+                seed=seed,
+            )
         try:
             table, facts = forecast_windows(
-                forecaster, windows, vital_names_from_config(cfg["vitals"]), config
+                forecaster, windows, vitals, config, predictor=predictor
             )
         except torch.OutOfMemoryError:
             raise TrainingError(
@@ -363,6 +420,7 @@ def forecast(
             "run": run.run_id,
             "model": model,
             "setting": setting,
+            "seed": seed,
             **forecaster.describe(),
             "method": run.method,
             "parameters": parameters,

@@ -1,4 +1,4 @@
-"""Patient bootstrap: resample patients (not windows) with replacement, as count weights.
+"""Bootstrap weights: resample patients (not windows), and seeds, with replacement.
 
 A resample draws P patients from the P with replacement; ``weights[b, p]`` is how often
 patient p was drawn in resample b. Per-patient sums times these weights give each resample's
@@ -20,6 +20,20 @@ def patient_weights(n_patients: int, resamples: int, seed: int) -> np.ndarray:
     offsets = (np.arange(resamples) * n_patients)[:, None]
     counts = np.bincount((draws + offsets).ravel(), minlength=resamples * n_patients)
     return counts.reshape(resamples, n_patients).astype(np.float64)
+
+
+def seed_weights(seeds: list[int] | tuple[int, ...], resamples: int, seed: int) -> np.ndarray:
+    """float64 [resamples, len(seeds)]: draw counts of each training seed per resample.
+
+    Seeds are resampled with replacement, independently of patients (from their own stream),
+    so that intervals reflect training variance as well as patient variance.
+    """
+    rng = np.random.default_rng([seed, 1])
+    n = len(seeds)
+    draws = rng.integers(0, n, size=(resamples, n))
+    offsets = (np.arange(resamples) * n)[:, None]
+    counts = np.bincount((draws + offsets).ravel(), minlength=resamples * n)
+    return counts.reshape(resamples, n).astype(np.float64)
 
 
 def resample_sums(weights: np.ndarray, sums: np.ndarray) -> np.ndarray:

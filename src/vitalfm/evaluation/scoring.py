@@ -57,12 +57,14 @@ OPTIONAL_LEVELS = tuple(
 COUNT_COLUMNS = ("n_points", "n_windows", "n_ape", "n_ase", "n_cov80", "n_cov95", "n_dtw")
 
 
-def forecast_path(results_dir: str | Path, run_id: str) -> Path:
-    return Path(results_dir) / "forecasts" / f"{run_id}.parquet"
+def forecast_path(results_dir: str | Path, split: str, replicate_id: str) -> Path:
+    """``results/forecasts/<split>/<model>/<setting>/seed-<k>.parquet``."""
+    return Path(results_dir) / "forecasts" / split / f"{replicate_id}.parquet"
 
 
-def score_path(results_dir: str | Path, run_id: str) -> Path:
-    return Path(results_dir) / "scores" / f"{run_id}.parquet"
+def score_path(results_dir: str | Path, split: str, replicate_id: str) -> Path:
+    """``results/scores/<split>/<model>/<setting>/seed-<k>.parquet``."""
+    return Path(results_dir) / "scores" / split / f"{replicate_id}.parquet"
 
 
 def _missing(kind: str, run_id: str, path: Path, rule: str) -> DataError:
@@ -273,13 +275,20 @@ def score_run(
 
 
 def read_scores(
-    path: str | Path, run_id: str, results_dir: str | Path | None = None
+    path: str | Path,
+    run_id: str,
+    results_dir: str | Path | None = None,
+    split: str | None = None,
 ) -> pd.DataFrame:
-    """A run's score table; a missing one names the rule to make it (and its forecasts)."""
+    """A replicate's score table; a missing one names the rule to make it (and its forecasts,
+    when ``results_dir`` and ``split`` say where they belong)."""
     path = Path(path)
     if not path.is_file():
-        if results_dir is not None and not forecast_path(results_dir, run_id).is_file():
-            raise _missing("forecasts", run_id, forecast_path(results_dir, run_id), "forecast")
+        if results_dir is not None and split is not None:
+            replicate = str(Path(path).relative_to(Path(results_dir) / "scores" / split))
+            forecasts = forecast_path(results_dir, split, replicate.removesuffix(".parquet"))
+            if not forecasts.is_file():
+                raise _missing("forecasts", run_id, forecasts, "forecast")
         raise _missing("scores", run_id, path, "score")
     table = pq.read_table(path).to_pandas()
     missing = [name for name in (*KEYS, *STATISTICS) if name not in table.columns]

@@ -19,6 +19,7 @@ TABLES: dict[str, str] = {
     "parameter_efficiency": "Parameter efficiency: trainable parameters, time, memory, device",
     "rank_sweep": "Rank sweep: error against adapter rank",
     "method_comparison": "PEFT method comparison",
+    "seed_variance": "Training and sampling variance across seeds",
     "cohort": "Cohort selection",
     "splits": "Patient-level splits and forecasting windows",
     "vitals_grid": "Vital signs on the regular grid",

@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 
 from vitalfm.errors import DataError
-from vitalfm.evaluation.metrics import METRICS_COLUMNS, PAIRED_COLUMNS
+from vitalfm.evaluation.aggregate import (
+    GAP_COLUMNS,
+    METRICS_COLUMNS,
+    PAIRED_COLUMNS,
+    REPLICATE_COLUMNS,
+    REPORT_SPLIT,
+)
 from vitalfm.study import Run
 
 
@@ -37,21 +43,34 @@ class ResultsLayout:
     def paired(self) -> Path:
         return self.root / "metrics" / "paired.parquet"
 
-    def run_dir(self, run_id: str) -> Path:
-        return self.root / "runs" / run_id
+    @property
+    def replicates(self) -> Path:
+        return self.root / "metrics" / "replicates.parquet"
 
-    def forecast(self, run_id: str) -> Path:
-        return self.root / "forecasts" / f"{run_id}.parquet"
+    @property
+    def gap(self) -> Path:
+        return self.root / "metrics" / "oracle_gap.parquet"
 
-    def forecast_json(self, run_id: str) -> Path:
-        return self.root / "forecasts" / f"{run_id}.json"
+    def run_dir(self, replicate_id: str) -> Path:
+        """A trained replicate's folder (``<model>/<setting>/seed-<k>``)."""
+        return self.root / "runs" / replicate_id
 
-    def benchmark(self, rule: str, run_id: str) -> Path:
-        return self.root / "benchmarks" / rule / f"{run_id}.tsv"
+    def forecast(self, replicate_id: str, split: str = REPORT_SPLIT) -> Path:
+        return self.root / "forecasts" / split / f"{replicate_id}.parquet"
+
+    def forecast_json(self, replicate_id: str, split: str = REPORT_SPLIT) -> Path:
+        return self.root / "forecasts" / split / f"{replicate_id}.json"
+
+    def benchmark(self, rule: str, key: str) -> Path:
+        """A job's Snakemake benchmark: ``key`` is its output's id (e.g. ``test/<replicate>``)."""
+        return self.root / "benchmarks" / rule / f"{key}.tsv"
+
+    def windows(self, split: str = REPORT_SPLIT) -> Path:
+        return self.root / "windows" / f"{split}.npz"
 
     @property
     def test_windows(self) -> Path:
-        return self.root / "windows" / "test.npz"
+        return self.windows(REPORT_SPLIT)
 
     def window_index(self, split: str) -> Path:
         return self.root / "windows" / f"{split}.parquet"
@@ -110,18 +129,42 @@ def load_metrics(layout: ResultsLayout) -> pd.DataFrame:
     frame["baseline"] = frame["baseline"].astype(bool)
     frame["rank"] = frame["rank"].astype(float)
     frame["step"] = frame["step"].astype(int)
+    frame["split"] = frame["split"].astype(str)
     return frame
 
 
 def load_paired(layout: ResultsLayout) -> pd.DataFrame:
     frame = _read_parquet(layout.paired, PAIRED_COLUMNS, layout.root)
-    frame["reference"] = frame["reference"].astype(str)
+    for column in ("reference", "split", "chosen_on", "reference_run"):
+        frame[column] = frame[column].astype(str)
+    return frame
+
+
+def load_replicates(layout: ResultsLayout) -> pd.DataFrame:
+    """Each seed's whole-horizon metrics (rule metrics)."""
+    frame = _read_parquet(layout.replicates, REPLICATE_COLUMNS, layout.root)
+    frame["split"] = frame["split"].astype(str)
+    frame["seed"] = frame["seed"].astype(int)
+    return frame
+
+
+def load_gap(layout: ResultsLayout) -> pd.DataFrame:
+    """The share of the persistence-to-oracle gap each run closes (empty without an oracle)."""
+    frame = _read_parquet(layout.gap, GAP_COLUMNS, layout.root)
+    frame["split"] = frame["split"].astype(str)
     return frame
 
 
 def check_runs_scored(runs: Sequence[Run], metrics: pd.DataFrame, layout: ResultsLayout) -> None:
-    """Every configured run must be in the metrics (else they are stale)."""
+    """Every configured run must be in the metrics, on both splits (else they are stale)."""
     scored = set(metrics["run"].unique())
+    splits = set(metrics["split"].unique())
+    if not {"validation", "test"} <= splits:
+        raise DataError(
+            f"{layout.metrics} scores only {sorted(splits)}: this version chooses on validation "
+            "and reports on test",
+            "rerun rule metrics (e.g. `snakemake --forcerun metrics tables figures`)",
+        )
     absent = [run.run_id for run in runs if run.run_id not in scored]
     if absent:
         raise DataError(
@@ -169,15 +212,17 @@ def _peak(training: Mapping[str, Any]) -> dict[str, float]:
 
 
 def run_table(runs: Sequence[Run], layout: ResultsLayout) -> pd.DataFrame:
-    """One row per run: identity, parameter counts, training time and memory, device.
+    """One row per run: identity, seeds, parameter counts, training time and memory, device.
 
-    Parameter counts come from the forecast's metadata, which every run has (zero-shot runs
-    have no run folder); training facts from the run's ``metadata.json``; peak memory from the
-    trainer's record when present, else from the finetune job's Snakemake benchmark.
+    Parameter counts come from the first replicate's test forecast metadata, which every run
+    has (zero-shot runs have no run folder); training facts from each trained replicate's
+    ``metadata.json`` (time and steps: the mean over seeds; memory: the largest); peak memory
+    from the trainer's record when present, else from the finetune job's Snakemake benchmark.
     """
     rows = []
     for order, run in enumerate(runs):
-        forecast_meta = read_json(layout.forecast_json(run.run_id), layout.root)
+        first = run.replicate_id(run.seeds[0])
+        forecast_meta = read_json(layout.forecast_json(first), layout.root)
         params = forecast_meta.get("parameters") or {}
         row: dict[str, Any] = {
             "order": order,
@@ -189,7 +234,9 @@ def run_table(runs: Sequence[Run], layout: ResultsLayout) -> pd.DataFrame:
             "kind": run.method["kind"],
             "rank": float(run.method["rank"]) if "rank" in run.method else math.nan,
             "baseline": bool(getattr(run, "baseline", False)),
+            "oracle": bool(getattr(run, "is_oracle", False)),
             "trains": run.trains,
+            "seeds": len(run.seeds),
             "trainable": float(params.get("trainable", math.nan)),
             "total": float(params.get("total", math.nan)),
             "base_total": float(params.get("base_total", math.nan)),
@@ -200,29 +247,40 @@ def run_table(runs: Sequence[Run], layout: ResultsLayout) -> pd.DataFrame:
             "train_device_mb": math.nan,
             "memory_source": "",
         }
-        forecast_bench = read_benchmark(layout.benchmark("forecast", run.run_id))
+        forecast_bench = read_benchmark(layout.benchmark("forecast", f"{REPORT_SPLIT}/{first}"))
         row["forecast_s"] = forecast_bench["s"]
         row["forecast_rss_mb"] = forecast_bench["max_rss"]
         if run.trains:
-            meta = read_json(layout.run_dir(run.run_id) / "metadata.json", layout.root)
-            training = meta.get("training") or {}
-            params = meta.get("parameters") or params
+            seconds, steps, rss, device_mb, sources = [], [], [], [], set()
+            for replicate in run.replicate_ids:
+                meta = read_json(layout.run_dir(replicate) / "metadata.json", layout.root)
+                training = meta.get("training") or {}
+                params = meta.get("parameters") or params
+                row["device"] = _device(meta)
+                steps.append(float(training.get("steps", math.nan)))
+                bench = read_benchmark(layout.benchmark("finetune", replicate))
+                wall = training.get("wall_time_s")
+                seconds.append(float(wall) if wall is not None else bench["s"])
+                peak = _peak(training)
+                device_mb.append(peak["device_mb"])
+                if math.isfinite(peak["process_rss_mb"]):
+                    rss.append(peak["process_rss_mb"])
+                    sources.add("trainer")
+                elif math.isfinite(bench["max_rss"]):
+                    rss.append(bench["max_rss"])
+                    sources.add("benchmark")
             row.update(
                 trainable=float(params.get("trainable", math.nan)),
                 total=float(params.get("total", math.nan)),
                 base_total=float(params.get("base_total", math.nan)),
-                device=_device(meta),
-                steps=float(training.get("steps", math.nan)),
+                steps=_mean(steps),
+                train_s=_mean(seconds),
+                train_device_mb=_largest(device_mb),
+                train_rss_mb=_largest(rss),
+                memory_source="trainer"
+                if sources == {"trainer"}
+                else ("benchmark" if sources else ""),
             )
-            bench = read_benchmark(layout.benchmark("finetune", run.run_id))
-            wall = training.get("wall_time_s")
-            row["train_s"] = float(wall) if wall is not None else bench["s"]
-            peak = _peak(training)
-            row["train_device_mb"] = peak["device_mb"]
-            if math.isfinite(peak["process_rss_mb"]):
-                row["train_rss_mb"], row["memory_source"] = peak["process_rss_mb"], "trainer"
-            elif math.isfinite(bench["max_rss"]):
-                row["train_rss_mb"], row["memory_source"] = bench["max_rss"], "benchmark"
         row["percent_trainable"] = (
             100.0 * row["trainable"] / row["total"] if row["total"] and row["total"] > 0 else np.nan
         )
@@ -230,8 +288,19 @@ def run_table(runs: Sequence[Run], layout: ResultsLayout) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_history(layout: ResultsLayout, run_id: str) -> pd.DataFrame:
-    path = require(layout.run_dir(run_id) / "history.tsv", layout.root)
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _largest(values: Sequence[float | None]) -> float:
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return max(finite) if finite else math.nan
+
+
+def load_history(layout: ResultsLayout, replicate_id: str) -> pd.DataFrame:
+    """A trained replicate's ``history.tsv``."""
+    path = require(layout.run_dir(replicate_id) / "history.tsv", layout.root)
     frame = pd.read_csv(path, sep="\t")
     for col in ("step", "train_loss", "validation_loss"):
         if col not in frame.columns:

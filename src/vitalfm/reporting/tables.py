@@ -1,11 +1,14 @@
-"""The study's tables: the main comparison, parameter efficiency, the rank sweep, the PEFT method
-comparison, the answer in one table, the cohort, and the software versions.
+"""The study's tables: the answer in one table, the main comparison, parameter efficiency, the
+rank sweep, the PEFT method comparison, the variance over seeds, the cohort, and the software
+versions.
 
-Every number comes from ``metrics.parquet`` / ``paired.parquet`` (rule ``metrics``), the runs'
-metadata and the data stage's summaries; nothing is recomputed here. Errors are overall (all
-vitals pooled, all horizon steps) on the min-max scale unless a table says otherwise, each with
-its 95% patient-bootstrap interval, and every result table counts the windows and points behind
-it.
+Every number comes from the metrics rule's tables (metrics, paired differences, per-seed values,
+the oracle gap), the runs' metadata and the data stage's summaries; nothing is recomputed here.
+Results are **test** scores; every "best" (setting, rank, baseline) is **chosen on validation**
+and the tables say so. Errors are overall (all vitals pooled, all horizon steps) on the min-max
+scale unless a table says otherwise, each the mean over a run's seeds with its 95% interval
+over patients and seeds, and every result table counts the windows and points behind it. With
+the synthetic database, the oracle (the generator's own forecasts) is a reference row.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pandas as pd
 import yaml
 
 from vitalfm.errors import DataError
+from vitalfm.evaluation.aggregate import REPORT_SPLIT, SELECTION_SPLIT
 from vitalfm.io import write_text
 from vitalfm.provenance import git_revision, package_versions
 from vitalfm.reporting import STUDY_CONFIG, STUDY_CONFIG_HTML, TABLES
@@ -39,8 +43,10 @@ from vitalfm.reporting.formatting import (
 from vitalfm.reporting.inputs import (
     ResultsLayout,
     check_runs_scored,
+    load_gap,
     load_metrics,
     load_paired,
+    load_replicates,
     read_json,
     require,
     run_table,
@@ -91,12 +97,23 @@ def scale_note(cfg: Mapping[str, Any], scale: str) -> str:
 
 
 CI_NOTE = (
-    "Values are point estimates with 95% confidence intervals [low, high] from a bootstrap over "
-    "test patients (not windows)."
+    "Test scores: point estimates (the mean over a run's seeds) with 95% intervals [low, high] "
+    "from a bootstrap that resamples test patients (not windows) and, for runs with several "
+    "seeds, the seeds; a run with one seed has a patient-only interval."
 )
 SCORED_NOTE = (
     "Only observed target points are scored (never filled ones); n windows and n points are the "
     "test windows and observed horizon points behind each row."
+)
+CHOSEN_NOTE = (
+    "Every 'best' (setting, rank, baseline) is chosen on the validation split (lowest "
+    "validation min-max MAE, mean over seeds) and its test score reported: choosing on the "
+    "test set would report the best of several draws."
+)
+ORACLE_LABEL = "oracle (bound)"
+ORACLE_NOTE = (
+    "Oracle: the synthetic generator's own forecast from each stay's latent state at the "
+    "forecast origin, the best any model could do on these data; a bound, not a model."
 )
 
 
@@ -109,19 +126,26 @@ def overall(
     scale: str = "minmax",
     vital: str = "all",
     step: int = 0,
+    split: str = REPORT_SPLIT,
 ) -> pd.DataFrame:
-    """One metric per run (value, ci_low, ci_high and the counts), indexed by run."""
+    """One metric per run on one split (value, ci_low, ci_high, counts), indexed by run."""
     sel = metrics[
         (metrics["metric"] == metric)
         & (metrics["scale"] == scale)
         & (metrics["vital"] == vital)
         & (metrics["step"] == step)
+        & (metrics["split"] == split)
     ]
     return sel.drop_duplicates("run").set_index("run")
 
 
 def paired_for(
-    paired: pd.DataFrame, reference: str, metric: str, scale: str = "minmax", vital: str = "all"
+    paired: pd.DataFrame,
+    reference: str,
+    metric: str,
+    scale: str = "minmax",
+    vital: str = "all",
+    split: str = REPORT_SPLIT,
 ) -> pd.DataFrame:
     """Paired differences against one reference ("zero_shot" or "best_baseline"), by run."""
     sel = paired[
@@ -129,8 +153,46 @@ def paired_for(
         & (paired["metric"] == metric)
         & (paired["scale"] == scale)
         & (paired["vital"] == vital)
+        & (paired["split"] == split)
     ]
     return sel.drop_duplicates("run").set_index("run")
+
+
+def gap_for(gap: pd.DataFrame, metric: str = "mae", scale: str = "minmax") -> pd.DataFrame:
+    """The share of the persistence-to-oracle gap each run closes on test, by run."""
+    if gap.empty:
+        return gap
+    sel = gap[
+        (gap["metric"] == metric)
+        & (gap["scale"] == scale)
+        & (gap["vital"] == "all")
+        & (gap["split"] == REPORT_SPLIT)
+    ]
+    return sel.drop_duplicates("run").set_index("run")
+
+
+def chosen_on_validation(metrics: pd.DataFrame, runs: Sequence[str]) -> str | None:
+    """Of ``runs``, the one with the lowest validation min-max MAE (mean over seeds)."""
+    validation = overall(metrics, "mae", split=SELECTION_SPLIT)
+    values = [_value(validation, r) for r in runs]
+    if not np.isfinite(values).any():
+        return None
+    return list(runs)[int(np.nanargmin(values))]
+
+
+def validation_best_mask(
+    metrics: pd.DataFrame, runs: Sequence[str], vital: str = "all"
+) -> np.ndarray:
+    """Which of ``runs`` is best on validation MAE (a lone run is not "best" of anything)."""
+    validation = overall(metrics, "mae", vital=vital, split=SELECTION_SPLIT)
+    return best_mask([_value(validation, r) for r in runs], "mae")
+
+
+def _gap_cell(gap: pd.DataFrame, run: str) -> str:
+    if gap.empty or run not in gap.index:
+        return MISSING
+    row = gap.loc[run]
+    return fmt_ci(100 * row["share_closed"], 100 * row["ci_low"], 100 * row["ci_high"], 3) + " %"
 
 
 def _cell(frame: pd.DataFrame, run: str, digits: int = 4) -> str:
@@ -194,9 +256,19 @@ def _vitals(metrics: pd.DataFrame, cfg: Mapping[str, Any]) -> list[str]:
 
 
 def _model_order(info: pd.DataFrame) -> list[str]:
-    """Foundation models in config order, then the baselines."""
-    firsts = info.groupby("model", sort=False)[["order", "baseline"]].first()
-    return list(firsts.sort_values(["baseline", "order"], kind="stable").index)
+    """Foundation models in config order, then the baselines, then the oracle."""
+    columns = ["order", "baseline", "oracle"] if "oracle" in info else ["order", "baseline"]
+    firsts = info.groupby("model", sort=False)[columns].first()
+    keys = ["oracle", "baseline", "order"] if "oracle" in firsts else ["baseline", "order"]
+    return list(firsts.sort_values(keys, kind="stable").index)
+
+
+def _models(info: pd.DataFrame, oracle: bool = True) -> list[str]:
+    order = _model_order(info)
+    if oracle or "oracle" not in info:
+        return order
+    oracles = set(info.loc[info["oracle"], "model"])
+    return [m for m in order if m not in oracles]
 
 
 # --- tables --------------------------------------------------------------------------------
@@ -205,12 +277,14 @@ def _model_order(info: pd.DataFrame) -> list[str]:
 def main_comparison(
     metrics: pd.DataFrame, info: pd.DataFrame, cfg: Mapping[str, Any], scale: str = "minmax"
 ) -> Table:
-    """Model (family, size) x method setting x vital, every metric with its interval."""
+    """Model (family, size) x method setting x vital, every metric with its interval (test)."""
     names = _metrics_present(metrics)
     vitals = _vitals(metrics, cfg)
     if scale == "original":
         vitals = [v for v in vitals if v != "all"]
-    scaled = metrics[(metrics["scale"] == scale) & (metrics["step"] == 0)]
+    scaled = metrics[
+        (metrics["scale"] == scale) & (metrics["step"] == 0) & (metrics["split"] == REPORT_SPLIT)
+    ]
     lookup = {
         (m, v): part.drop_duplicates("run").set_index("run")
         for (m, v), part in scaled.groupby(["metric", "vital"], sort=False)
@@ -226,31 +300,31 @@ def main_comparison(
                     continue
                 row = {
                     "Family": run["family"],
-                    "Model": model,
-                    "Size": fmt_size(run["base_total"]),
+                    "Model": ORACLE_LABEL if run["oracle"] else model,
+                    "Size": fmt_size(run["base_total"]) if not run["oracle"] else MISSING,
                     "Setting": run["setting"],
+                    "Seeds": fmt_int(run["seeds"]),
                     "Vital": vital,
                     "n windows": _count(counts, run["run"], "n_windows"),
                     "n points": _count(counts, run["run"], "n_points"),
                 }
-                raw = {}
                 for name in names:
                     frame = lookup.get((name, vital), pd.DataFrame())
                     row[METRIC_LABELS[name]] = _cell(frame, run["run"])
-                    raw[name] = _value(frame, run["run"])
-                block.append((row, raw))
-            bold = {METRIC_LABELS[n]: best_mask([r[n] for _, r in block], n) for n in names}
-            for i, (row, _) in enumerate(block):
+                block.append((row, run["run"]))
+            chosen = validation_best_mask(metrics, [r for _, r in block], vital)
+            for (row, _), flag in zip(block, chosen, strict=True):
                 rows.append(row)
-                bold_rows.append({label: bool(mask[i]) for label, mask in bold.items()})
+                bold_rows.append({METRIC_LABELS["mae"]: bool(flag)})
     frame = pd.DataFrame(rows)
     notes = [
         scale_note(cfg, scale),
         CI_NOTE,
         SCORED_NOTE + " Counts are those of MAE; a metric may count fewer (e.g. MAPE).",
-        "Bold (CSV: the `best` column): the model's best method setting for that vital "
-        "(lowest error; coverage closest to its nominal level).",
-        "Size: the base model's parameters.",
+        "Bold (CSV: the `best` column): the model's best method setting for that vital, chosen "
+        "on validation MAE; the values shown are test scores.",
+        "Size: the base model's parameters. Seeds: replicates averaged in each value.",
+        ORACLE_NOTE,
     ]
     if scale == "original":
         notes.append("The pooled row (all vitals) is left out: it would add different units.")
@@ -262,7 +336,7 @@ def parameter_efficiency(metrics: pd.DataFrame, info: pd.DataFrame) -> Table:
     mae = overall(metrics, "mae")
     crps = overall(metrics, "crps")
     rows = []
-    for model in _model_order(info):
+    for model in _models(info, oracle=False):
         for _, run in info[info["model"] == model].iterrows():
             rid = run["run"]
             rows.append(
@@ -270,11 +344,12 @@ def parameter_efficiency(metrics: pd.DataFrame, info: pd.DataFrame) -> Table:
                     "Family": run["family"],
                     "Model": model,
                     "Setting": run["setting"],
+                    "Seeds": fmt_int(run["seeds"]),
                     "Trainable": fmt_count(run["trainable"]),
                     "Total": fmt_count(run["total"]),
                     "% trainable": fmt_percent(run["percent_trainable"]),
                     "Train time (s)": fmt_number(run["train_s"], 3),
-                    "Steps": fmt_int(run["steps"]),
+                    "Steps": fmt_number(run["steps"], 3),
                     "Train peak RSS (MB)": fmt_number(run["train_rss_mb"], 4),
                     "Train peak device (MB)": fmt_number(run["train_device_mb"], 4),
                     "Device": run["device"],
@@ -286,24 +361,30 @@ def parameter_efficiency(metrics: pd.DataFrame, info: pd.DataFrame) -> Table:
                     "n points": _count(mae, rid, "n_points"),
                 }
             )
+    oracles = info[info["oracle"]] if "oracle" in info else info.iloc[:0]
     sources = set(info["memory_source"]) - {""}
     notes = [
         "Trainable and total parameters as counted by the run (total includes adapter weights; "
         "zero-shot and persistence train nothing).",
-        "Train time: the training loop's wall time (from the run's metadata, else the finetune "
-        "job's Snakemake benchmark); forecast time and forecast peak RSS: the forecast job's "
-        "Snakemake benchmark.",
+        "Train time and steps: the training loop's wall time and steps, mean over the run's "
+        "seeds (from each replicate's metadata, else the finetune job's Snakemake benchmark); "
+        "forecast time and forecast peak RSS: the first seed's test forecast job's benchmark.",
         "Train peak RSS: "
         + (
             "the trainer's own record of the process' peak RSS"
             if sources == {"trainer"}
             else "the trainer's record where present, else the finetune job's benchmark max_rss"
         )
-        + "; peak device memory: torch's peak allocation on a GPU (– on CPU).",
+        + " (the largest over seeds); peak device memory: torch's peak allocation on a GPU "
+        "(– on CPU).",
         "MAE and CRPS: min-max scale, all vitals and horizon steps pooled.",
         CI_NOTE,
         SCORED_NOTE,
     ]
+    for _, run in oracles.iterrows():
+        notes.append(
+            f"{ORACLE_NOTE} Its MAE {_cell(mae, run['run'])}, CRPS {_cell(crps, run['run'])}."
+        )
     return Table("parameter_efficiency", TABLES["parameter_efficiency"], pd.DataFrame(rows), notes)
 
 
@@ -316,6 +397,10 @@ def _swept(info: pd.DataFrame) -> pd.DataFrame:
     return swept if len(swept) else ranked
 
 
+def _oracle_runs(info: pd.DataFrame) -> list[str]:
+    return list(info.loc[info["oracle"], "run"]) if "oracle" in info else []
+
+
 def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) -> Table:
     mae, crps = overall(metrics, "mae"), overall(metrics, "crps")
     d_mae, d_crps = paired_for(paired, "zero_shot", "mae"), paired_for(paired, "zero_shot", "crps")
@@ -324,7 +409,7 @@ def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) 
     for model in _model_order(swept):
         for _, group in swept[swept["model"] == model].groupby("method", sort=False):
             group = group.sort_values("rank")
-            mask = best_mask([_value(mae, r) for r in group["run"]], "mae")
+            mask = validation_best_mask(metrics, list(group["run"]))
             for flag, (_, run) in zip(mask, group.iterrows(), strict=True):
                 rid = run["run"]
                 rows.append(
@@ -333,6 +418,7 @@ def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) 
                         "Model": model,
                         "Method": run["method"],
                         "Rank": fmt_int(run["rank"]),
+                        "Seeds": fmt_int(run["seeds"]),
                         "Trainable": fmt_count(run["trainable"]),
                         "MAE": _cell(mae, rid),
                         "CRPS": _cell(crps, rid),
@@ -344,14 +430,19 @@ def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) 
                     }
                 )
                 bold_rows.append({"MAE": bool(flag)})
+    for rid in _oracle_runs(info) if rows else []:
+        reference = {"Family": "oracle", "Model": ORACLE_LABEL}
+        rows.append({**reference, "MAE": _cell(mae, rid), "CRPS": _cell(crps, rid)})
+        bold_rows.append({"MAE": False})
     notes = [
         "Runs of each ranked method (LoRA, and DoRA/VeRA where swept) at every rank the study "
-        "ran; bold: the model's best rank of that method by MAE.",
+        "ran; bold: the model's best rank of that method, chosen on validation MAE (the values "
+        "are test scores).",
         SCALE_NOTE["minmax"],
         CI_NOTE,
-        "Δ: the run minus the same model's zero-shot forecast on the same patients (negative = "
-        "better), with a paired bootstrap interval; P(better): the share of bootstrap resamples "
-        "in which the run has the lower error.",
+        "Δ: the run minus the same model's zero-shot forecast on the same patients and seeds "
+        "(negative = better), with a paired bootstrap interval; P(better): the share of "
+        "bootstrap resamples in which the run has the lower error.",
         SCORED_NOTE,
     ]
     if not rows:
@@ -361,6 +452,7 @@ def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) 
         "Model",
         "Method",
         "Rank",
+        "Seeds",
         "Trainable",
         "MAE",
         "CRPS",
@@ -370,27 +462,36 @@ def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) 
         "n windows",
         "n points",
     ]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns).fillna("")
     return Table("rank_sweep", TABLES["rank_sweep"], frame, notes, pd.DataFrame(bold_rows))
 
 
-def method_comparison(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) -> Table:
+def method_comparison(
+    metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame, gap: pd.DataFrame
+) -> Table:
     mae, crps = overall(metrics, "mae"), overall(metrics, "crps")
     vs_zero = paired_for(paired, "zero_shot", "mae")
     vs_base = paired_for(paired, "best_baseline", "mae")
+    closed = gap_for(gap)
     baseline = best_baseline_run(paired)
     rows, bold_rows = [], []
     for model in _model_order(info):
         runs = info[info["model"] == model]
-        mask = best_mask([_value(mae, r) for r in runs["run"]], "mae")
+        mask = validation_best_mask(metrics, list(runs["run"]))
         for flag, (_, run) in zip(mask, runs.iterrows(), strict=True):
             rid = run["run"]
+            method = run["method"]
+            if run["baseline"]:
+                method = "baseline: " + method
+            if run["oracle"]:
+                method = ORACLE_LABEL
             rows.append(
                 {
                     "Family": run["family"],
                     "Model": model,
                     "Setting": run["setting"],
-                    "Method": "baseline: " + run["method"] if run["baseline"] else run["method"],
+                    "Method": method,
+                    "Seeds": fmt_int(run["seeds"]),
                     "Trainable": fmt_count(run["trainable"]),
                     "% trainable": fmt_percent(run["percent_trainable"]),
                     "MAE": _cell(mae, rid),
@@ -401,24 +502,32 @@ def method_comparison(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.Data
                     if rid == baseline
                     else _diff_cell(vs_base, rid),
                     "P(better than best baseline)": _fraction_cell(vs_base, rid),
+                    "Gap closed (persistence → oracle)": _gap_cell(closed, rid),
                     "n windows": _count(mae, rid, "n_windows"),
                     "n points": _count(mae, rid, "n_points"),
                 }
             )
             bold_rows.append({"MAE": bool(flag)})
     notes = [
-        "Every method setting of every model; bold: the model's lowest MAE.",
+        "Every method setting of every model, test scores; bold: the model's best setting, "
+        "chosen on validation MAE.",
         SCALE_NOTE["minmax"],
         CI_NOTE,
-        "Δ: the run minus its reference on the same patients (negative = better), with a paired "
-        "bootstrap interval; P(better): the share of resamples in which the run has the lower "
-        "error.",
+        "Δ: the run minus its reference on the same patients and seeds (negative = better), "
+        "with a paired bootstrap interval; P(better): the share of resamples in which the run "
+        "has the lower error.",
         (
-            f"Best baseline: {baseline} (the from-scratch or persistence baseline with the lowest "
-            "min-max MAE)."
+            f"Best baseline: {baseline}, the from-scratch or persistence baseline with the lowest "
+            "validation min-max MAE."
             if baseline
             else "This study ran no baseline, so there is no comparison against one."
         ),
+        "Gap closed: (persistence - run) / (persistence - oracle) of the test MAE, with its "
+        "bootstrap interval: 0 % is persistence, 100 % the oracle, below 0 worse than "
+        "persistence."
+        if not gap.empty
+        else "No gap closed: the study has no oracle (an external database) or no persistence.",
+        ORACLE_NOTE,
         SCORED_NOTE,
     ]
     return Table(
@@ -441,55 +550,67 @@ def _verdict(frame: pd.DataFrame, run: str) -> str:
     return "no clear difference"
 
 
-def findings(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) -> Table:
-    """Per foundation model: zero-shot against its best adapted setting, and the best baseline."""
+def findings(
+    metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame, gap: pd.DataFrame
+) -> Table:
+    """Per foundation model: zero-shot against its best adapted setting (chosen on validation,
+    scored on test), the best baseline, and the share of the persistence-to-oracle gap."""
     mae = overall(metrics, "mae")
     vs_zero = paired_for(paired, "zero_shot", "mae")
     vs_base = paired_for(paired, "best_baseline", "mae")
+    closed = gap_for(gap)
     baseline = best_baseline_run(paired)
+    by_run = info.set_index("run")
     rows = []
-    for model in _model_order(info):
+    for model in _models(info, oracle=False):
         runs = info[info["model"] == model]
         if runs["baseline"].any():
             continue
         zero = runs.loc[runs["kind"] == "zero_shot", "run"]
         zero_id = zero.iloc[0] if len(zero) else None
         adapted = runs[runs["trains"]]
-        values = [_value(mae, r) for r in adapted["run"]]
-        if not adapted.empty and np.isfinite(values).any():
-            best = adapted["run"].iloc[int(np.nanargmin(values))]
-        else:
-            best = None
+        best = chosen_on_validation(metrics, list(adapted["run"])) if len(adapted) else None
         rows.append(
             {
                 "Family": runs["family"].iloc[0],
                 "Model": model,
                 "Zero-shot MAE": _cell(mae, zero_id) if zero_id else MISSING,
-                "Best adapted setting": best.split("/", 1)[1] if best else MISSING,
-                "Its MAE": _cell(mae, best) if best else MISSING,
-                "Trainable": fmt_count(info.set_index("run").loc[best, "trainable"])
-                if best
-                else MISSING,
+                "Best adapted setting (on validation)": best.split("/", 1)[1] if best else MISSING,
+                "Its test MAE": _cell(mae, best) if best else MISSING,
+                "Seeds": fmt_int(by_run.loc[best, "seeds"]) if best else MISSING,
+                "Trainable": fmt_count(by_run.loc[best, "trainable"]) if best else MISSING,
                 "ΔMAE vs zero-shot": _diff_cell(vs_zero, best) if best else MISSING,
                 "P(better than zero-shot)": _fraction_cell(vs_zero, best) if best else MISSING,
                 "Adapted vs zero-shot": _verdict(vs_zero, best) if best else MISSING,
                 "ΔMAE vs best baseline": _diff_cell(vs_base, best) if best else MISSING,
+                "Gap closed (persistence → oracle)": _gap_cell(closed, best) if best else MISSING,
+                "Zero-shot gap closed": _gap_cell(closed, zero_id) if zero_id else MISSING,
                 "n windows": _count(mae, best or zero_id or "", "n_windows"),
                 "n points": _count(mae, best or zero_id or "", "n_points"),
             }
         )
+    oracle_runs = _oracle_runs(info)
+    persistence = info.loc[info["family"] == "persistence", "run"]
     notes = [
-        "For each foundation model, its adapted setting with the lowest min-max MAE (all vitals "
-        "and horizon steps) set against its zero-shot forecast. The best setting is picked on the "
-        "test set itself, so its advantage is the best of several and slightly optimistic; the "
-        "method comparison table shows every setting.",
-        "Adapted vs zero-shot: better / worse when the paired 95% interval of the difference "
-        "excludes zero.",
+        "For each foundation model, its adapted setting with the lowest validation min-max MAE "
+        "(all vitals and horizon steps, mean over seeds) set against its zero-shot forecast on "
+        "the test set. All settings' test scores are in the method comparison table.",
+        "Adapted vs zero-shot: better / worse only when the paired 95% interval of the "
+        "difference, over test patients and seeds, excludes zero.",
         (
-            f"Best baseline: {baseline}, MAE {_cell(mae, baseline)}."
+            f"Best baseline (chosen on validation): {baseline}, test MAE {_cell(mae, baseline)}."
             if baseline
             else "This study ran no baseline."
         ),
+        *(
+            [f"Persistence: test MAE {_cell(mae, persistence.iloc[0])}."]
+            if len(persistence)
+            else []
+        ),
+        *[f"{ORACLE_NOTE} Its test MAE {_cell(mae, rid)}." for rid in oracle_runs],
+        "Gap closed: (persistence - run) / (persistence - oracle) of the test MAE: how far the "
+        "run gets from persistence toward the best possible forecast.",
+        CHOSEN_NOTE,
         CI_NOTE,
         SCORED_NOTE,
     ]
@@ -497,17 +618,76 @@ def findings(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) ->
         "Family",
         "Model",
         "Zero-shot MAE",
-        "Best adapted setting",
-        "Its MAE",
+        "Best adapted setting (on validation)",
+        "Its test MAE",
+        "Seeds",
         "Trainable",
         "ΔMAE vs zero-shot",
         "P(better than zero-shot)",
         "Adapted vs zero-shot",
         "ΔMAE vs best baseline",
+        "Gap closed (persistence → oracle)",
+        "Zero-shot gap closed",
         "n windows",
         "n points",
     ]
     return Table("findings", TABLES["findings"], pd.DataFrame(rows, columns=columns), notes)
+
+
+def seed_variance(replicates: pd.DataFrame, info: pd.DataFrame) -> Table:
+    """Per run with several seeds: its test MAE per seed, their spread, and what varies."""
+    test = replicates[
+        (replicates["split"] == REPORT_SPLIT)
+        & (replicates["metric"] == "mae")
+        & (replicates["scale"] == "minmax")
+        & (replicates["vital"] == "all")
+    ]
+    rows = []
+    floors = []
+    for model in _models(info, oracle=False):
+        for _, run in info[info["model"] == model].iterrows():
+            part = test[test["run"] == run["run"]].sort_values("seed")
+            if len(part) < 2:
+                continue
+            values = part["value"].to_numpy(float)
+            pairs = np.abs(values[:, None] - values[None, :])[np.triu_indices(len(values), 1)]
+            mean = float(np.mean(values))
+            sampling_only = not run["trains"]
+            if sampling_only and np.ptp(values) > 0:
+                share = 100 * np.mean(pairs) / mean
+                floors.append(f"{model} {np.mean(pairs):.2g} ({share:.2g} %)")
+            rows.append(
+                {
+                    "Family": run["family"],
+                    "Model": model,
+                    "Setting": run["setting"],
+                    "What differs between seeds": "forecast sampling"
+                    if sampling_only
+                    else "training and forecast sampling",
+                    "Seeds": ", ".join(str(s) for s in part["seed"]),
+                    "Test MAE by seed": ", ".join(fmt_number(v) for v in values),
+                    "Mean": fmt_number(mean),
+                    "SD over seeds": fmt_number(float(np.std(values, ddof=1))),
+                    "Mean |difference| between two seeds": fmt_number(float(np.mean(pairs))),
+                    "% of the mean": fmt_percent(100 * float(np.mean(pairs)) / mean)
+                    if mean
+                    else MISSING,
+                }
+            )
+    notes = [
+        "Runs with several seeds (training.seeds; training.all_seeds_for chooses which "
+        "settings run them). Test min-max MAE, all vitals and steps.",
+        "Zero-shot runs of sampling models (sample paths) differ between seeds only in their "
+        "forecast sampling: the mean difference between two of their seeds is the sampling-noise "
+        "floor, the smallest difference between two settings of that model the study can "
+        "resolve from one seed each. Models with quantile outputs have none (differences 0).",
+        ("Sampling-noise floor: " + "; ".join(floors) + ".")
+        if floors
+        else "No sampling model ran several zero-shot seeds.",
+        "Trained runs differ in initialisation, data order, dropout and sampling: their spread "
+        "is the training variance that the intervals of the other tables include.",
+    ]
+    return Table("seed_variance", TABLES["seed_variance"], pd.DataFrame(rows), notes)
 
 
 # --- the data stage ------------------------------------------------------------------------
@@ -713,15 +893,18 @@ def build_tables(
         raise DataError("the config has no runs", "list models and methods in the config")
     metrics = load_metrics(layout)
     paired = load_paired(layout)
+    replicates = load_replicates(layout)
+    gap = load_gap(layout)
     check_runs_scored(runs, metrics, layout)
     info = run_info(runs, layout, metrics)
     tables = [
-        findings(metrics, paired, info),
+        findings(metrics, paired, info, gap),
         main_comparison(metrics, info, cfg, "minmax"),
         main_comparison(metrics, info, cfg, "original"),
         parameter_efficiency(metrics, info),
         rank_sweep(metrics, paired, info),
-        method_comparison(metrics, paired, info),
+        method_comparison(metrics, paired, info, gap),
+        seed_variance(replicates, info),
         *cohort_tables(layout, cfg),
         software_table(layout, runs),
     ]
