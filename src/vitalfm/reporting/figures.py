@@ -1,10 +1,13 @@
 """The study's figures (matplotlib, Agg): error against LoRA rank, error against trainable
 parameters with the Pareto front, error by horizon step, example forecasts, loss curves.
 
-Errors are min-max-scale MAE over all vitals with 95% patient-bootstrap intervals, read from
-``metrics.parquet``; nothing is rescored here. Each figure is written as PNG and PDF. A study
-without what a figure needs (no rank sweep, no trained run) gets a figure that says so, so the
-workflow's outputs do not depend on which families and methods the config lists.
+Errors are test min-max-scale MAE over all vitals (the mean over a run's seeds) with 95%
+intervals over patients and seeds, read from ``metrics.parquet``; nothing is rescored here.
+Every "best" a figure picks (of a sweep, a family, the baselines) is chosen on validation. With
+the synthetic database the oracle (the generator's own forecast) is drawn as a reference line,
+as is persistence. Each figure is written as PNG and PDF. A study without what a figure needs
+(no rank sweep, no trained run) gets a figure that says so, so the workflow's outputs do not
+depend on which families and methods the config lists.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from vitalfm.errors import DataError
+from vitalfm.evaluation.aggregate import REPORT_SPLIT, SELECTION_SPLIT
 from vitalfm.io import atomic_path
 from vitalfm.reporting import FIGURE_FORMATS, FIGURES
 from vitalfm.reporting.inputs import (
@@ -128,8 +132,38 @@ def save_figure(fig: plt.Figure, name: str, out_dir: Path) -> dict[str, Path]:
 
 
 def _with_overall(info: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """The run table with each run's test MAE (value, ci_low, ci_high) and its validation MAE
+    (``chosen_by``, what every "best" is picked on)."""
     mae = overall(metrics, "mae")[["value", "ci_low", "ci_high"]]
-    return info.join(mae, on="run")
+    validation = overall(metrics, "mae", split=SELECTION_SPLIT)["value"].rename("chosen_by")
+    return info.join(mae, on="run").join(validation, on="run")
+
+
+def _best(frame: pd.DataFrame) -> pd.Series | None:
+    """The row of ``frame`` with the lowest validation MAE (None if none has one)."""
+    finite = frame[np.isfinite(frame["chosen_by"])]
+    return finite.loc[finite["chosen_by"].idxmin()] if len(finite) else None
+
+
+def _references(data: pd.DataFrame) -> list[tuple[str, float, dict[str, Any]]]:
+    """(label, test MAE, line style) of the oracle and persistence, where the study has them."""
+    lines = []
+    for _, run in data.iterrows():
+        if run.get("oracle") and np.isfinite(run["value"]):
+            lines.append(("oracle (bound)", run["value"], {"color": "black", "ls": ":"}))
+        elif run["family"] == "persistence" and np.isfinite(run["value"]):
+            lines.append(("persistence", run["value"], {"color": "0.45", "ls": "-."}))
+    return lines
+
+
+def _draw_references(ax: Any, data: pd.DataFrame) -> None:
+    for label, value, style in _references(data):
+        ax.axhline(value, lw=1, alpha=0.9, label=label, **style)
+
+
+def _models_only(data: pd.DataFrame) -> pd.DataFrame:
+    """The runs that are models (the oracle is a reference line, not a point)."""
+    return data[~data["oracle"]] if "oracle" in data else data
 
 
 # --- figures -------------------------------------------------------------------------------
@@ -162,6 +196,7 @@ def rank_sweep_figure(data: pd.DataFrame) -> plt.Figure:
             zero = data[(data["model"] == model) & (data["kind"] == "zero_shot")]
             if len(zero) and np.isfinite(zero["value"].iloc[0]):
                 ax.axhline(zero["value"].iloc[0], color=color, ls="--", lw=1, alpha=0.8)
+        _draw_references(ax, data)
         ranks = sorted(part["rank"].unique())
         ax.set_xscale("log", base=2)
         ax.set_xticks(ranks, [f"{int(r)}" for r in ranks])
@@ -170,13 +205,20 @@ def rank_sweep_figure(data: pd.DataFrame) -> plt.Figure:
         ax.set_ylabel(ERROR_LABEL)
         ax.set_title(family)
         ax.legend(fontsize=7)
-    fig.suptitle("Error against adapter rank (dashed: the model's zero-shot error)", fontsize=10)
+    fig.suptitle(
+        "Test error against adapter rank (dashed: the model's zero-shot error; dotted: the "
+        "oracle; dash-dot: persistence)",
+        fontsize=10,
+    )
     return fig
 
 
 def pareto_figure(data: pd.DataFrame) -> plt.Figure:
     """Error against trainable parameters. Runs that train nothing (zero-shot, persistence)
-    sit on a separate panel at the left, since 0 has no place on a log axis."""
+    sit on a separate panel at the left, since 0 has no place on a log axis. The oracle is a
+    dotted line across both panels."""
+    references = [r for r in _references(data) if r[0].startswith("oracle")]
+    data = _models_only(data)
     data = data[np.isfinite(data["value"])].reset_index(drop=True)
     if data.empty:
         return _placeholder("No run has an overall error to plot.")
@@ -236,6 +278,8 @@ def pareto_figure(data: pd.DataFrame) -> plt.Figure:
     right.tick_params(labelleft=False)
     for ax in (left, right):
         ax.grid(alpha=0.3)
+        for _, value, style in references:
+            ax.axhline(value, lw=1, **style)
     handles = [Line2D([], [], color=c, marker="o", ls="none", label=f) for f, c in colors.items()]
     kinds = list(dict.fromkeys(data["kind"]))
     handles += [
@@ -243,6 +287,7 @@ def pareto_figure(data: pd.DataFrame) -> plt.Figure:
         for k in kinds
     ]
     handles.append(Line2D([], [], color="black", alpha=0.6, label="Pareto front"))
+    handles += [Line2D([], [], lw=1, label=label, **style) for label, _, style in references]
     right.legend(handles=handles, fontsize=7, loc="upper right", ncol=2)
     fig.suptitle(
         "Error against trainable parameters (open markers: baselines; labels: the front)",
@@ -252,20 +297,24 @@ def pareto_figure(data: pd.DataFrame) -> plt.Figure:
 
 
 def horizon_figure(metrics: pd.DataFrame, data: pd.DataFrame, frequency_minutes: int) -> plt.Figure:
-    """Error by horizon step, one panel per model: zero-shot, every method (a swept method at
-    its best setting, named under the panel's title) and the best baseline; one legend."""
+    """Test error by horizon step, one panel per model: zero-shot, every method (a swept method
+    at its best setting on validation, named under the panel's title), the best baseline (on
+    validation) and the oracle; one legend."""
     sel = metrics[
         (metrics["metric"] == "mae")
         & (metrics["scale"] == "minmax")
         & (metrics["vital"] == "all")
         & (metrics["step"] > 0)
+        & (metrics["split"] == REPORT_SPLIT)
     ]
     if sel.empty:
         return _placeholder("The metrics hold no per-step errors.")
+    oracles = list(data.loc[data["oracle"], "run"]) if "oracle" in data else []
+    data = _models_only(data)
     foundation = data[~data["baseline"]]
     models = list(dict.fromkeys(foundation["model"])) or list(dict.fromkeys(data["model"]))
-    baselines = data[data["baseline"] & np.isfinite(data["value"])]
-    best_base = baselines.loc[baselines["value"].idxmin(), "run"] if len(baselines) else None
+    chosen = _best(data[data["baseline"]])
+    best_base = chosen["run"] if chosen is not None else None
     fig, axes = _grid(len(models), height=3.0)
     cmap = plt.get_cmap("tab10")
     methods = list(dict.fromkeys(data.loc[data["kind"] != "zero_shot", "method"]))
@@ -288,15 +337,17 @@ def horizon_figure(metrics: pd.DataFrame, data: pd.DataFrame, frequency_minutes:
         picked = []
         for method, group in runs[runs["kind"] != "zero_shot"].groupby("method", sort=False):
             best = group.iloc[0]
-            if len(group) > 1 and group["value"].notna().any():
-                best = group.loc[group["value"].idxmin()]
+            if len(group) > 1 and _best(group) is not None:
+                best = _best(group)
                 picked.append(str(best["setting"]))
             draw(ax, best["run"], str(method), cmap(methods.index(method) % 10))
         if best_base is not None and best_base not in set(runs["run"]):
             draw(ax, best_base, f"best baseline ({best_base})", "gray", ls="--")
+        for oracle in oracles:
+            draw(ax, oracle, "oracle (bound)", "black", ls=":")
         title = f"{runs['family'].iloc[0]}: {model}"
         if picked:
-            title += "\nbest of each sweep: " + ", ".join(picked)
+            title += "\nbest of each sweep (on validation): " + ", ".join(picked)
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("hours ahead")
         ax.set_ylabel(ERROR_LABEL, fontsize=7)
@@ -308,30 +359,35 @@ def horizon_figure(metrics: pd.DataFrame, data: pd.DataFrame, frequency_minutes:
         ncol=min(len(legend), 6),
         fontsize=7,
     )
-    fig.suptitle("Error by horizon step (bands: 95% patient-bootstrap intervals)", fontsize=10)
+    fig.suptitle(
+        "Test error by horizon step (bands: 95% intervals over patients and seeds)", fontsize=10
+    )
     return fig
 
 
 def _example_runs(data: pd.DataFrame) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Per foundation family: [(label, run)] for the zero-shot form of the family's best adapted
-    model and that adapted run (by overall MAE)."""
+    """Per foundation family: [(label, first replicate)] for the zero-shot form of the family's
+    best adapted model and that adapted run (chosen on validation MAE); then the oracle."""
     out = []
-    foundation = data[~data["baseline"]]
+    models = _models_only(data)
+    foundation = models[~models["baseline"]]
     for family, runs in foundation.groupby("family", sort=False):
-        adapted = runs[runs["trains"] & np.isfinite(runs["value"])]
+        best = _best(runs[runs["trains"]])
         chosen: list[tuple[str, str]] = []
-        if len(adapted):
-            best = adapted.loc[adapted["value"].idxmin()]
+        if best is not None:
             zero = runs[(runs["model"] == best["model"]) & (runs["kind"] == "zero_shot")]
             if len(zero):
-                chosen.append(("zero-shot", zero["run"].iloc[0]))
-            chosen.append(("best adapted", best["run"]))
+                chosen.append(("zero-shot", zero["first_replicate"].iloc[0]))
+            chosen.append(("best adapted", best["first_replicate"]))
         else:
-            zero = runs[(runs["kind"] == "zero_shot") & np.isfinite(runs["value"])]
-            if len(zero):
-                chosen.append(("zero-shot", zero.loc[zero["value"].idxmin(), "run"]))
+            zero = _best(runs[runs["kind"] == "zero_shot"])
+            if zero is not None:
+                chosen.append(("zero-shot", zero["first_replicate"]))
         if chosen:
             out.append((str(family), chosen))
+    if "oracle" in data and out:
+        for _, run in data[data["oracle"]].iterrows():
+            out.append(("oracle", [("bound", run["first_replicate"])]))
     return out
 
 
@@ -450,7 +506,7 @@ def example_figure(
     fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=7)
     fig.suptitle(
         f"Example test forecasts: {len(picks)} stays drawn with seed {seed}; zero-shot against "
-        "the best adapted run of each family",
+        "the best adapted run of each family (chosen on validation; first seed)",
         fontsize=10,
     )
     return fig
@@ -537,7 +593,7 @@ def loss_figure(data: pd.DataFrame, layout: ResultsLayout) -> plt.Figure:
         runs = trained[trained["model"] == model]
         forecasts = False
         for i, (_, run) in enumerate(runs.iterrows()):
-            history = load_history(layout, run["run"])
+            history = load_history(layout, run["first_replicate"])
             color = cmap(i % 10)
             val = history.dropna(subset=["validation_loss"])
             train = history.dropna(subset=["train_loss"])

@@ -237,6 +237,7 @@ def run_table(runs: Sequence[Run], layout: ResultsLayout) -> pd.DataFrame:
             "oracle": bool(getattr(run, "is_oracle", False)),
             "trains": run.trains,
             "seeds": len(run.seeds),
+            "first_replicate": first,
             "trainable": float(params.get("trainable", math.nan)),
             "total": float(params.get("total", math.nan)),
             "base_total": float(params.get("base_total", math.nan)),

@@ -832,7 +832,7 @@ def software_table(layout: ResultsLayout, runs: Sequence[Run]) -> Table:
     recorded: dict[str, set[str]] = {}
     revisions: set[str] = set()
     for run in runs:
-        meta = read_json(layout.forecast_json(run.run_id), layout.root)
+        meta = read_json(layout.forecast_json(run.replicate_ids[0]), layout.root)
         for name, version in (meta.get("software") or {}).items():
             recorded.setdefault(name, set()).add(str(version))
         if meta.get("git_revision"):
