@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitalfm.config import validate_config
+from vitalfm.config import minmax_ranges, validate_config
 from vitalfm.data.vitals import vital_names_from_config
 from vitalfm.data.windows import WindowSet
 from vitalfm.engine.data import CorpusTrainingData, WindowTrainingData
@@ -53,9 +53,15 @@ from vitalfm.synthetic.corpus import CorpusConfig, corpus_summary, generate_corp
 log = logging.getLogger(__name__)
 
 
-def _history_tsv(history: list[dict[str, float]]) -> str:
+HISTORY_FIELDS = ("step", "train_loss", "validation_loss", "learning_rate", "samples_per_s")
+
+
+def _history_tsv(history: list[dict[str, Any]]) -> str:
+    """The loss curve: the fixed columns, then whatever else the Trainer recorded (the
+    validation forecast metrics, the selection metric, the best step so far)."""
     buffer = io.StringIO()
-    fields = ["step", "train_loss", "validation_loss", "learning_rate", "samples_per_s"]
+    extra = [k for row in history for k in row if k not in HISTORY_FIELDS]
+    fields = [*HISTORY_FIELDS, *dict.fromkeys(extra)]
     writer = csv.DictWriter(buffer, fields, delimiter="\t", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
@@ -244,6 +250,8 @@ def finetune(
             vitals,
             seed=training.seed,
             validation_max_series=cfg["training"]["validation_max_series"],
+            # the validation forecast metric is scored as the study scores (min-max scale)
+            ranges=minmax_ranges(cfg, vitals),
         )
         forecaster = load_base(
             run,
