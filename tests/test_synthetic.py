@@ -36,6 +36,7 @@ from vitalfm.synthetic import (
     table_row_counts,
     write_csv_dir,
 )
+from vitalfm.synthetic import physiology as phys
 from vitalfm.synthetic import sinks as sinks_module
 from vitalfm.testing import drop_schema, shared_server, unique_schema
 
@@ -383,6 +384,81 @@ def test_latent_signals_have_a_circadian_rhythm(generated: dict[str, Any]) -> No
         np.add.at(counts, hours, 1)
     profile = sums / np.maximum(counts, 1)
     assert profile[14:20].mean() - profile[2:8].mean() > 3
+
+
+def test_spo2_is_capped_at_100_and_skewed_below(
+    generated: dict[str, Any], ce: pd.DataFrame
+) -> None:
+    clean = _clean(ce)
+    spo2 = clean.valuenum[clean.itemid.isin([646, 220277])]
+    assert spo2.max() == 100 and 0.02 < (spo2 == 100).mean() < 0.5
+    assert spo2.skew() < -0.3 and 95 <= spo2.median() <= 99
+    latent = pd.Series(np.concatenate([t.values[phys.SPO2] for t in generated["truth"].values()]))
+    assert latent.max() < 100 and latent.skew() < -0.3
+
+
+def test_readings_are_quantised(ce: pd.DataFrame) -> None:
+    clean = _clean(ce)
+    vital = clean.itemid.map(lambda i: CHART_ITEM_BY_ID[i].vital if i in CHART_ITEM_BY_ID else "")
+    integers = clean.valuenum[vital.isin(["heart_rate", "sbp", "dbp", "mbp", "resp_rate", "spo2"])]
+    assert len(integers) > 1000 and (integers == np.round(integers)).all()
+    temps = clean.valuenum[vital == "temperature"]
+    assert len(temps) > 100 and np.allclose(temps * 10, np.round(temps * 10))
+
+
+def _dosed(dose: np.ndarray) -> np.ndarray:
+    """Grid points at which a dose (a jump of the decaying dose) was given."""
+    return np.flatnonzero(np.diff(dose) > 0.5) + 1
+
+
+def test_hypotension_is_treated_within_an_hour_and_map_rises(generated: dict[str, Any]) -> None:
+    delays, change, below = [], [], []
+    for t in generated["truth"].values():
+        s = t.states
+        pressor = np.flatnonzero(np.diff(s.pressor_target) > phys.PRESSOR_START - 1.5) + 1
+        for k in np.union1d(_dosed(s.fluid_dose), pressor):
+            delays.append(s.hypo_wait[k - 1] + phys.STEP_MIN)
+            below.append(t.mbp[k] < phys.MAP_RECOVERED)
+            if k + 12 < t.mbp.size:
+                change.append(t.mbp[k + 12] - t.mbp[k])  # an hour later
+    delays = np.array(delays)
+    assert len(delays) >= 30
+    assert (delays >= phys.HYPOTENSION_DELAY_MIN).all() and (delays <= 60).mean() > 0.9
+    assert np.all(below)  # treated before MAP recovered on its own
+    assert np.mean(change) > 4 and np.mean(np.array(change) > 0) > 0.7
+
+
+def test_fever_is_followed_by_paracetamol_and_a_fall_in_temperature(
+    generated: dict[str, Any],
+) -> None:
+    delays, change, gaps = [], [], []
+    for t in generated["truth"].values():
+        s = t.states
+        doses = _dosed(s.apy_dose)
+        gaps.extend(np.diff(doses) * phys.STEP_MIN)
+        for k in doses:
+            delays.append(s.fever_wait[k - 1] + phys.STEP_MIN)
+            if k + 18 < t.mbp.size:
+                change.append(t.values[phys.TEMP, k + 18] - t.values[phys.TEMP, k])  # 1.5 h
+    assert len(delays) >= 20
+    assert (np.array(delays) <= 120).mean() > 0.9
+    assert np.mean(change) < -0.3 and np.mean(np.array(change) < 0) > 0.7
+    assert min(gaps, default=np.inf) >= phys.ANTIPYRETIC_INTERVAL_MIN
+
+
+def test_charting_is_denser_while_unstable(generated: dict[str, Any], ce: pd.DataFrame) -> None:
+    hr = ce[ce.itemid.isin([211, 220045])].drop_duplicates(["icustay_id", "charttime"])
+    readings = np.zeros(2)
+    minutes = np.zeros(2)
+    for stay, rows in hr.groupby("icustay_id"):
+        t = generated["truth"][stay]
+        seconds = rows.charttime.to_numpy().astype("datetime64[s]").astype(np.int64)
+        k = (seconds - t.grid_start) // 60 // phys.STEP_MIN
+        alert = t.alert[np.minimum(k, t.alert.size - 1)]
+        readings += [np.sum(~alert), np.sum(alert)]
+        minutes += [np.sum(~t.alert) * 5, np.sum(t.alert) * 5]
+    calm, unstable = readings / minutes * 60
+    assert minutes[1] > 600 and unstable > 1.5 * calm
 
 
 # --- loading ------------------------------------------------------------------------------

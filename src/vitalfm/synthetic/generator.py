@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from vitalfm.config import validate_config
 from vitalfm.db.ddl import TABLE_COLUMNS
+from vitalfm.errors import DataError
 from vitalfm.mimic import CAREVUE, CHART_ITEMS, METAVISION
 from vitalfm.synthetic import physiology as phys
 from vitalfm.synthetic import vocab
@@ -986,19 +987,55 @@ def _latent(
         if wanted is not None and not wanted[idx].any():
             trajectories.append(None)
             continue
-        rng = np.random.default_rng([seed, 2, batch, g])
-        n_points = int(length[idx].max()) // phys.STEP_MIN + 1
-        tod = (base_min[idx] % 1440).astype(np.float64)
-        trajectory, _ = phys.simulate_stays(
-            rng,
-            stays["baseline"][idx],
-            n_points,
-            tod,
-            stays["septic"][idx],
-            keep_states=keep_states,
-        )
-        trajectories.append(trajectory)
+        params, start, z, u = _group_draws(seed, batch, g, stays, idx, base_min, length)
+        trajectories.append(phys.simulate(params, start, z, u, keep_states=keep_states))
     return _Latent(base_min, length, groups, trajectories)
+
+
+def _group_draws(
+    seed: int,
+    batch: int,
+    group: int,
+    stays: Mapping[str, np.ndarray],
+    idx: np.ndarray,
+    base_min: np.ndarray,
+    length: np.ndarray,
+) -> tuple[phys.Params, phys.State, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([seed, 2, batch, group])
+    n_points = int(length[idx].max()) // phys.STEP_MIN + 1
+    tod = (base_min[idx] % 1440).astype(np.float64)
+    return phys.draw_group(rng, stays["baseline"][idx], n_points, tod, stays["septic"][idx])
+
+
+def stay_innovations(
+    cfg_synthetic: Mapping[str, Any] | None, icustay_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The innovations the generator drew for one stay's transitions: normals (T - 1,
+    N_NORMALS) and uniforms (T - 1, N_UNIFORMS), T its grid points. With them,
+    ``physiology.simulate`` from ``StayTruth.state_at(k)`` replays the stay exactly
+    (``z[k:]``, ``u[k:]``)."""
+    settings = synthetic_settings(cfg_synthetic)
+    seed = int(settings["seed"])
+    counters = _Counters()
+    for b in range(n_batches(settings)):
+        rng = np.random.default_rng([seed, 1, b])
+        first = b * BATCH_PATIENTS
+        n = min(BATCH_PATIENTS, int(settings["n_patients"]) - first)
+        stays = _cohort(rng, settings, first + 1, n, counters).stays
+        hit = np.flatnonzero(stays["icustay_id"] == icustay_id)
+        if hit.size == 0:
+            continue
+        base_min, length = _stay_minutes(stays)
+        for g, idx in enumerate(_groups(length)):
+            i = np.flatnonzero(idx == hit[0])
+            if i.size:
+                _, _, z, u = _group_draws(seed, b, g, stays, idx, base_min, length)
+                k = int(length[hit[0]]) // phys.STEP_MIN
+                return z[:k, i[0]], u[:k, i[0]]
+    raise DataError(
+        f"ICU stay {icustay_id} is not in the synthetic database of this config",
+        "pass an icustay_id of the database generated from this `synthetic` section",
+    )
 
 
 def _truths(

@@ -276,7 +276,7 @@ class Trajectory:
 
 def saturation(pao2: np.ndarray) -> np.ndarray:
     """Severinghaus (1979) oxygen dissociation curve: SaO2 in % from PO2 in mmHg."""
-    return 100.0 / (1.0 + 23400.0 / (pao2**3 + 150.0 * pao2))
+    return 100.0 / (1.0 + 23400.0 / (pao2 * (pao2 * pao2 + 150.0)))
 
 
 def draw_baselines(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -372,10 +372,9 @@ def observe(params: Params, state: State) -> Observation:
 
 def _logistic(level: np.ndarray, severity: np.ndarray, factor: np.ndarray) -> np.ndarray:
     """Move a logistic curve with ceiling ``severity`` by one step: factor exp(-r dt) rises,
-    exp(+r dt) falls."""
-    safe_level = np.where(level > 0.0, level, 1.0)
-    safe_sev = np.where(severity > 0.0, severity, 1.0)
-    return np.where(level > 0.0, safe_sev / (1.0 + (safe_sev / safe_level - 1.0) * factor), 0.0)
+    exp(+r dt) falls. Without an episode (level = severity = 0) it stays 0."""
+    ratio = np.divide(severity, level, out=np.ones_like(level), where=level > 0.0)
+    return severity / (1.0 + (ratio - 1.0) * factor)
 
 
 def step(params: Params, state: State, z: np.ndarray, u: np.ndarray) -> tuple[State, Observation]:
@@ -401,10 +400,7 @@ def step(params: Params, state: State, z: np.ndarray, u: np.ndarray) -> tuple[St
     # episode: logistic rise/plateau/recovery, phase changes by level or hazard
     phase, sev = state.ep_phase, state.ep_severity
     rate_h = state.ep_rate * (dt / 60.0)
-    level = state.ep_level
-    level = np.where(phase == 1, _logistic(level, sev, np.exp(-rate_h)), level)
-    level = np.where(phase == 2, _logistic(level, sev, np.exp(-rate_h)), level)
-    level = np.where(phase == 3, _logistic(level, sev, np.exp(rate_h)), level)
+    level = _logistic(state.ep_level, sev, np.exp(np.where(phase == 3, rate_h, -rate_h)))
     ep_time = state.ep_time + dt
     u_ep = u[:, U_EPISODE]
     t_h = k * (dt / 60.0)
@@ -508,8 +504,10 @@ def _treat(s: State, obs: Observation, u: np.ndarray) -> None:
 
 def draw_innovations(rng: np.random.Generator, n_steps: int, n: int) -> tuple[np.ndarray, ...]:
     """Innovations for ``n_steps`` transitions of ``n`` stays: normals (T, n, N_NORMALS) and
-    uniforms (T, n, N_UNIFORMS)."""
-    return rng.standard_normal((n_steps, n, N_NORMALS)), rng.random((n_steps, n, N_UNIFORMS))
+    uniforms (T, n, N_UNIFORMS), drawn in single precision (twice as fast, plenty for noise;
+    everything computed from them is double)."""
+    z = rng.standard_normal((n_steps, n, N_NORMALS), dtype=np.float32)
+    return z, rng.random((n_steps, n, N_UNIFORMS), dtype=np.float32)
 
 
 def simulate(
@@ -531,6 +529,21 @@ def simulate(
     return Trajectory(params=params, states=State.stack(states), obs=Observation.stack(obs))
 
 
+def draw_group(
+    rng: np.random.Generator,
+    baselines: np.ndarray,
+    n_points: int,
+    tod0_min: np.ndarray,
+    septic: np.ndarray,
+) -> tuple[Params, State, np.ndarray, np.ndarray]:
+    """Everything random about a group of stays, in the generator's order: parameters, the
+    initial state and the innovations of ``n_points - 1`` steps."""
+    params = draw_params(rng, baselines, tod0_min, septic)
+    start = initial_state(rng, params)
+    z, u = draw_innovations(rng, n_points - 1, baselines.shape[0])
+    return params, start, z, u
+
+
 def simulate_stays(
     rng: np.random.Generator,
     baselines: np.ndarray,
@@ -539,11 +552,8 @@ def simulate_stays(
     septic: np.ndarray,
     *,
     keep_states: bool = True,
-) -> tuple[Trajectory, tuple[np.ndarray, np.ndarray]]:
-    """Draw parameters, an initial state and innovations from ``rng`` (in that order) and
-    simulate ``n_points`` grid points of every stay: what the generator does per group.
-    Returns the trajectory and the innovations (for replays)."""
-    params = draw_params(rng, baselines, tod0_min, septic)
-    start = initial_state(rng, params)
-    z, u = draw_innovations(rng, n_points - 1, baselines.shape[0])
-    return simulate(params, start, z, u, keep_states=keep_states), (z, u)
+) -> Trajectory:
+    """Simulate ``n_points`` grid points of every stay from :func:`draw_group`'s draws: what
+    the generator does per group."""
+    params, start, z, u = draw_group(rng, baselines, n_points, tod0_min, septic)
+    return simulate(params, start, z, u, keep_states=keep_states)
