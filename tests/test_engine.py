@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,17 @@ from vitalfm.models.adaptation import MethodSpec, adapt
 from vitalfm.models.base import Forecast, ModelError, TimeAxis
 from vitalfm.models.chronos import ChronosForecaster
 from vitalfm.testing import toy_windows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models: on cores shared with other jobs, OpenMP's spin-waits made a step of a
+    second intra-op thread cost more than it gains (see tests/test_moirai.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 SMALL = dict(
     batch_size=16,
@@ -478,8 +490,9 @@ def test_validation_forecast_set_is_fixed_by_seed_and_knows_each_vital() -> None
     assert toy_data(seed=3).validation_forecast_set(20) is not None
     assert toy_data(ranges=None).validation_forecast_set(20) is None
     assert data.validation_forecast_set(0) is None
-    whole = data.validation_forecast_set(10_000)
-    assert whole is not None and len(whole) == len(data._all_validation)
+    whole = data.validation_forecast_set(10_000)  # at most the validation loss's series
+    assert whole is not None and len(whole) == len(data.validation)
+    assert np.array_equal(whole.pairs.context, data.validation.context, equal_nan=True)
 
 
 def test_bad_selection_settings_are_clear_config_errors() -> None:
@@ -558,6 +571,7 @@ def test_history_and_loss_curves_show_the_forecast_metric_and_the_kept_step(
     data = pd.DataFrame(
         {
             "run": ["new", "old"],
+            "first_replicate": ["new", "old"],  # the run folder of a run's first seed
             "model": ["a", "b"],
             "setting": ["lora-r2", "lora-r2"],
             "family": ["chronos", "chronos"],
@@ -575,3 +589,20 @@ def test_history_and_loss_curves_show_the_forecast_metric_and_the_kept_step(
     first_min = result.history[int(np.argmin(losses))]["step"]
     assert _stars(top_b) == [(float(first_min), pytest.approx(min(losses), rel=1e-6))]
     assert _stars(bottom_b) == [] and bottom_b.texts
+
+
+def test_pretraining_on_the_corpus_selects_on_the_loss(tmp_path: Path) -> None:
+    from vitalfm.engine.data import CorpusTrainingData
+    from vitalfm.synthetic.corpus import CorpusConfig, generate_corpus
+
+    corpus = generate_corpus(CorpusConfig(n_series=64, length=96, seed=1))
+    data = CorpusTrainingData(corpus, min_context=16, max_context=24, horizon=12, seed=0)
+    assert data.validation_forecast_set(256) is None
+    forecaster = ChronosForecaster.standin("chronos-bolt", horizon=12, seed=0)
+    forecaster.module.requires_grad_(True)
+    config = TrainingConfig(max_steps=2, batch_size=8, eval_every=1)  # default: crps
+    trainer = Trainer(forecaster, data, config, torch.device("cpu"), tmp_path, {}, False)
+    result = trainer.fit()
+    assert trainer.forecast_set is None and result.selection_metric == "loss"
+    assert result.best_validation_score == result.best_validation_loss
+    assert result.validation_forecast == {}

@@ -167,7 +167,6 @@ class WindowTrainingData:
                     "use more patients, shorter windows or a lower windows.min_horizon_observed",
                 )
         self.ranges = check_ranges(ranges, vitals) if ranges is not None else None
-        self._all_validation = self.validation
         if len(self.validation) > validation_max_series:
             keep = np.random.default_rng([seed, 1]).choice(
                 len(self.validation), validation_max_series, replace=False
@@ -187,11 +186,11 @@ class WindowTrainingData:
             yield self.validation.batch(slice(start, start + batch_size))
 
     def validation_forecast_set(self, max_series: int) -> ValidationForecastSet | None:
-        """At most ``max_series`` validation series (all vitals), drawn once with the seed
-        from the whole validation split; None without min-max ranges or for 0 series."""
+        """At most ``max_series`` of the validation-loss series (all vitals), drawn once with
+        the seed; None without min-max ranges or for 0 series."""
         if self.ranges is None or max_series < 1:
             return None
-        pairs = self._all_validation
+        pairs = self.validation
         if len(pairs) > max_series:
             keep = np.random.default_rng([self.seed, 4]).choice(
                 len(pairs), max_series, replace=False

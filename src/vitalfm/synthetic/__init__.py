@@ -14,7 +14,6 @@ from vitalfm.synthetic.generator import (
     Batch,
     StayTruth,
     iter_batches,
-    iter_truth,
     synthetic_settings,
 )
 from vitalfm.synthetic.sinks import (
@@ -35,7 +34,6 @@ __all__ = [
     "StayTruth",
     "csv_file_name",
     "iter_batches",
-    "iter_truth",
     "load_csv_dir",
     "load_direct",
     "read_manifest",
