@@ -13,9 +13,9 @@ import pytest
 
 from vitalfm.errors import ConfigError, DataError
 from vitalfm.synthetic import generator as gen
-from vitalfm.synthetic import iter_batches, iter_truth
 from vitalfm.synthetic import oracle as oracle_module
 from vitalfm.synthetic import physiology as phys
+from vitalfm.synthetic.generator import iter_batches, iter_truth
 from vitalfm.synthetic.oracle import OracleStates, oracle_samples, origin_grid_point
 from vitalfm.synthetic.realism import bin_readings, clean_vitals
 
@@ -165,6 +165,8 @@ def test_oracle_samples_contract(db: dict[str, Any], windows: pd.DataFrame) -> N
         oracle_samples(*args, "lactate", HORIZON, FREQ, 30, 5)
     with pytest.raises(ConfigError, match="origins"):
         oracle_samples(CFG, args[1], args[2][:3], "mbp", HORIZON, FREQ, 30, 5)
+    with pytest.raises(DataError, match="outside their ICU stay"):
+        oracle_samples(CFG, args[1][:1], args[2][:1] + 86400 * 30, "mbp", HORIZON, FREQ, 30, 5)
     with pytest.raises(DataError, match="not in the synthetic"):
         oracle_samples(CFG, np.array([999]), np.array([0]), "mbp", HORIZON, FREQ, 30, 5)
 

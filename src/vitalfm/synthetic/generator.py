@@ -13,6 +13,13 @@ ICD-9 codes without dots; per patient one charting system, CareVue (low itemids,
 677/679 "calc" duplicates) or MetaVision (itemids > 220000, ``warning``/``error`` 0/1,
 temperatures in '?F'/'?C'); charting every 15-60 min at irregular minutes with multi-hour
 gaps, duplicates, typos out of range, text-only rows and ``error = 1`` entries.
+
+The vital signs are readings of a latent Markov physiology (:mod:`vitalfm.synthetic.physiology`,
+simulated per group of stays from its own random stream) through the measurement and charting
+model below (noise, rounding, arterial vs cuff pressure, degF/degC, denser charting while a
+patient is unstable). :mod:`vitalfm.synthetic.oracle` reuses both, so the oracle forecaster
+predicts exactly what this module generates. Version 2.0: the Markov physiology (1.x drew
+episode times at admission).
 """
 
 from __future__ import annotations

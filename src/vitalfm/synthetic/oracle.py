@@ -62,6 +62,7 @@ VITALS: tuple[str, ...] = mimic.VITAL_NAMES
 PATHS_PER_CHUNK = 8192  # sample paths simulated at once (fits the CPU caches best)
 MAX_EVENTS = 6  # charting events of one kind in one bin (more are vanishingly rare)
 RESAMPLE_TRIES = 10
+MAX_OUTSIDE_POINTS = 24 * 60 // phys.STEP_MIN  # origins at most a day outside the stay
 _SURVIVE = 1.0 - gen.P_TEXT_ONLY - gen.P_JUNK
 _CHART_SEED = 20_240_513  # the fixed stream that measures the charting schedule
 
@@ -278,6 +279,15 @@ class OracleStates:
         pos = np.searchsorted(st.ids, stay_ids)
         origin_min = origins_s // 60
         k0 = origin_grid_point(st.base_min[pos] * 60, origins_s)
+        outside = (k0 < -MAX_OUTSIDE_POINTS) | (k0 > st.n_points[pos] - 1 + MAX_OUTSIDE_POINTS)
+        if outside.any():
+            i = int(np.flatnonzero(outside)[0])
+            raise DataError(
+                f"{int(outside.sum())} forecast origin(s) lie more than a day outside their "
+                f"ICU stay (e.g. icustay_id {int(stay_ids[i])} at {int(origins_s[i])} s)",
+                "pass origins in epoch seconds inside each stay (the start of the first "
+                "horizon bin on the study's grid)",
+            )
         kstart = np.clip(k0, 0, st.n_points[pos] - 1)
         k_last = (origin_min + h * f - 1 - st.base_min[pos]) // phys.STEP_MIN
         n_steps = np.maximum(k_last - kstart, 0)

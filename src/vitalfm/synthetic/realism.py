@@ -308,3 +308,75 @@ def markdown_table(rows: list[dict[str, str]]) -> str:
         for r in rows
     ]
     return "\n".join([head, sep, *body])
+
+
+# --- what the physiology did (from the generator's truth) -----------------------------------------
+
+
+def _doses(dose: np.ndarray) -> np.ndarray:
+    """Grid points at which a dose (a jump of a decaying dose) was given."""
+    return np.flatnonzero(np.diff(dose) > 0.5) + 1
+
+
+def physiology_summary(truths: Iterable[Any]) -> dict[str, float]:
+    """Episodes, treatments and their effects in the latent of :class:`StayTruth` records."""
+    from vitalfm.synthetic import physiology as phys
+
+    step_h = phys.STEP_MIN / 60.0
+    septic_stays = episodes = septic_points = episode_points = 0
+    points = hypotensive = febrile = hypoxaemic = alert = 0
+    delays_bp: list[float] = []
+    delays_fever: list[float] = []
+    map_rise: list[float] = []
+    temp_fall: list[float] = []
+    boluses = pressor_starts = paracetamol = oxygen = stays = 0
+    for t in truths:
+        stays += 1
+        s = t.states
+        n = s.k.size
+        points += n
+        hypotensive += int((t.mbp < phys.MAP_HYPOTENSION).sum())
+        febrile += int((t.values[phys.TEMP] >= phys.FEVER).sum())
+        hypoxaemic += int((t.values[phys.SPO2] < phys.HYPOXAEMIA).sum())
+        alert += int(t.alert.sum())
+        if t.septic:
+            septic_stays += 1
+            septic_points += n
+            episode_points += int((s.ep_phase > 0).sum())
+            episodes += int(((s.ep_phase[1:] == 1) & (s.ep_phase[:-1] == 0)).sum())
+            episodes += int(s.ep_phase[0] == 1)
+        fluid = _doses(s.fluid_dose)
+        pressor = np.flatnonzero(np.diff(s.pressor_target) > phys.PRESSOR_START - 1.5) + 1
+        boluses += fluid.size
+        pressor_starts += pressor.size
+        for k in np.union1d(fluid, pressor):
+            delays_bp.append(float(s.hypo_wait[k - 1] + phys.STEP_MIN))
+            if k + 12 < n:
+                map_rise.append(float(t.mbp[k + 12] - t.mbp[k]))
+        doses = _doses(s.apy_dose)
+        paracetamol += doses.size
+        for k in doses:
+            delays_fever.append(float(s.fever_wait[k - 1] + phys.STEP_MIN))
+            if k + 18 < n:
+                temp_fall.append(float(t.values[phys.TEMP, k] - t.values[phys.TEMP, k + 18]))
+        oxygen += int((np.diff(s.o2_set) > phys.O2_STEP / 2).sum())
+    stay_days = points * step_h / 24.0
+    return {
+        "stays": float(stays),
+        "septic_stays": float(septic_stays),
+        "episodes_per_septic_stay_day": episodes / max(septic_points * step_h / 24.0, 1e-9),
+        "septic_time_in_episode": episode_points / max(septic_points, 1),
+        "time_hypotensive_map_below_65": hypotensive / points,
+        "time_febrile_38_3": febrile / points,
+        "time_spo2_below_90": hypoxaemic / points,
+        "time_in_alert_denser_charting": alert / points,
+        "fluid_boluses_per_stay_day": boluses / stay_days,
+        "vasopressor_starts_per_stay_day": pressor_starts / stay_days,
+        "paracetamol_doses_per_stay_day": paracetamol / stay_days,
+        "oxygen_increases_per_stay_day": oxygen / stay_days,
+        "hypotension_to_treatment_min_median": float(np.median(delays_bp)),
+        "hypotension_to_treatment_min_p90": float(np.percentile(delays_bp, 90)),
+        "map_rise_1h_after_treatment_mmhg": float(np.mean(map_rise)),
+        "fever_to_paracetamol_min_median": float(np.median(delays_fever)),
+        "temperature_fall_1h30_after_paracetamol_degc": float(np.mean(temp_fall)),
+    }
