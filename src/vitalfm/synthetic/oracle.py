@@ -5,9 +5,15 @@ For a forecast origin of a stay, the oracle takes the stay's latent Markov state
 simulates the latent forward many times with the same transition function the generator uses
 (:func:`~vitalfm.synthetic.physiology.step`, with fresh randomness: episode onsets and ends,
 noise, treatments) and applies the generator's measurement and charting model to each path.
-Sample h of a path is a draw of what the study scores for grid bin
+Sample h is a draw of what the study scores for grid bin
 ``[origin + h * freq, origin + (h + 1) * freq)``: the mean of the cleaned chart readings of the
-vital in that bin, given that the bin has at least one reading.
+vital in that bin, given that the bin has at least one reading. That condition is not neutral:
+nurses chart more often while a patient is unstable, so a bin is more likely observed on some
+paths than on others; each bin's draws are therefore resampled from the series' paths in
+proportion to the chance that the bin is charted on them (so draw s of bin h and draw s of bin
+h + 1 need not come from one path: the draws are right bin by bin, which is how the study
+scores them). Without this the oracle's intervals missed low blood pressures (measured: 14 %
+below the 10 % quantile instead of 10 %).
 
 The oracle knows the latent state, which no model working from the charted readings can
 know, so it is a bound: the best any model could do on these data, not a competitor.
@@ -30,10 +36,11 @@ Approximations (the measurement side only; the latent is simulated exactly):
   probability ``P_EXTRA`` times the fraction of the bin's minutes in which the path is in
   alert (exact for 15-minute bins, slots treated as independent for longer bins), at a
   uniform minute.
-* Conditioning on "at least one reading": the number of charting events is drawn from its
-  distribution reweighted by the chance that at least one of them carries the vital; which
-  sources an event carries is then redrawn (up to ten times) until the bin has a reading,
-  after which the stay's most likely source of the first event is forced.
+* Conditioning on "at least one reading" within a path: the number of charting events is
+  drawn from its distribution reweighted by the chance that at least one of them carries the
+  vital; which sources an event carries is then redrawn (up to ten times) until the bin has a
+  reading, after which the stay's most likely source of the first event is forced. An event
+  is an extra reading or a round in proportion to their expected numbers in the bin.
 * Sources within an event (arterial, cuff, second arterial line, manual cuff; RR and RR total)
   are independent, as in the generator; text-only and out-of-range artefacts remove a reading
   with their probability, duplicates add a second reading one or two units away, and the

@@ -41,10 +41,11 @@ What is modelled, and where the numbers come from (titles/authors/years; no text
   critically ill adult patients: 2008 update", Crit Care Med 2008) is answered after 15 min plus
   an exponential wait (mean 30 min) by paracetamol, at most every 6 h (P. Young et al.,
   "Acetaminophen for Fever in Critically Ill Patients with Suspected Infection", N Engl J Med
-  2015, 1 g every 6 h). Its effect peaks after about 1.5 h at about 0.7 degC and is gone after
-  about 6 h; it also lowers blood pressure (H. M. Schell-Chaple et al., "Effects of IV
-  Acetaminophen on Core Body Temperature and Hemodynamic Responses in Febrile Critically Ill
-  Adults", Crit Care Med 2017: time-weighted temperature -0.47 degC, MAP -7 mmHg over 4 h).
+  2015, 1 g every 6 h). Its effect peaks after about 1.5 h at about 0.7 degC and fades over
+  the next hours (tau 4 h); it also lowers MAP, by 8 mmHg per degC of effect (H. M.
+  Schell-Chaple et al., "Effects of IV Acetaminophen on Core Body Temperature and Hemodynamic
+  Responses in Febrile Critically Ill Adults", Crit Care Med 2017: time-weighted temperature
+  -0.47 degC, MAP -7 mmHg over 4 h).
 * Hypoxaemia (SpO2 < 90 %) is answered within minutes by more inspired oxygen, weaned slowly
   while SpO2 > 96 % (B. R. O'Driscoll et al., "BTS guideline for oxygen use in adults in
   healthcare and emergency settings", Thorax 2017: target ranges, titrate down when above).
@@ -52,8 +53,10 @@ What is modelled, and where the numbers come from (titles/authors/years; no text
   of its severity, MAP < 65, SpO2 < 90): the generator adds readings every ~15 min then.
 
 MAP is not simulated independently: it is DBP + (SBP - DBP) / 3 of the latent, as a monitor
-computes it. Measurement noise, rounding and charting are the generator's
-(:mod:`vitalfm.synthetic.generator`).
+computes it. Replays are bit-exact: given a state and the same innovations, :func:`step`
+returns the same numbers whatever the batch around it (no BLAS reductions; every array fed to
+a transcendental function is contiguous). Measurement noise, rounding and charting are the
+generator's (:mod:`vitalfm.synthetic.generator`).
 """
 
 from __future__ import annotations
