@@ -346,6 +346,16 @@ def test_unknown_method_or_model_in_config_is_refused(
 
 def test_a_target_for_a_run_the_config_lacks_is_refused(tmp_path: Path) -> None:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    done = _dry_run(tmp_path, config, "results/forecasts/no-such-model/zero_shot.parquet")
+    done = _dry_run(
+        tmp_path, config, "results/forecasts/test/no-such-model/zero_shot/seed-0.parquet"
+    )
     assert done.returncode != 0
     assert "no run no-such-model/zero_shot in this config" in done.stdout + done.stderr
+    # a seed the run does not replicate (lora-r1 runs the first seed only)
+    done = _dry_run(
+        tmp_path, config, "results/forecasts/test/moirai-standin/lora-r1/seed-2.parquet"
+    )
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "run moirai-standin/lora-r1 has no replicate with seed '2'" in output
+    assert "training.all_seeds_for" in output

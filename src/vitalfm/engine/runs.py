@@ -422,14 +422,20 @@ def forecast(
         if run.trains and run_dir is not None:
             parameters = json.loads((Path(run_dir) / "metadata.json").read_text())["parameters"]
         else:
-            total = parameter_counts(forecaster.module)[1]
+            total = parameter_counts(forecaster.module)[1] if forecaster is not None else 0
             parameters = {"trainable": 0, "total": total, "base_total": total}
+        described = (
+            forecaster.describe()
+            if forecaster is not None
+            else {"family": "oracle", "source": "the synthetic generator's latent state"}
+        )
         meta = {
             "run": run.run_id,
             "model": model,
             "setting": setting,
             "seed": seed,
-            **forecaster.describe(),
+            "split": windows.split,
+            **described,
             "method": run.method,
             "parameters": parameters,
             "forecast_config": {**config.__dict__, "quantile_levels": list(config.quantile_levels)},
