@@ -270,8 +270,7 @@ class OracleStates:
         threads: int | None = None,
     ) -> np.ndarray:
         """float32 [N, S, H]: draws of the scored bin means (see the module docstring).
-        Deterministic for given arguments (also whatever ``threads``, default: up to 2 of the
-        CPUs this process may use)."""
+        Deterministic for given arguments, whatever ``threads`` (default: see :func:`_threads`)."""
         stay_ids = np.asarray(stay_ids, dtype=np.int64).reshape(-1)
         origins_s = np.asarray(origins_s, dtype=np.int64).reshape(-1)
         _check_request(stay_ids, origins_s, vital, horizon_steps, frequency_minutes, num_samples)
@@ -334,10 +333,15 @@ class _Known:
 
 
 def _threads() -> int:
+    """Up to 2 worker threads: no more than the CPUs this process may use, nor than
+    ``OMP_NUM_THREADS`` when set (Snakemake sets it to a rule's ``threads``)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        cpus = min(cpus, int(limit))
     return max(1, min(2, cpus))
 
 
