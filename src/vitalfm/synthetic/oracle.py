@@ -69,6 +69,7 @@ VITALS: tuple[str, ...] = mimic.VITAL_NAMES
 PATHS_PER_CHUNK = 8192  # sample paths simulated at once (fits the CPU caches best)
 MAX_EVENTS = 6  # charting events of one kind in one bin (more are vanishingly rare)
 RESAMPLE_TRIES = 10
+_U63 = (1 << 63) - 1  # seed entropy must be non-negative
 MAX_OUTSIDE_POINTS = 24 * 60 // phys.STEP_MIN  # origins at most a day outside the stay
 _SURVIVE = 1.0 - gen.P_TEXT_ONLY - gen.P_JUNK
 _CHART_SEED = 20_240_513  # the fixed stream that measures the charting schedule
@@ -303,7 +304,19 @@ class OracleStates:
 
         def run(c: int) -> None:
             idx = chunks[c]
-            rng = np.random.default_rng([int(seed), 7, c])  # per chunk: any thread order
+            # per chunk (any thread order), and different for calls on other series with the
+            # same seed (a caller may ask batch by batch)
+            first = int(idx[0])
+            rng = np.random.default_rng(
+                [
+                    int(seed),
+                    7,
+                    c,
+                    int(stay_ids[first]) & _U63,
+                    int(origins_s[first]) & _U63,
+                    idx.size,
+                ]
+            )
             out[idx] = _chunk_samples(
                 rng, st, pos[idx], origin_min[idx], kstart[idx], int(n_steps[idx].max()), vital,
                 h, f, s,
