@@ -293,6 +293,8 @@ def tiny_baseline_config(
                 "validation_max_series": 64,
             },
             "forecast": {"num_samples": 50, "batch_size": 64},
+            # toy windows are not the synthetic database's stays: no oracle
+            "evaluation": {"oracle": False},
             "device": {"preference": "cpu"},
         }
     )
