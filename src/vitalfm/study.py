@@ -128,8 +128,15 @@ def check_family(model: str, family: str) -> None:
         )
 
 
-def _model_methods(cfg: Mapping[str, Any], model: str, entry: Mapping[str, Any]) -> list[str]:
-    """The method names a model runs (checked against its source; see the module docstring)."""
+def _model_settings(
+    cfg: Mapping[str, Any],
+    model: str,
+    entry: Mapping[str, Any],
+    settings: Mapping[str, dict[str, Any]],
+) -> list[str]:
+    """The method settings a model runs (checked against its source; see the module
+    docstring). ``models.<name>.methods`` lists methods (every setting of a sweep) or single
+    settings of a sweep (e.g. ``lora-r2``: only that rank for this model)."""
     check_family(model, entry["family"])
     methods = cfg["methods"]
     scratch = bool(entry["source"].get("scratch"))
@@ -142,13 +149,19 @@ def _model_methods(cfg: Mapping[str, Any], model: str, entry: Mapping[str, Any])
             "`methods: [zero_shot]` for persistence",
         )
     chosen = list(listed) if listed else [m for m in methods if methods[m]["kind"] != "scratch"]
-    unknown = [m for m in chosen if m not in methods]
+    unknown = [m for m in chosen if m not in methods and m not in settings]
     if unknown:
         raise ConfigError(
             f"config key models.{model}.methods names unknown method(s) {unknown}",
-            f"use names defined under `methods`: {', '.join(methods)}",
+            f"use names defined under `methods`: {', '.join(methods)} (or one setting of a "
+            "sweep, e.g. lora-r2)",
         )
-    for name in chosen:
+    picked = [
+        setting
+        for setting, method in settings.items()
+        if method["method"] in chosen or setting in chosen
+    ]
+    for name in dict.fromkeys(settings[s]["method"] for s in picked):
         kind = methods[name]["kind"]
         if not scratch and kind == "scratch":
             raise ConfigError(
@@ -176,7 +189,7 @@ def _model_methods(cfg: Mapping[str, Any], model: str, entry: Mapping[str, Any])
                 "forecast with untrained, random weights",
                 f"use a method of kind scratch for models.{model}",
             )
-    return chosen
+    return picked
 
 
 def _seeds_for(cfg: Mapping[str, Any], settings: Mapping[str, dict[str, Any]]) -> Any:
@@ -229,9 +242,9 @@ def study_runs(cfg: Mapping[str, Any], *, oracle: bool = True) -> list[Run]:
         )
     runs = []
     for model, entry in cfg["models"].items():
-        chosen = _model_methods(cfg, model, entry)
+        chosen = _model_settings(cfg, model, entry, settings)
         for setting, method in settings.items():
-            if method["method"] in chosen:
+            if setting in chosen:
                 runs.append(
                     Run(
                         model,
