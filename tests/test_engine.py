@@ -487,7 +487,10 @@ def test_validation_forecast_set_is_fixed_by_seed_and_knows_each_vital() -> None
     assert np.array_equal(first.pairs.window_ids, again.pairs.window_ids)
     expected = np.array([RANGES[v] for v in first.pairs.vitals])
     assert np.array_equal(np.c_[first.low, first.high], expected)
-    assert toy_data(seed=3).validation_forecast_set(20) is not None
+    # every replicate (training seed) is chosen on the same validation series
+    other_seed = toy_data(seed=3).validation_forecast_set(20)
+    assert other_seed is not None
+    assert np.array_equal(other_seed.pairs.window_ids, first.pairs.window_ids)
     assert toy_data(ranges=None).validation_forecast_set(20) is None
     assert data.validation_forecast_set(0) is None
     whole = data.validation_forecast_set(10_000)  # at most the validation loss's series

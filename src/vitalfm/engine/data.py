@@ -146,7 +146,9 @@ class WindowTrainingData:
 
     ``ranges`` ({vital: (low, high)}, the config's ``evaluation.minmax_ranges``) turn on
     model selection on a validation forecast metric (see :meth:`validation_forecast_set`);
-    without them the Trainer selects on the validation loss.
+    without them the Trainer selects on the validation loss. ``seed`` orders the training
+    batches (a replicate's seed); the validation subsets are drawn with ``validation_seed``,
+    fixed for the study, so every replicate of every run is chosen on the same series.
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class WindowTrainingData:
         seed: int,
         validation_max_series: int,
         ranges: Mapping[str, Sequence[float]] | None = None,
+        validation_seed: int = 0,
     ) -> None:
         self.train = SeriesPairs.from_windows(train, vitals)
         self.validation = SeriesPairs.from_windows(validation, vitals)
@@ -168,12 +171,13 @@ class WindowTrainingData:
                 )
         self.ranges = check_ranges(ranges, vitals) if ranges is not None else None
         if len(self.validation) > validation_max_series:
-            keep = np.random.default_rng([seed, 1]).choice(
+            keep = np.random.default_rng([validation_seed, 1]).choice(
                 len(self.validation), validation_max_series, replace=False
             )
             keep.sort()
             self.validation = self.validation.subset(keep)
         self.seed = seed
+        self.validation_seed = validation_seed
         self.context_steps = train.context_steps
         self.horizon_steps = train.horizon_steps
 
@@ -192,7 +196,7 @@ class WindowTrainingData:
             return None
         pairs = self.validation
         if len(pairs) > max_series:
-            keep = np.random.default_rng([self.seed, 4]).choice(
+            keep = np.random.default_rng([self.validation_seed, 4]).choice(
                 len(pairs), max_series, replace=False
             )
             pairs = pairs.subset(np.sort(keep))
