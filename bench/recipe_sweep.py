@@ -31,8 +31,8 @@ from benchfacts import ROOT, load, write_report
 
 #: Learning rates tried per method kind (full fine-tuning moves every weight: smaller ones).
 GRID = {
-    "lora": (3e-4, 1e-3, 3e-3, 1e-2),
-    "full": (3e-5, 1e-4, 3e-4, 1e-3),
+    "lora": (1e-3, 3e-3, 1e-2),
+    "full": (3e-5, 1e-4, 3e-4),
 }
 STEPS = (100, 300)
 SETTINGS = {"lora": "lora-r2", "full": "full"}
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "config.yaml")
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument("--models", nargs="*", help="default: every stand-in model of the config")
+    parser.add_argument("--methods", nargs="*", choices=sorted(GRID), help="default: both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
@@ -85,9 +86,11 @@ def main() -> None:
     ]
     steps = (50,) if args.quick else STEPS
     grid = {kind: rates[1:2] if args.quick else rates for kind, rates in GRID.items()}
+    if args.methods:
+        grid = {kind: grid[kind] for kind in args.methods}
     windows = args.results / "windows"
     rows = []
-    for model, kind in itertools.product(models, GRID):
+    for model, kind in itertools.product(models, grid):
         standin = cfg["models"][model]["source"]["standin"]
         for lr, n_steps in itertools.product(grid[kind], steps):
             run_cfg = sweep_config(cfg, kind, lr, n_steps)
