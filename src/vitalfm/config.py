@@ -184,10 +184,17 @@ def minmax_ranges(
     cfg: Mapping[str, Any], vitals: Sequence[str] | None = None
 ) -> dict[str, tuple[float, float]]:
     """{vital: (low, high)} from ``evaluation.minmax_ranges`` for the configured vitals."""
-    ranges = cfg["evaluation"]["minmax_ranges"]
     wanted = list(vitals) if vitals is not None else list(cfg["vitals"]["names"])
+    return check_minmax_ranges(cfg["evaluation"]["minmax_ranges"], wanted)
+
+
+def check_minmax_ranges(
+    ranges: Mapping[str, Sequence[float]], vitals: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """{vital: (low, high)} for every vital of ``vitals``; ConfigError naming the key when
+    one is missing or empty (the min-max scale, and model selection on it, need them all)."""
     out: dict[str, tuple[float, float]] = {}
-    for vital in wanted:
+    for vital in vitals:
         if vital not in ranges:
             raise ConfigError(
                 f"config key evaluation.minmax_ranges has no range for vital {vital}",

@@ -20,8 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from vitalfm.config import check_minmax_ranges
 from vitalfm.data.windows import WindowSet
-from vitalfm.errors import ConfigError, DataError
+from vitalfm.errors import DataError
 from vitalfm.models.base import SeriesBatch, TimeAxis
 
 
@@ -119,28 +120,6 @@ class ValidationForecastSet:
         return len(self.pairs)
 
 
-def check_ranges(
-    ranges: Mapping[str, Sequence[float]], vitals: Sequence[str]
-) -> dict[str, tuple[float, float]]:
-    """{vital: (low, high)} for every vital; ConfigError naming the key otherwise."""
-    out: dict[str, tuple[float, float]] = {}
-    for vital in vitals:
-        if vital not in ranges:
-            raise ConfigError(
-                f"config key evaluation.minmax_ranges has no range for vital {vital}",
-                f"add `{vital}: [low, high]` under evaluation.minmax_ranges (model selection "
-                "scores validation forecasts on the min-max scale, as the study does)",
-            )
-        low, high = (float(v) for v in ranges[vital])
-        if not high > low:
-            raise ConfigError(
-                f"config key evaluation.minmax_ranges.{vital} = {[low, high]} has high <= low",
-                "give [low, high] with high > low",
-            )
-        out[vital] = (low, high)
-    return out
-
-
 class WindowTrainingData:
     """Train and validation examples from the study's windows (all configured vitals).
 
@@ -169,7 +148,7 @@ class WindowTrainingData:
                     f"the {name} split has no window with an observed horizon",
                     "use more patients, shorter windows or a lower windows.min_horizon_observed",
                 )
-        self.ranges = check_ranges(ranges, vitals) if ranges is not None else None
+        self.ranges = check_minmax_ranges(ranges, vitals) if ranges is not None else None
         if len(self.validation) > validation_max_series:
             keep = np.random.default_rng([validation_seed, 1]).choice(
                 len(self.validation), validation_max_series, replace=False

@@ -596,7 +596,9 @@ def findings(
         "(all vitals and horizon steps, mean over seeds) set against its zero-shot forecast on "
         "the test set. All settings' test scores are in the method comparison table.",
         "Adapted vs zero-shot: better / worse only when the paired 95% interval of the "
-        "difference, over test patients and seeds, excludes zero.",
+        "difference, over test patients and seeds, excludes zero. A chosen setting with one "
+        "seed (training.all_seeds_for) has an interval over patients only; the seed_variance "
+        "table shows how far seeds move the settings that ran several.",
         (
             f"Best baseline (chosen on validation): {baseline}, test MAE {_cell(mae, baseline)}."
             if baseline
