@@ -288,7 +288,8 @@ def pareto_figure(data: pd.DataFrame) -> plt.Figure:
     ]
     handles.append(Line2D([], [], color="black", alpha=0.6, label="Pareto front"))
     handles += [Line2D([], [], lw=1, label=label, **style) for label, _, style in references]
-    right.legend(handles=handles, fontsize=7, loc="upper right", ncol=2)
+    # below the panels: inside, it would hide the points in its corner
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=9)
     fig.suptitle(
         "Error against trainable parameters (open markers: baselines; labels: the front)",
         fontsize=10,
