@@ -189,6 +189,27 @@ def test_oracle_regenerates_a_database_once(
     assert len(calls) == 1
 
 
+def test_stays_added_in_two_calls_equal_stays_added_at_once(windows: pd.DataFrame) -> None:
+    """Stays regenerated in a later call are merged in icustay_id order: the same states and
+    samples as when every stay is asked for at once (interleaved ids, so the merge reorders)."""
+    w = windows.drop_duplicates("icustay_id").iloc[:12]
+    ids, origins = w.icustay_id.to_numpy(), w.origin_s.to_numpy()
+    at_once = OracleStates(CFG, ids)
+    in_two = OracleStates(CFG, ids[1::2])
+    in_two.add(ids[::2])
+    np.testing.assert_array_equal(in_two.stay_ids, at_once.stay_ids)
+    for got, expected in zip(
+        dataclasses.astuple(in_two.state_at_origin(ids, origins)),
+        dataclasses.astuple(at_once.state_at_origin(ids, origins)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, expected)
+    args = (ids, origins, "mbp", HORIZON, FREQ, 16, 3)
+    np.testing.assert_array_equal(
+        in_two.samples(*args, threads=1), at_once.samples(*args, threads=1)
+    )
+
+
 def _last_observed(context: np.ndarray) -> np.ndarray:
     """Last non-NaN value of each row (NaN if none): the persistence forecast."""
     seen = ~np.isnan(context)

@@ -154,7 +154,8 @@ def charting_tables(frequency_minutes: int, kind: str) -> tuple[np.ndarray, np.n
 
 @dataclass
 class _Stays:
-    """Truth of the oracle's stays, trajectories concatenated along time (flat index)."""
+    """Truth of the oracle's stays, sorted by icustay_id; trajectories concatenated along time
+    (flat index), each stay's starting at ``offset``."""
 
     ids: np.ndarray  # sorted icustay_ids
     base_min: np.ndarray
@@ -167,6 +168,47 @@ class _Stays:
     art2: np.ndarray
     vent: np.ndarray
     fahrenheit_p: np.ndarray
+
+    @classmethod
+    def of(cls, truths: Sequence[Any]) -> _Stays:
+        """From :class:`~vitalfm.synthetic.generator.StayTruth` records, in any order."""
+        truths = sorted(truths, key=lambda t: t.icustay_id)
+        n_points = np.array([t.states.k.shape[0] for t in truths], dtype=np.int64)
+        return cls(
+            ids=np.array([t.icustay_id for t in truths], dtype=np.int64),
+            base_min=np.array([t.grid_start // 60 for t in truths], dtype=np.int64),
+            n_points=n_points,
+            offset=np.concatenate([[0], np.cumsum(n_points)[:-1]]).astype(np.int64),
+            params=phys.Params.concat([t.params for t in truths]),
+            states=phys.State.concat([t.states for t in truths]),
+            metavision=np.array([t.metavision for t in truths]),
+            art=np.array([t.arterial_line for t in truths]),
+            art2=np.array([t.second_arterial_line for t in truths]),
+            vent=np.array([t.ventilated for t in truths]),
+            fahrenheit_p=np.array([t.fahrenheit_p for t in truths]),
+        )
+
+    def merged(self, other: _Stays) -> _Stays:
+        """Both sets of stays, sorted by icustay_id: the trajectories are appended as they
+        are and the per-stay arrays (offsets shifted) reordered."""
+        order = np.argsort(np.concatenate([self.ids, other.ids]), kind="stable")
+
+        def per_stay(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+            return np.concatenate([mine, theirs])[order]
+
+        return _Stays(
+            ids=per_stay(self.ids, other.ids),
+            base_min=per_stay(self.base_min, other.base_min),
+            n_points=per_stay(self.n_points, other.n_points),
+            offset=per_stay(self.offset, other.offset + int(self.n_points.sum())),
+            params=phys.Params.concat([self.params, other.params]).take(order),
+            states=phys.State.concat([self.states, other.states]),
+            metavision=per_stay(self.metavision, other.metavision),
+            art=per_stay(self.art, other.art),
+            art2=per_stay(self.art2, other.art2),
+            vent=per_stay(self.vent, other.vent),
+            fahrenheit_p=per_stay(self.fahrenheit_p, other.fahrenheit_p),
+        )
 
 
 def _settings_key(settings: Mapping[str, Any]) -> str:
@@ -202,46 +244,8 @@ class OracleStates:
                 "pass the same `synthetic` config section the database was generated from, "
                 "and only icustay_ids of that database",
             )
-        if self._stays is not None:
-            truths = [*self._truths_of_known(), *truths]
-        truths.sort(key=lambda t: t.icustay_id)
-        n_points = np.array([t.states.k.shape[0] for t in truths], dtype=np.int64)
-        offset = np.concatenate([[0], np.cumsum(n_points)[:-1]]).astype(np.int64)
-        self._stays = _Stays(
-            ids=np.array([t.icustay_id for t in truths], dtype=np.int64),
-            base_min=np.array([t.grid_start // 60 for t in truths], dtype=np.int64),
-            n_points=n_points,
-            offset=offset,
-            params=phys.Params.concat([t.params for t in truths]),
-            states=phys.State.concat([t.states for t in truths]),
-            metavision=np.array([t.metavision for t in truths]),
-            art=np.array([t.arterial_line for t in truths]),
-            art2=np.array([t.second_arterial_line for t in truths]),
-            vent=np.array([t.ventilated for t in truths]),
-            fahrenheit_p=np.array([t.fahrenheit_p for t in truths]),
-        )
-
-    def _truths_of_known(self) -> list[Any]:
-        """The known stays as lightweight truth-like records (to merge with new ones)."""
-        st = self._stays
-        assert st is not None
-        out = []
-        for i in range(st.ids.size):
-            sl = slice(int(st.offset[i]), int(st.offset[i] + st.n_points[i]))
-            out.append(
-                _Known(
-                    icustay_id=int(st.ids[i]),
-                    grid_start=int(st.base_min[i]) * 60,
-                    params=st.params.take(np.array([i])),
-                    states=st.states.map(lambda a, sl=sl: a[sl]),
-                    metavision=bool(st.metavision[i]),
-                    arterial_line=bool(st.art[i]),
-                    second_arterial_line=bool(st.art2[i]),
-                    ventilated=bool(st.vent[i]),
-                    fahrenheit_p=float(st.fahrenheit_p[i]),
-                )
-            )
-        return out
+        found_stays = _Stays.of(truths)
+        self._stays = found_stays if self._stays is None else self._stays.merged(found_stays)
 
     def state_at_origin(self, stay_ids: np.ndarray, origins_s: np.ndarray) -> phys.State:
         """Each series' latent state at :func:`origin_grid_point` of its origin (clipped to
@@ -330,19 +334,6 @@ class OracleStates:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(run, range(len(chunks))))
         return out
-
-
-@dataclass
-class _Known:
-    icustay_id: int
-    grid_start: int
-    params: phys.Params
-    states: phys.State
-    metavision: bool
-    arterial_line: bool
-    second_arterial_line: bool
-    ventilated: bool
-    fahrenheit_p: float
 
 
 def _threads() -> int:
