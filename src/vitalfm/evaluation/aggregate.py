@@ -155,10 +155,16 @@ class RunSummary:
     seed_values: dict[str, np.ndarray]  # metric -> [S, C]
     low: dict[str, np.ndarray]  # metric -> [C], interval bounds
     high: dict[str, np.ndarray]
-    whole: dict[tuple[str, str], int]  # (scale, vital) -> cell of the whole horizon (step 0)
-    resamples: dict[str, np.ndarray]  # metric -> [B, len(whole)], whole-horizon cells only
+    whole: dict[tuple[str, str], int]  # (scale, vital) -> column of the whole-horizon cells
+    whole_cells: np.ndarray  # [W] the cell of each whole-horizon column
+    resamples: dict[str, np.ndarray]  # metric -> [B, W], whole-horizon cells only
     counts: dict[str, np.ndarray]  # n_windows, n_points, ... -> [C] (the same for every seed)
     n_patients: np.ndarray  # [C]
+
+    def columns(self, keys: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        """(columns of :attr:`resamples`, cells of :attr:`values`) of whole-horizon ``keys``."""
+        columns = np.array([self.whole[key] for key in keys], dtype=np.int64)
+        return columns, self.whole_cells[columns]
 
 
 def _cell_order(column: pd.Series) -> pd.Series:
@@ -215,7 +221,7 @@ def summarise_run(
         values = {m: _nanmean(seed_values[m], axis=0) for m in METRICS}
     resampled = np.einsum("bp,spck->bsck", weights, per_patient, optimize=True)
     boot_sums = {name: resampled[..., k] for k, name in enumerate(STATISTICS)}
-    whole_cells = cells.index[cells["step"] == 0]
+    whole_cells = cells.index[cells["step"] == 0].to_numpy()
     whole = {
         (str(cells.at[c, "scale"]), str(cells.at[c, "vital"])): i for i, c in enumerate(whole_cells)
     }
@@ -235,6 +241,7 @@ def summarise_run(
         low=low,
         high=high,
         whole=whole,
+        whole_cells=whole_cells,
         resamples=resamples,
         counts=counts,
         n_patients=(n_points > 0).sum(axis=0),
@@ -274,13 +281,13 @@ def _metric_rows(facts: dict[str, Any], split: str, summary: RunSummary) -> pd.D
 
 def _replicate_rows(run: Any, split: str, summary: RunSummary) -> pd.DataFrame:
     """Each seed's whole-horizon metrics (the seed spread and the sampling-noise floor)."""
-    cells = list(summary.whole.items())
-    columns = np.array([summary.cells.index[summary.cells["step"] == 0][i] for _, i in cells])
+    keys = list(summary.whole)
+    _, cells = summary.columns(keys)
     rows = []
     for s, seed in enumerate(summary.seeds):
         for metric in METRICS:
-            values = summary.seed_values[metric][s, columns]
-            for ((scale, vital), _), value in zip(cells, values, strict=True):
+            values = summary.seed_values[metric][s, cells]
+            for (scale, vital), value in zip(keys, values, strict=True):
                 rows.append(
                     (run.run_id, run.model, run.setting, split, seed, scale, vital, metric, value)
                 )
@@ -299,10 +306,8 @@ def _paired_rows(
     """Whole-horizon differences run minus reference, on the same resampled patients (and
     seeds, where both have them)."""
     common = [key for key in summary.whole if key in ref.whole]
-    mine_idx = np.array([summary.whole[key] for key in common], dtype=np.int64)
-    ref_idx = np.array([ref.whole[key] for key in common], dtype=np.int64)
-    whole_mine = summary.cells.index[summary.cells["step"] == 0][mine_idx]
-    whole_ref = ref.cells.index[ref.cells["step"] == 0][ref_idx]
+    mine_idx, whole_mine = summary.columns(common)
+    ref_idx, whole_ref = ref.columns(common)
     parts = []
     for metric in METRICS:
         mine = summary.resamples[metric][:, mine_idx]
@@ -350,16 +355,11 @@ def _gap_rows(
 ) -> pd.DataFrame:
     """The share of the persistence-to-oracle gap a run closes, per error metric."""
     common = [k for k in summary.whole if k in pers.whole and k in orac.whole]
-    trio = (summary, pers, orac)
+    trio = [(part, *part.columns(common)) for part in (summary, pers, orac)]
     parts = []
     for metric in ERROR_METRICS:
-        boots, points = [], []
-        for part in trio:
-            index = np.array([part.whole[k] for k in common], dtype=np.int64)
-            boots.append(part.resamples[metric][:, index])
-            points.append(part.values[metric][part.cells.index[part.cells["step"] == 0][index]])
-        mine, base, best = boots
-        value, base_value, best_value = points
+        mine, base, best = (part.resamples[metric][:, columns] for part, columns, _ in trio)
+        value, base_value, best_value = (part.values[metric][cells] for part, _, cells in trio)
         with np.errstate(invalid="ignore", divide="ignore"):
             share = (base_value - value) / (base_value - best_value)
             boot = (base - mine) / (base - best)
@@ -400,11 +400,10 @@ def best_baseline(runs: Sequence[Any], summaries: Mapping[str, RunSummary]) -> A
         if not is_baseline(run):
             continue
         summary = summaries[run.run_id]
-        cell = summary.whole.get((scale, "all"))
-        if cell is None:
+        if (scale, "all") not in summary.whole:
             continue
-        column = summary.cells.index[summary.cells["step"] == 0][cell]
-        mae = summary.values[metric][column]
+        _, cells = summary.columns([(scale, "all")])
+        mae = summary.values[metric][cells[0]]
         if np.isfinite(mae) and mae < best_mae:
             best, best_mae = run, mae
     return best
