@@ -54,19 +54,6 @@ NOTES = {
 }
 
 
-def _last_observed(context: np.ndarray) -> np.ndarray:
-    seen = ~np.isnan(context)
-    last = context.shape[1] - 1 - seen[:, ::-1].argmax(axis=1)
-    return np.where(seen.any(axis=1), context[np.arange(len(context)), last], np.nan)
-
-
-def _crps(samples: np.ndarray, y: np.ndarray) -> np.ndarray:
-    s = np.sort(samples, axis=1)
-    n = s.shape[1]
-    w = (2 * np.arange(1, n + 1) - n - 1)[None, :, None]
-    return np.abs(s - y[:, None, :]).mean(axis=1) - (w * s).sum(axis=1) / n**2
-
-
 def oracle_vs_persistence(
     cfg: dict[str, Any],
     tables: dict[str, pd.DataFrame],
@@ -102,7 +89,9 @@ def oracle_vs_persistence(
         )
         seconds = time.perf_counter() - t0
         y = np.stack([binned.stay(p, vital)[b : b + h] for p, b in pairs])
-        last = _last_observed(np.stack([binned.stay(p, vital)[b - c : b] for p, b in pairs]))
+        last = realism.persistence_forecast(
+            np.stack([binned.stay(p, vital)[b - c : b] for p, b in pairs])
+        )
         scored = ~np.isnan(y) & ~np.isnan(last)[:, None]
         below = (draws < y[:, None, :]).mean(axis=1)
         tie = (draws == y[:, None, :]).mean(axis=1)
@@ -112,7 +101,7 @@ def oracle_vs_persistence(
             "scored_points": int(scored.sum()),
             "oracle_mae": float(np.abs(median - y)[scored].mean()),
             "persistence_mae": float(np.abs(last[:, None] - y)[scored].mean()),
-            "oracle_crps": float(_crps(draws, np.nan_to_num(y))[scored].mean()),
+            "oracle_crps": float(realism.ensemble_crps(draws, np.nan_to_num(y))[scored].mean()),
             "persistence_crps": float(np.abs(last[:, None] - y)[scored].mean()),
             "oracle_central80_coverage": float(((pit >= 0.1) & (pit <= 0.9)).mean()),
             "oracle_seconds": seconds,

@@ -17,7 +17,12 @@ from vitalfm.synthetic import oracle as oracle_module
 from vitalfm.synthetic import physiology as phys
 from vitalfm.synthetic.generator import iter_batches, iter_truth
 from vitalfm.synthetic.oracle import OracleStates, oracle_samples, origin_grid_point
-from vitalfm.synthetic.realism import bin_readings, clean_vitals
+from vitalfm.synthetic.realism import (
+    bin_readings,
+    clean_vitals,
+    ensemble_crps,
+    persistence_forecast,
+)
 
 CFG = {"seed": 23, "n_patients": 120}
 FREQ, CONTEXT, HORIZON = 15, 24, 12  # the default study's grid and 6 h -> 3 h windows
@@ -210,21 +215,6 @@ def test_stays_added_in_two_calls_equal_stays_added_at_once(windows: pd.DataFram
     )
 
 
-def _last_observed(context: np.ndarray) -> np.ndarray:
-    """Last non-NaN value of each row (NaN if none): the persistence forecast."""
-    seen = ~np.isnan(context)
-    last = context.shape[1] - 1 - seen[:, ::-1].argmax(axis=1)
-    return np.where(seen.any(axis=1), context[np.arange(len(context)), last], np.nan)
-
-
-def _crps(samples: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """CRPS of an ensemble (N, S, H) against y (N, H), the usual sorted-sample estimator."""
-    s = np.sort(samples, axis=1)
-    n = s.shape[1]
-    w = (2 * np.arange(1, n + 1) - n - 1)[None, :, None]
-    return np.abs(s - y[:, None, :]).mean(axis=1) - (w * s).sum(axis=1) / n**2
-
-
 def test_oracle_is_calibrated_and_beats_persistence(
     db: dict[str, Any], windows: pd.DataFrame
 ) -> None:
@@ -238,7 +228,9 @@ def test_oracle_is_calibrated_and_beats_persistence(
             CFG, w.icustay_id.to_numpy(), w.origin_s.to_numpy(), vital, HORIZON, FREQ, 100, 1
         )
         y = np.stack([binned.stay(p, vital)[b : b + HORIZON] for p, b in pairs])
-        last = _last_observed(np.stack([binned.stay(p, vital)[b - CONTEXT : b] for p, b in pairs]))
+        last = persistence_forecast(
+            np.stack([binned.stay(p, vital)[b - CONTEXT : b] for p, b in pairs])
+        )
         scored = ~np.isnan(y) & ~np.isnan(last)[:, None]
         # randomised PIT (ties matter for integer readings): the central 80 % holds ~80 %
         below = (samples < y[:, None, :]).mean(axis=1)
@@ -249,7 +241,7 @@ def test_oracle_is_calibrated_and_beats_persistence(
         first_bins.append(inside[:, 0][scored[:, 0]])
         oracle_mae = np.abs(np.median(samples, axis=1) - y)[scored].mean()
         persistence_mae = np.abs(last[:, None] - y)[scored].mean()
-        oracle_crps = _crps(samples, np.nan_to_num(y))[scored].mean()
+        oracle_crps = ensemble_crps(samples, np.nan_to_num(y))[scored].mean()
         report[vital] = (central, central_first, oracle_mae, persistence_mae, oracle_crps,
                          scored.sum())  # fmt: skip
         assert 0.75 <= central <= 0.85, (vital, central)
@@ -261,3 +253,13 @@ def test_oracle_is_calibrated_and_beats_persistence(
           "oracle's median, MAE of persistence, CRPS of the oracle, scored points")  # fmt: skip
     for vital, values in report.items():
         print(vital, " ".join(f"{v:.3f}" for v in values))
+
+
+def test_ensemble_crps_and_persistence_helpers_against_their_definitions() -> None:
+    rng = np.random.default_rng(0)
+    samples, y = rng.normal(size=(3, 7, 4)), rng.normal(size=(3, 4))
+    pairwise = np.abs(samples[:, :, None, :] - samples[:, None, :, :]).mean(axis=(1, 2))
+    expected = np.abs(samples - y[:, None, :]).mean(axis=1) - 0.5 * pairwise
+    np.testing.assert_allclose(ensemble_crps(samples, y), expected, atol=1e-12)
+    context = np.array([[1.0, np.nan, 3.0, np.nan], [np.nan] * 4, [5.0, 6.0, 7.0, 8.0]])
+    np.testing.assert_array_equal(persistence_forecast(context), [3.0, np.nan, 8.0])

@@ -202,6 +202,25 @@ def bin_readings(
 # --- the same statistics from a generated database ---------------------------------------------
 
 
+def persistence_forecast(context: np.ndarray) -> np.ndarray:
+    """[N] the persistence baseline's forecast of each context row [N, C]: its last reading
+    (NaN where it has none), by the baseline's own :func:`last_observed`."""
+    import torch
+
+    from vitalfm.models.persistence import last_observed
+
+    return last_observed(torch.from_numpy(np.asarray(context, dtype=np.float64)))[0].numpy()
+
+
+def ensemble_crps(samples: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """[N, H] CRPS of an ensemble [N, S, H] against y [N, H]: the usual sorted-sample
+    estimator, exact for the ensemble's empirical distribution."""
+    s = np.sort(samples, axis=1)
+    n = s.shape[1]
+    w = (2 * np.arange(1, n + 1) - n - 1)[None, :, None]
+    return np.abs(s - y[:, None, :]).mean(axis=1) - (w * s).sum(axis=1) / n**2
+
+
 def generate_tables(cfg_synthetic: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """The icustays and chartevents tables of a synthetic database, as pandas frames."""
     from vitalfm.synthetic.generator import iter_batches
