@@ -8,31 +8,15 @@ import pandas as pd
 import pytest
 
 from vitalfm.evaluation import aggregate, bootstrap
-from vitalfm.evaluation.metrics import STATISTICS
 from vitalfm.study import Run
+from vitalfm.testing import score_rows
 
 SPLITS = ("validation", "test")
 
 
 def scores(errors: dict[int, float]) -> pd.DataFrame:
     """A score table with one whole-horizon point per patient of absolute error ``errors[p]``."""
-    rows = []
-    for scale, unit in (("original", 1.0), ("minmax", 100.0)):
-        for subject, error in errors.items():
-            row = dict.fromkeys(STATISTICS, 0.0)
-            row.update(
-                subject_id=subject,
-                scale=scale,
-                vital="all",
-                step=0,
-                n_points=1,
-                n_windows=1,
-                ae=abs(error) / unit,
-                se=error * error / unit**2,
-                abs_y=100.0 / unit,
-            )
-            rows.append(row)
-    return pd.DataFrame(rows)
+    return score_rows({subject: [error] for subject, error in errors.items()})
 
 
 def run(model: str, setting: str, kind: str, seeds=(0,), family: str = "chronos", **source) -> Run:

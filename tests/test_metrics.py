@@ -19,7 +19,7 @@ from vitalfm.evaluation import aggregate, bootstrap, metrics, scoring
 from vitalfm.evaluation.metrics import METRICS, STATISTICS
 from vitalfm.io import write_parquet
 from vitalfm.study import Run
-from vitalfm.testing import toy_windows
+from vitalfm.testing import score_rows, toy_windows
 
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975)
@@ -354,28 +354,6 @@ def test_models_without_95_quantiles_get_nan_coverage_not_zero():
 
 
 # --- the patient bootstrap ------------------------------------------------------------------
-
-
-def score_rows(errors: dict[int, list[float]]) -> pd.DataFrame:
-    """A score table of whole-horizon cells from each patient's point errors (the min-max
-    scale divides them by 100)."""
-    rows = []
-    for scale, unit in (("original", 1.0), ("minmax", 100.0)):
-        for subject, errs in errors.items():
-            row = dict.fromkeys(STATISTICS, 0.0)
-            row.update(
-                subject_id=subject,
-                scale=scale,
-                vital="all",
-                step=0,
-                n_points=len(errs),
-                n_windows=len(errs),
-                ae=sum(abs(e) for e in errs) / unit,
-                se=sum(e * e for e in errs) / unit**2,
-                abs_y=100.0 * len(errs) / unit,
-            )
-            rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def cell(table: pd.DataFrame, metric: str = "mae") -> pd.Series:

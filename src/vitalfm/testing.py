@@ -316,3 +316,32 @@ def copy_checkout(root: Path, dest: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target, follow_symlinks=False)
     return dest
+
+
+# --- score tables for the aggregation tests -------------------------------------------------------
+
+
+def score_rows(errors: dict[int, list[float]]) -> Any:
+    """A score table (the score rule's format) of whole-horizon cells from each patient's
+    point errors: ``errors[subject_id]`` lists them; the min-max scale divides them by 100."""
+    import pandas as pd
+
+    from vitalfm.evaluation.metrics import STATISTICS
+
+    rows = []
+    for scale, unit in (("original", 1.0), ("minmax", 100.0)):
+        for subject, errs in errors.items():
+            row = dict.fromkeys(STATISTICS, 0.0)
+            row.update(
+                subject_id=subject,
+                scale=scale,
+                vital="all",
+                step=0,
+                n_points=len(errs),
+                n_windows=len(errs),
+                ae=sum(abs(e) for e in errs) / unit,
+                se=sum(e * e for e in errs) / unit**2,
+                abs_y=100.0 * len(errs) / unit,
+            )
+            rows.append(row)
+    return pd.DataFrame(rows)
