@@ -94,6 +94,14 @@ def forecast_windows(
     if (forecaster is None) == (predictor is None):
         raise ModelError("forecast_windows needs a forecaster or a predictor", "pass one")
     horizon = windows.horizon_steps
+    if predictor is None:
+        model = forecaster
+
+        def predictor(
+            vital: str, rows: np.ndarray, context: torch.Tensor, time: TimeAxis, n: int, seed: int
+        ) -> Forecast:
+            return model.predict(context, horizon, n, time=time)
+
     levels = tuple(config.quantile_levels)
     if 0.5 not in levels:
         levels = tuple(sorted({*levels, 0.5}))
@@ -130,13 +138,7 @@ def forecast_windows(
             batch_index += 1
             context = torch.from_numpy(np.ascontiguousarray(context_all[part]))
             axis = TimeAxis(start_s_all[part], step_s)
-            if predictor is not None:
-                forecast = predictor(
-                    vital, rows[part], context, axis, config.num_samples, batch_seed
-                )
-            else:
-                assert forecaster is not None
-                forecast = forecaster.predict(context, horizon, config.num_samples, time=axis)
+            forecast = predictor(vital, rows[part], context, axis, config.num_samples, batch_seed)
             quantiles = to_quantiles(forecast, levels).numpy()  # [B, L, H]
             batch_rows = rows[part]
             b = len(batch_rows)

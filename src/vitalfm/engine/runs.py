@@ -84,10 +84,14 @@ def _source(run: Run, standin_dir: str | None) -> ModelSource:
     return source
 
 
-def _replicate(cfg: Mapping[str, Any], model: str, setting: str, seed: int | None) -> Run:
+def _replicate(
+    cfg: Mapping[str, Any], model: str, setting: str, seed: int | None
+) -> tuple[Run, int]:
+    """The run and the seed of one replicate (``seed`` None: the run's first)."""
     if seed is None:
-        return find_run(cfg, model, setting)
-    return find_replicate(cfg, model, setting, seed)
+        run = find_run(cfg, model, setting)
+        return run, run.seeds[0]
+    return find_replicate(cfg, model, setting, seed), int(seed)
 
 
 def load_base(
@@ -233,8 +237,7 @@ def finetune(
     """Adapt one model with one method setting and one seed (default: the run's first);
     write the adapter (or full model) + metadata."""
     cfg = validate_config(cfg)
-    run = _replicate(cfg, model, setting, seed)
-    seed = run.seeds[0] if seed is None else int(seed)
+    run, seed = _replicate(cfg, model, setting, seed)
     if not run.trains:
         raise ModelError(
             f"run {run.run_id} is zero-shot and has nothing to train", "forecast it directly"
@@ -380,8 +383,7 @@ def forecast(
     """Forecast every window of a split (``test_windows``: its window file) with one replicate
     of a run (``seed``; default the run's first); parquet table + metadata JSON."""
     cfg = validate_config(cfg)
-    run = _replicate(cfg, model, setting, seed)
-    seed = run.seeds[0] if seed is None else int(seed)
+    run, seed = _replicate(cfg, model, setting, seed)
     fc = cfg["forecast"]
     config = ForecastConfig(
         num_samples=fc["num_samples"],
