@@ -52,6 +52,15 @@ def hours_to_steps(hours: float, frequency_minutes: int, key: str) -> int:
     return round(steps)
 
 
+def check_fill_method(method: str) -> None:
+    """ConfigError naming ``windows.fill.method`` unless it is one of :data:`FILL_METHODS`."""
+    if method not in FILL_METHODS:
+        raise ConfigError(
+            f"config key windows.fill.method = {method!r} is invalid",
+            "set it to one of " + ", ".join(repr(m) for m in FILL_METHODS),
+        )
+
+
 def causal_fill(values: np.ndarray, method: str, max_gap_steps: int) -> np.ndarray:
     """A filled copy of contexts ``values`` [N, C] (NaN = no reading), row by row.
 
@@ -64,11 +73,7 @@ def causal_fill(values: np.ndarray, method: str, max_gap_steps: int) -> np.ndarr
     out = np.array(values, dtype=np.float32, copy=True)
     if method == "none" or max_gap_steps < 1 or out.size == 0:
         return out
-    if method not in FILL_METHODS:
-        raise ConfigError(
-            f"config key windows.fill.method = {method!r} is invalid",
-            "set it to one of " + ", ".join(repr(m) for m in FILL_METHODS),
-        )
+    check_fill_method(method)
     observed = np.isfinite(out)
     length = out.shape[1]
     position = np.arange(length, dtype=np.int64)
@@ -490,11 +495,7 @@ def fill_settings(
     """
     fill = dict(fill or {})
     method = str(fill.get("method", "none"))
-    if method not in FILL_METHODS:
-        raise ConfigError(
-            f"config key windows.fill.method = {method!r} is invalid",
-            "set it to one of " + ", ".join(repr(m) for m in FILL_METHODS),
-        )
+    check_fill_method(method)
     default = int(fill.get("max_gap_minutes", 60))
     overrides = dict(fill.get("max_gap_minutes_per_vital") or {})
     gaps = []
