@@ -12,9 +12,7 @@ rule cohort:
             category="Data",
         ),
     params:
-        database=config["database"],
-        cohort=config["cohort"],
-        windows=config["windows"],
+        settings=job_settings.cohort(config),
     log:
         "results/logs/cohort.log",
     resources:
@@ -38,8 +36,7 @@ rule vitals:
             category="Data",
         ),
     params:
-        database=config["database"],
-        vitals=config["vitals"],
+        settings=job_settings.vitals(config),
     log:
         "results/logs/vitals.log",
     benchmark:

@@ -3,6 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from vitalfm import job_settings
 from vitalfm.config import validate_config
 from vitalfm.errors import ConfigError
 from vitalfm.reporting import FIGURE_FORMATS, FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
@@ -60,6 +61,22 @@ def run_input(wildcards):
 def oracle_input(wildcards):
     """The oracle regenerates the synthetic database's latent states from its config."""
     return SYNTHETIC_DIR if _run(wildcards).is_oracle else []
+
+
+# Each job's settings (vitalfm.job_settings), given to Snakemake as `params: settings=`: a job
+# reruns when the config it is computed from changes, and only then.
+
+
+def pretrain_settings(wildcards):
+    return job_settings.pretrain(config, wildcards.standin)
+
+
+def finetune_settings(wildcards):
+    return job_settings.finetune(config, _run(wildcards), int(wildcards.seed))
+
+
+def forecast_settings(wildcards):
+    return job_settings.forecast(config, _run(wildcards), int(wildcards.seed))
 
 
 def model_job_gpus(wildcards):

@@ -5,7 +5,7 @@ rule synthetic_mimic:
     output:
         directory(SYNTHETIC_DIR),
     params:
-        synthetic=config["synthetic"],
+        settings=job_settings.synthetic_mimic(config),
     log:
         "results/logs/synthetic_mimic.log",
     benchmark:
@@ -23,7 +23,7 @@ rule check_database:
     output:
         EXTERNAL_CHECK,
     params:
-        database=config["database"],
+        settings=job_settings.check_database(config),
     log:
         "results/logs/check_database.log",
     conda:

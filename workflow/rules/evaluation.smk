@@ -18,6 +18,8 @@ rule score:
         windows="results/windows/{split}.npz",
     output:
         "results/scores/{split}/{model}/{setting}/seed-{seed}.parquet",
+    params:
+        settings=job_settings.score(config),
     log:
         "results/logs/score/{split}/{model}/{setting}/seed-{seed}.log",
     benchmark:
@@ -51,6 +53,7 @@ rule metrics:
         gap="results/metrics/oracle_gap.parquet",
         gap_csv="results/metrics/oracle_gap.csv",
     params:
+        settings=job_settings.metrics(config, RUNS),
         # (split, run id, seed) of each score file, in input order
         scored=[
             (split, run.run_id, seed)

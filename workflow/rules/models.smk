@@ -8,6 +8,7 @@ rule pretrain:
     output:
         directory("results/models/standins/{standin}"),
     params:
+        settings=pretrain_settings,
         checkpoints="results/checkpoints/standins/{standin}",
     log:
         "results/logs/pretrain/{standin}.log",
@@ -32,6 +33,7 @@ rule finetune:
     output:
         directory("results/runs/{model}/{setting}/seed-{seed}"),
     params:
+        settings=finetune_settings,
         checkpoints="results/checkpoints/{model}/{setting}/seed-{seed}",
     log:
         "results/logs/finetune/{model}/{setting}/seed-{seed}.log",
@@ -57,6 +59,8 @@ rule forecast:
     output:
         forecasts="results/forecasts/{split}/{model}/{setting}/seed-{seed}.parquet",
         metadata="results/forecasts/{split}/{model}/{setting}/seed-{seed}.json",
+    params:
+        settings=forecast_settings,
     log:
         "results/logs/forecast/{split}/{model}/{setting}/seed-{seed}.log",
     benchmark:

@@ -13,8 +13,7 @@ rule grid:
             category="Data",
         ),
     params:
-        grid=config["grid"],
-        vitals=config["vitals"],
+        settings=job_settings.grid(config),
     log:
         "results/logs/grid.log",
     benchmark:
@@ -40,7 +39,7 @@ rule split:
             category="Data",
         ),
     params:
-        split=config["split"],
+        settings=job_settings.split(config),
     log:
         "results/logs/split.log",
     conda:
@@ -57,9 +56,7 @@ rule windows:
         arrays="results/windows/{split}.npz",
         index="results/windows/{split}.parquet",
     params:
-        grid=config["grid"],
-        windows=config["windows"],
-        vitals=config["vitals"],
+        settings=job_settings.windows(config),
     log:
         "results/logs/windows/{split}.log",
     wildcard_constraints:

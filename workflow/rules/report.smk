@@ -81,6 +81,8 @@ rule tables:
             subcategory="Configuration",
             labels={"file": "effective configuration", "format": "HTML"},
         ),
+    params:
+        settings=job_settings.report(config),
     log:
         "results/logs/tables.log",
     localrule: True
@@ -117,6 +119,7 @@ rule figures:
             for fmt in FIGURE_FORMATS
         },
     params:
+        settings=job_settings.report(config),
         examples=3,  # test stays in the example-forecast figure, drawn with this seed
         seed=0,
     log:

@@ -1,0 +1,188 @@
+"""What each job's outputs are computed from: the part of the config a rule's results depend on.
+
+Every rule hands its job's settings to Snakemake as a parameter, ``params: settings=...``, a
+canonical JSON string (sorted keys, so reordering a YAML file changes nothing). Snakemake
+records each job's params beside its outputs in ``.snakemake/metadata`` and reruns a job whose
+params differ from the recorded ones (its ``params`` rerun trigger, on by default); the jobs
+downstream follow because their inputs are then newer. So changing a value reruns exactly the
+jobs whose settings hold it, and their descendants, and ``snakemake -n`` says why ("Params have
+changed since last execution"). Params rather than a settings file per job: no extra rule or
+files to keep in step, and Snakemake itself stores, compares and reports them.
+
+The settings hold values, never secrets: a ``database.dsn`` with a password is refused when the
+config is read (:mod:`vitalfm.config`), before any job or metadata exists.
+
+Left out on purpose, because they change how a job runs, not what it computes (changing them
+reruns nothing): ``device`` (where a job runs; results are the same up to floating point),
+``training.checkpoint_every`` and ``training.keep_checkpoints`` (resuming gives the same weights),
+``vitals.stays_per_query`` (query batching), ``database.connect_timeout_s``.
+
+This module stays free of torch and pandas: the Snakefile calls it for every job when it builds
+the DAG.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from vitalfm.study import Run
+
+#: ``training`` keys that do not change a trained replicate (see the module docstring), and
+#: those that choose which replicates exist rather than what one of them computes.
+TRAINING_OPERATIONAL = ("checkpoint_every", "keep_checkpoints")
+TRAINING_REPLICATES = ("seeds", "all_seeds_for")
+#: Method-entry keys that override ``training`` for one run.
+TRAINING_OVERRIDES = ("learning_rate", "max_steps")
+
+
+def canonical(settings: Mapping[str, Any]) -> str:
+    """The settings as one JSON string with sorted keys: what Snakemake records and compares."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _vital_names(cfg: Mapping[str, Any]) -> list[str]:
+    return list(cfg["vitals"]["names"])
+
+
+def _database(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the data come from. The synthetic database is an input folder; its dsn is unused."""
+    db = cfg["database"]
+    settings = {"source": db["source"], "schema": db["schema"]}
+    if db["source"] != "synthetic":
+        settings["dsn"] = db["dsn"]
+    return settings
+
+
+def _ranges(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The min-max ranges of the configured vitals (ranges of other vitals are not used)."""
+    ranges = cfg["evaluation"]["minmax_ranges"]
+    return {vital: ranges.get(vital) for vital in _vital_names(cfg)}
+
+
+# --- data rules -------------------------------------------------------------------------------
+
+
+def synthetic_mimic(cfg: Mapping[str, Any]) -> str:
+    return canonical({"synthetic": cfg["synthetic"]})
+
+
+def check_database(cfg: Mapping[str, Any]) -> str:
+    return canonical({"database": _database(cfg), "vitals": _vital_names(cfg)})
+
+
+def cohort(cfg: Mapping[str, Any]) -> str:
+    windows = cfg["windows"]
+    return canonical(
+        {
+            "database": _database(cfg),
+            "cohort": cfg["cohort"],
+            # stays shorter than one context + horizon are left out
+            "min_stay_hours": windows["context_hours"] + windows["horizon_hours"],
+        }
+    )
+
+
+def vitals(cfg: Mapping[str, Any]) -> str:
+    kept = {k: v for k, v in cfg["vitals"].items() if k != "stays_per_query"}
+    return canonical({"database": _database(cfg), "vitals": kept})
+
+
+def grid(cfg: Mapping[str, Any]) -> str:
+    return canonical({"grid": cfg["grid"], "vitals": _vital_names(cfg)})
+
+
+def split(cfg: Mapping[str, Any]) -> str:
+    return canonical({"split": cfg["split"]})
+
+
+def windows(cfg: Mapping[str, Any]) -> str:
+    return canonical(
+        {"grid": cfg["grid"], "windows": cfg["windows"], "vitals": _vital_names(cfg)}
+    )
+
+
+# --- model rules ------------------------------------------------------------------------------
+
+
+def _horizon_steps(cfg: Mapping[str, Any]) -> int:
+    return round(cfg["windows"]["horizon_hours"] * 60 / cfg["grid"]["frequency_minutes"])
+
+
+def pretrain(cfg: Mapping[str, Any], standin: str) -> str:
+    return canonical(
+        {
+            "standin": standin,
+            "pretrain": cfg["pretrain"],
+            "horizon_steps": _horizon_steps(cfg),
+            "frequency_minutes": cfg["grid"]["frequency_minutes"],
+        }
+    )
+
+
+def _run(run: Run, seed: int) -> dict[str, Any]:
+    """A replicate as its model entry and method setting define it."""
+    return {
+        "run": run.run_id,
+        "seed": int(seed),
+        "family": run.family,
+        "source": run.source,
+        "options": run.options,
+        "method": run.method,
+    }
+
+
+def training(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
+    """The ``training`` section as it applies to ``run`` (its method's overrides applied)."""
+    dropped = (*TRAINING_OPERATIONAL, *TRAINING_REPLICATES)
+    resolved = {k: v for k, v in cfg["training"].items() if k not in dropped}
+    resolved.update({k: run.method[k] for k in TRAINING_OVERRIDES if k in run.method})
+    return resolved
+
+
+def finetune(cfg: Mapping[str, Any], run: Run, seed: int) -> str:
+    return canonical(
+        {
+            **_run(run, seed),
+            "training": training(cfg, run),
+            "vitals": _vital_names(cfg),
+            # the validation forecast that selects the weights is scored on this scale
+            "minmax_ranges": _ranges(cfg),
+        }
+    )
+
+
+def forecast(cfg: Mapping[str, Any], run: Run, seed: int) -> str:
+    settings = {**_run(run, seed), "forecast": cfg["forecast"], "vitals": _vital_names(cfg)}
+    if run.is_oracle:  # the oracle regenerates the synthetic stays' latent states
+        settings["synthetic"] = cfg["synthetic"]
+    return canonical(settings)
+
+
+# --- scoring and reporting --------------------------------------------------------------------
+
+
+def score(cfg: Mapping[str, Any]) -> str:
+    return canonical({"minmax_ranges": _ranges(cfg)})
+
+
+def metrics(cfg: Mapping[str, Any], runs: list[Run]) -> str:
+    evaluation = {k: v for k, v in cfg["evaluation"].items() if k != "minmax_ranges"}
+    described = [
+        {k: v for k, v in _run(run, 0).items() if k != "seed"} | {"seeds": list(run.seeds)}
+        for run in runs
+    ]
+    return canonical({"evaluation": evaluation, "runs": described})
+
+
+def report(cfg: Mapping[str, Any]) -> str:
+    """Tables and figures: the whole effective config (``study_config.yaml`` records it),
+    less what only says how jobs ran."""
+    settings = {k: v for k, v in cfg.items() if k != "device"}
+    settings["training"] = {
+        k: v for k, v in cfg["training"].items() if k not in TRAINING_OPERATIONAL
+    }
+    settings["vitals"] = {k: v for k, v in cfg["vitals"].items() if k != "stays_per_query"}
+    settings["database"] = {k: v for k, v in cfg["database"].items() if k != "connect_timeout_s"}
+    return canonical(settings)
