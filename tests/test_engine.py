@@ -170,7 +170,7 @@ def test_nan_training_loss_names_the_step_and_learning_rate(tmp_path: Path) -> N
     assert "step 3" in str(err.value) and "learning rate" in str(err.value)
 
 
-def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
+def test_corrupt_checkpoints_are_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         make_trainer(tmp_path).fit(stop_after_steps=4)
     latest = sorted(tmp_path.glob("step-*"))[-1]
@@ -181,12 +181,37 @@ def test_corrupt_or_foreign_checkpoints_are_refused(tmp_path: Path) -> None:
         make_trainer(tmp_path, max_steps=8).fit()
     assert f"delete {tmp_path}" in str(err.value)
 
-    other = tmp_path / "other"
+
+def test_checkpoints_of_another_configuration_are_set_aside_not_reused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "seed-0"
     with pytest.raises(KeyboardInterrupt):
-        make_trainer(other).fit(stop_after_steps=4)
-    changed = make_trainer(other, learning_rate=0.5)
-    with pytest.raises(TrainingError, match="different model, method, data"):
-        changed.fit()
+        make_trainer(folder).fit(stop_after_steps=5)
+    # how often checkpoints are written is not part of what they hold: still resumed
+    assert make_trainer(folder, checkpoint_every=3).load_latest_checkpoint() == 4
+
+    changed = make_trainer(folder, learning_rate=0.5)
+    with caplog.at_level("WARNING"):
+        result = changed.fit()
+    assert result.resumed_from_step is None  # trained from step 0, not from the old weights
+    fresh = make_trainer(tmp_path / "fresh", learning_rate=0.5)
+    fresh.fit()
+    a, b = trainable(fresh.forecaster), trainable(changed.forecaster)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    aside = list(tmp_path.glob("seed-0.set-aside-*"))
+    assert len(aside) == 1 and list(aside[0].glob("step-*"))
+    assert "another configuration" in caplog.text and str(aside[0]) in caplog.text
+
+
+def test_a_checkpoint_write_killed_midway_is_cleared(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path).fit(stop_after_steps=5)
+    partial = tmp_path / ".step-0000006.abc123.part"
+    partial.mkdir()
+    (partial / "trainable.safetensors").write_bytes(b"half")
+    assert make_trainer(tmp_path).fit().resumed_from_step == 4
+    assert not partial.exists()
 
 
 RUNNER = textwrap.dedent(

@@ -11,10 +11,12 @@ batches, dropout, and (mixed with ``forecast.seed``) the forecast's sample paths
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -139,6 +141,22 @@ def _training_config(
     )
 
 
+def _finish_checkpoints(cfg: Mapping[str, Any], checkpoint_dir: str | Path) -> None:
+    """After a finished run: remove its checkpoints (and any set aside for an earlier
+    configuration) unless ``training.keep_checkpoints``; a killed run keeps them to resume."""
+    folder = Path(checkpoint_dir)
+    if cfg["training"]["keep_checkpoints"]:
+        log.info("checkpoints kept in %s (training.keep_checkpoints)", folder)
+        return
+    for path in [folder, *folder.parent.glob(f"{folder.name}.set-aside-*")]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed the checkpoints in %s (the run finished)", path)
+    for parent in (folder.parent, folder.parent.parent):  # <model>/<setting>/ when empty
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+
+
 # --- stand-ins ------------------------------------------------------------------------------
 
 
@@ -217,6 +235,7 @@ def pretrain_standin(
             )
             (tmp / "history.tsv").write_text(_history_tsv(result.history))
         assert trainable == total
+    _finish_checkpoints(cfg, checkpoint_dir)
 
 
 # --- fine-tuning -----------------------------------------------------------------------------
@@ -308,7 +327,8 @@ def finetune(
                 save_adapted(forecaster.module, spec, tmp / "model")
             write_json(meta, tmp / "metadata.json")
             (tmp / "history.tsv").write_text(_history_tsv(result.history))
-        return meta
+    _finish_checkpoints(cfg, checkpoint_dir)
+    return meta
 
 
 def load_for_forecast(

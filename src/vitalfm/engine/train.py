@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import sys
@@ -262,7 +263,14 @@ class Trainer:
             selection["series"] = digest.hexdigest()
         self.fingerprint = hashlib.sha256(
             json.dumps(
-                {"training": asdict(config), "selection": selection, **fingerprint},
+                {
+                    # how often checkpoints are written does not change what they hold
+                    "training": {
+                        k: v for k, v in asdict(config).items() if k != "checkpoint_every"
+                    },
+                    "selection": selection,
+                    **fingerprint,
+                },
                 sort_keys=True,
                 default=str,
             ).encode()
@@ -490,7 +498,33 @@ class Trainer:
             f"delete {self.checkpoint_dir} to restart this run from step 0",
         )
 
+    def _set_aside(self, old_fingerprint: str) -> Path:
+        """Move checkpoints written for another configuration out of the way (never reuse
+        them, never delete a user's files): ``<folder>.set-aside-<their fingerprint>``."""
+        aside = self.checkpoint_dir.with_name(
+            f"{self.checkpoint_dir.name}.set-aside-{old_fingerprint[:12]}"
+        )
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(self.checkpoint_dir, aside)
+        log.warning(
+            "the checkpoints in %s were written for another configuration (model, method, data "
+            "or training settings changed); set aside as %s, training starts from step 0",
+            self.checkpoint_dir,
+            aside,
+        )
+        return aside
+
+    def _remove_partial_checkpoints(self) -> None:
+        """Checkpoint folders a kill interrupted mid-write (atomic_dir's temporaries)."""
+        if self.checkpoint_dir.is_dir():
+            folder = self.checkpoint_dir
+            for leftover in [*folder.glob(".*.part"), *folder.glob(".*.old")]:
+                shutil.rmtree(leftover, ignore_errors=True)
+                log.info("removed %s, left by an interrupted checkpoint write", leftover)
+
     def load_latest_checkpoint(self) -> int | None:
+        self._remove_partial_checkpoints()
         found = self._checkpoints()
         if not found:
             return None
@@ -502,11 +536,8 @@ class Trainer:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise self._corrupt(path, f"unknown checkpoint format {state.get('format')!r}")
         if state.get("fingerprint") != self.fingerprint:
-            raise self._corrupt(
-                path,
-                "it was written for a different model, method, data or training config "
-                "(or other validation series or min-max ranges)",
-            )
+            self._set_aside(str(state.get("fingerprint")))
+            return None
         for name, digest in state["files"].items():
             file = path / name
             if not file.is_file() or _sha256(file) != digest:
