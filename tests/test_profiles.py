@@ -31,7 +31,7 @@ from vitalfm.testing import copy_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-PROFILES = REPO / "workflow" / "profiles"
+PROFILES = REPO / "profiles"
 PAPER = REPO / "config" / "paper.yaml"
 GPU_RULES = {"pretrain", "finetune", "forecast"}
 # Any attempt to reach a database server or the internet fails with these.
@@ -136,7 +136,7 @@ def test_slurm_dry_run_shows_gpu_jobs_asking_for_gpus_the_plugins_way(clone: Pat
     from snakemake_executor_plugin_slurm.utils import set_gres_string
     from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
 
-    done = _snakemake(clone, "-n", "--workflow-profile", "workflow/profiles/slurm")
+    done = _snakemake(clone, "-n", "--workflow-profile", "profiles/slurm")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = _dry_run_jobs(done.stdout)
     seen = {rule for rule, _ in jobs}
