@@ -4,9 +4,12 @@
 # -> scores -> metrics with patient-bootstrap CIs -> tables, figures and the report.
 # Run: snakemake --cores all   (see README.md; the default study needs no credentials)
 
+import sys
+
 from snakemake.utils import min_version
 
 from vitalfm.profiles import require_mappable_resources
+from vitalfm.recovery import stale_lock_hint
 
 min_version("9.19")
 
@@ -35,6 +38,12 @@ rule all:
     input:
         get_final_outputs(),
 
+
+# After a crash: name the one command that clears the lock a killed run left.
+if workflow.is_main_process and "--unlock" not in sys.argv:
+    hint = stale_lock_hint()
+    if hint:
+        print(hint, file=sys.stderr)
 
 # Resources no executor can map (e.g. `gpus:`, --gres in slurm_extra) stop the run here.
 require_mappable_resources(workflow)
