@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from vitalfm.config import validate_config
-from vitalfm.db.connection import check_mimic_schema, connect, redact_dsn
+from vitalfm.db.connection import check_mimic_schema, connect
+from vitalfm.db.dsn import redact_dsn
 from vitalfm.db.embedded import EmbeddedPostgres
 from vitalfm.errors import ConfigError, DatabaseError
 from vitalfm.steps import check_external_database

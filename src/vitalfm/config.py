@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from vitalfm.db.dsn import check_dsn
 from vitalfm.errors import ConfigError
 
 SCHEMA_RESOURCE = "schemas/config.schema.yaml"
@@ -152,11 +153,8 @@ def _check_cross_field(cfg: dict[str, Any]) -> None:
                 f"{cfg['grid']['frequency_minutes']}-minute grid steps",
                 f"use a multiple of {step_h:g} h or change grid.frequency_minutes",
             )
-    if cfg["database"]["source"] == "external" and "password" in cfg["database"]["dsn"].lower():
-        raise ConfigError(
-            "config key database.dsn contains a password",
-            "remove it from the config; put it in PGPASSWORD or ~/.pgpass instead",
-        )
+    # whatever the source: Snakemake copies the config into .snakemake/ and the report
+    check_dsn(cfg["database"]["dsn"])
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -22,10 +22,10 @@ from vitalfm.db.connection import (
     REQUIRED_TABLES,
     check_mimic_schema,
     connect,
-    redact_dsn,
     set_read_only,
     table_row_estimates,
 )
+from vitalfm.db.dsn import connection_target
 from vitalfm.db.source import study_connection
 from vitalfm.io import write_json, write_parquet, write_text
 
@@ -66,7 +66,7 @@ def check_external_database(cfg: Mapping[str, Any], out_json: str | Path) -> Non
             "(icustay_id, itemid, charttime);",
             db["schema"],
         )
-    facts["target"] = redact_dsn(db["dsn"])
+    facts["target"] = connection_target(db["dsn"])
     write_json(facts, out_json)
 
 

@@ -1,21 +1,21 @@
 """Connections to a MIMIC-III PostgreSQL server, read-only, with clear errors.
 
 The password never passes through this module's inputs or outputs: libpq reads it from
-PGPASSWORD or ~/.pgpass itself. DSNs are redacted before they reach a log or a file.
+PGPASSWORD or ~/.pgpass itself; a dsn holding one is refused (:mod:`vitalfm.db.dsn`), and
+messages show only the connection target.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import psycopg2
-import psycopg2.extensions
 from psycopg2 import sql
 
-from vitalfm.errors import ConfigError, DatabaseError
+from vitalfm.db.dsn import check_dsn, connection_target
+from vitalfm.errors import DatabaseError
 
 # Tables the study reads: cohort (icustays, patients, admissions, diagnoses, procedures) and
 # vitals (chartevents, d_items for the item checks).
@@ -27,46 +27,12 @@ REQUIRED_TABLES: tuple[str, ...] = (
     "procedures_icd",
     "chartevents",
 )
-_LIBPQ_ENV = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
-
-
-def parse_dsn(dsn: str) -> dict[str, str]:
-    try:
-        return psycopg2.extensions.parse_dsn(dsn) if dsn else {}
-    except psycopg2.ProgrammingError as err:
-        raise ConfigError(
-            f"config key database.dsn is not a valid libpq connection string ({err})",
-            "write it as 'host=... port=5432 dbname=mimic user=...' or "
-            "'postgresql://user@host:5432/mimic', or leave it empty to use PGHOST/PGPORT/...",
-        ) from None
-
-
-def check_dsn_has_no_password(dsn: str) -> None:
-    if "password" in parse_dsn(dsn):
-        raise ConfigError(
-            "config key database.dsn contains a password",
-            "remove it; put the password in the PGPASSWORD environment variable or ~/.pgpass",
-        )
-
-
-def redact_dsn(dsn: str) -> str:
-    """A DSN safe for logs: connection target only, never a password."""
-    params = parse_dsn(dsn)
-    for var in _LIBPQ_ENV:
-        key = var[2:].lower()
-        if key == "database":
-            key = "dbname"
-        if key not in params and os.environ.get(var):
-            params[key] = os.environ[var]
-    params.pop("password", None)
-    shown = ("host", "port", "dbname", "user", "service", "sslmode")
-    return " ".join(f"{k}={params[k]}" for k in shown if k in params) or "(libpq defaults)"
 
 
 def connect(dsn: str, *, connect_timeout_s: int = 10, application_name: str = "vitalfm") -> Any:
     """Open a connection, turning libpq's failures into one message with the fix."""
-    check_dsn_has_no_password(dsn)
-    target = redact_dsn(dsn)
+    check_dsn(dsn)
+    target = connection_target(dsn)
     try:
         conn = psycopg2.connect(
             dsn, connect_timeout=connect_timeout_s, application_name=application_name

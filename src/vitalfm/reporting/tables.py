@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from vitalfm.db.dsn import redact_dsn
 from vitalfm.errors import DataError
 from vitalfm.evaluation.aggregate import REPORT_SPLIT, SELECTION_SPLIT
 from vitalfm.io import write_text
@@ -916,7 +917,10 @@ def build_tables(
         written[table.name] = write_table(table, out)
         log.info("table %s: %d rows", table.name, len(table.frame))
     text = "# The study's configuration with every default filled in (as validated).\n"
-    text += yaml.safe_dump(_plain(dict(cfg)), sort_keys=False)
+    shown = _plain(dict(cfg))
+    if isinstance(shown.get("database"), dict) and "dsn" in shown["database"]:
+        shown["database"]["dsn"] = redact_dsn(shown["database"]["dsn"])
+    text += yaml.safe_dump(shown, sort_keys=False)
     write_text(text, out / STUDY_CONFIG)
     write_text(_config_html(text), out / STUDY_CONFIG_HTML)
     return written
