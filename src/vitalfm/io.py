@@ -1,21 +1,37 @@
 """Atomic file output: write to a temporary name beside the target, then rename.
 
-A job that fails or is killed half-way never leaves a file that looks finished.
+A job that fails or is killed half-way never leaves a file that looks finished. Outputs get
+the permissions any ordinary tool gives a new file (0666 and folders 0777, less the umask), so
+collaborators sharing a results folder can read them; JSON outputs are strict JSON (no NaN).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (/proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once (the only portable way)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -28,6 +44,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); give it the mode a plain open() would have
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -51,7 +69,7 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             if path.is_file():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private (0700)
         if target.exists():
             old = Path(
                 tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
@@ -78,5 +96,33 @@ def write_text(text: str, target: str | os.PathLike[str]) -> None:
         tmp.write_text(text)
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with what strict JSON cannot hold replaced: NaN and infinities (Python or numpy)
+    become null, numpy scalars and arrays plain numbers and lists, tuples and sets lists."""
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, dict):
+        return {k if isinstance(k, str) else str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalar or array
+        return json_safe(obj.tolist())
+    if isinstance(obj, Mapping):
+        return json_safe(dict(obj))
+    return obj
+
+
+def json_text(obj: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON text of ``obj`` (see :func:`json_safe`; other objects as ``str``), with
+    sorted keys and a final newline. Never writes ``NaN`` or ``Infinity``."""
+    return (
+        json.dumps(json_safe(obj), indent=indent, sort_keys=True, default=str, allow_nan=False)
+        + "\n"
+    )
+
+
 def write_json(obj: Any, target: str | os.PathLike[str]) -> None:
-    write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", target)
+    """Write ``obj`` as strict JSON (NaN and infinities as null), atomically."""
+    write_text(json_text(obj), target)

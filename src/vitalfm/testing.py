@@ -345,3 +345,31 @@ def score_rows(errors: dict[int, list[float]]) -> Any:
             )
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- strict JSON ----------------------------------------------------------------------------------
+
+
+def strict_json_loads(text: str) -> Any:
+    """Parse ``text`` as JSON the way jq and browsers do: ``NaN``, ``Infinity`` and
+    ``-Infinity`` (which Python's json module accepts by default) raise ValueError."""
+    import json
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def assert_strict_json_tree(root: str | os.PathLike[str]) -> int:
+    """Parse every ``*.json`` file under ``root`` (hidden folders included) strictly; fail
+    naming each file that is not valid JSON. Returns how many files were checked."""
+    bad = []
+    files = sorted(p for p in Path(root).rglob("*.json") if p.is_file())
+    for path in files:
+        try:
+            strict_json_loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            bad.append(f"{path}: {err}")
+    assert not bad, "JSON outputs that strict parsers refuse:\n" + "\n".join(bad)
+    return len(files)

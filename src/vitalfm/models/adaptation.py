@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from vitalfm.errors import ConfigError
-from vitalfm.io import atomic_dir
+from vitalfm.io import atomic_dir, json_text
 from vitalfm.models.base import ModelError, TargetModules
 
 log = logging.getLogger(__name__)
@@ -607,7 +607,7 @@ def save_adapted(module: nn.Module, spec: MethodSpec, directory: Path) -> None:
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / TUNED_TENSORS), metadata={"format": TUNED_FORMAT})
-        (tmp / TUNED_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        (tmp / TUNED_INDEX).write_text(json_text(index))
 
     _write_atomically(Path(directory), write)
 

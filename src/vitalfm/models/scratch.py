@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vitalfm.io import json_text
 from vitalfm.models.base import (
     Forecast,
     Forecaster,
@@ -266,7 +267,7 @@ class ScratchForecaster(Forecaster):
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": CONFIG_FORMAT})
-        text = json.dumps(self.config_dict(), indent=2, sort_keys=True) + "\n"
+        text = json_text(self.config_dict())
         (directory / CONFIG_FILE).write_text(text)
 
     @classmethod

@@ -31,6 +31,7 @@ from vitalfm.db.ddl import (
     create_schema_sql,
 )
 from vitalfm.errors import DatabaseError, DataError
+from vitalfm.io import json_text
 from vitalfm.synthetic.generator import GENERATOR_VERSION, iter_batches, synthetic_settings
 from vitalfm.synthetic.tables import csv_header, csv_rows
 
@@ -195,7 +196,7 @@ def write_csv_dir(
                 "rows": f.rows,
                 "sha256": digest,
             }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / MANIFEST).write_text(json_text(manifest))
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
