@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from vitalfm.engine.data import TrainingData, ValidationForecastSet
 from vitalfm.errors import ConfigError
-from vitalfm.io import atomic_dir
+from vitalfm.io import atomic_dir, json_text
 from vitalfm.models.base import Forecaster, ModelError, SeriesBatch, TimeAxis
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 2  # 2: best tracking on the selection metric
 KEEP_CHECKPOINTS = 2
 SELECTION_METRICS = ("crps", "mae", "loss")
+
+
+def _number(value: float | None, missing: float) -> float:
+    """A number from a checkpoint's strict JSON, where NaN and infinities are written as null."""
+    return missing if value is None else float(value)
 
 
 class TrainingError(ModelError):
@@ -487,7 +492,7 @@ class Trainer:
                 "history": self.history,
                 "files": files,
             }
-            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+            (tmp / "state.json").write_text(json_text(state, indent=1))  # strict: NaN as null
         for old in self._checkpoints()[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
         return target
@@ -563,13 +568,15 @@ class Trainer:
             {k: t.to(self.device) for k, t in best.items()} if best is not None else None
         )
         self.step = int(state["step"])
-        self.best_score = float(state["best_score"])
-        self.best_loss = float(state["best_loss"])
+        self.best_score = _number(state["best_score"], math.inf)
+        self.best_loss = _number(state["best_loss"], math.inf)
         self.best_step = int(state["best_step"])
-        self.initial_loss = float(state["initial_loss"])
-        self.initial_score = float(state["initial_score"])
+        self.initial_loss = _number(state["initial_loss"], math.nan)
+        self.initial_score = _number(state["initial_score"], math.nan)
         self.bad_evals = int(state["bad_evals"])
-        self.history = list(state["history"])
+        self.history = [
+            {k: math.nan if v is None else v for k, v in row.items()} for row in state["history"]
+        ]
         return self.step
 
     # --- the loop -------------------------------------------------------------------------------
