@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from vitalfm.config_rules import check_study_rules, describe_schema_error, yaml_error
 from vitalfm.db.dsn import check_dsn
 from vitalfm.errors import ConfigError
 
@@ -33,54 +34,6 @@ def _fill_defaults(instance: dict[str, Any], schema: Mapping[str, Any]) -> None:
             instance[key] = copy.deepcopy(sub["default"])
         if isinstance(instance.get(key), dict) and sub.get("type") == "object":
             _fill_defaults(instance[key], sub)
-
-
-def _key_path(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
-
-
-def _allowed(error: jsonschema.ValidationError) -> str:
-    validator, value = error.validator, error.validator_value
-    if validator == "enum":
-        return "one of " + ", ".join(repr(v) for v in value)
-    if validator == "additionalProperties":
-        known = sorted(error.schema.get("properties", {}))
-        return "only the keys " + ", ".join(known) if known else "no extra keys"
-    if validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        words = {
-            "minimum": ">=",
-            "exclusiveMinimum": ">",
-            "maximum": "<=",
-            "exclusiveMaximum": "<",
-        }
-        return f"a number {words[validator]} {value}"
-    if validator == "type":
-        return f"a value of type {value}"
-    if validator == "pattern":
-        return f"a string matching {value}"
-    if validator in ("minItems", "maxItems"):
-        return f"a list with {'at least' if validator == 'minItems' else 'at most'} {value} items"
-    if validator == "uniqueItems":
-        return "a list without repeated items"
-    if validator == "propertyNames":
-        return "keys that are " + _allowed(error.context[0]) if error.context else "known keys"
-    return f"a value satisfying {validator}={value!r}"
-
-
-def _problem(error: jsonschema.ValidationError) -> tuple[str, str]:
-    if error.validator == "additionalProperties":
-        known = set(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - known)
-        where = _key_path(error)
-        return (
-            f"config key {'.'.join([where, extra[0]]) if where != '(top level)' else extra[0]!s} "
-            "is not a known setting",
-            f"remove or rename it; allowed here: {_allowed(error)}",
-        )
-    return (
-        f"config key {_key_path(error)} = {error.instance!r} is invalid",
-        f"set it to {_allowed(error)}",
-    )
 
 
 #: Settings that moved: (section, old key) -> (new place, why).
@@ -122,11 +75,23 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
-        problem, fix = _problem(errors[0])
+        problem, fix = describe_schema_error(_first_error(errors), schema)
         more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
         raise ConfigError(problem + more, fix)
     _check_cross_field(instance)
+    check_study_rules(instance)
     return instance
+
+
+def _first_error(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError:
+    """The error to report: for a oneOf/anyOf, the alternative's error when the value has the
+    right type for one alternative (``rank: 0`` is too small, not "invalid")."""
+    error = errors[0]
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        typed = [e for e in error.context if e.validator != "type"]
+        if len(typed) == 1:
+            return typed[0]
+    return error
 
 
 def _check_cross_field(cfg: dict[str, Any]) -> None:
@@ -165,9 +130,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist", "pass an existing file") from None
     except yaml.YAMLError as err:
-        raise ConfigError(
-            f"config file {path} is not valid YAML: {err}", "fix its syntax"
-        ) from None
+        raise yaml_error(path, err) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} is not a mapping", "write key: value pairs")
     return validate_config(raw)

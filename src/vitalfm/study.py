@@ -86,16 +86,27 @@ class Run:
 def method_settings(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Expand sweeps: {setting name: method entry with scalar rank / n_frequency}."""
     settings: dict[str, dict[str, Any]] = {}
+
+    def add(setting: str, entry: dict[str, Any]) -> None:
+        if setting in settings:
+            raise ConfigError(
+                f"config key methods.{entry['method']}: its setting {setting!r} has the name of "
+                f"a setting of methods.{settings[setting]['method']}",
+                "rename one of the two methods (a sweep's settings are named <method>-r<rank> "
+                "or <method>-n<n_frequency>)",
+            )
+        settings[setting] = entry
+
     for name, entry in cfg["methods"].items():
         kind = entry["kind"]
         if kind in RANKED_KINDS:
             ranks = entry.get("rank", 2 if kind != "vera" else 64)
             for rank in ranks if isinstance(ranks, list) else [ranks]:
-                settings[f"{name}-r{rank}"] = {**entry, "rank": rank, "method": name}
+                add(f"{name}-r{rank}", {**entry, "rank": rank, "method": name})
         elif kind == "fourierft":
             counts = entry.get("n_frequency", 100)
             for n in counts if isinstance(counts, list) else [counts]:
-                settings[f"{name}-n{n}"] = {**entry, "n_frequency": n, "method": name}
+                add(f"{name}-n{n}", {**entry, "n_frequency": n, "method": name})
         else:
             if "rank" in entry or "n_frequency" in entry:
                 raise ConfigError(
@@ -103,7 +114,7 @@ def method_settings(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                     "does not use",
                     "remove it, or use kind lora, dora, vera (rank) or fourierft (n_frequency)",
                 )
-            settings[name] = {**entry, "method": name}
+            add(name, {**entry, "method": name})
     return settings
 
 
