@@ -27,6 +27,24 @@ REQUIRED_TABLES: tuple[str, ...] = (
     "procedures_icd",
     "chartevents",
 )
+#: Columns the study's queries read (vitalfm.data.cohort and vitalfm.data.vitals), per table:
+#: a server whose table lacks one fails in check_database, before the extraction.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "patients": ("subject_id", "gender", "dob"),
+    "admissions": (),
+    "icustays": (
+        "subject_id",
+        "hadm_id",
+        "icustay_id",
+        "dbsource",
+        "first_careunit",
+        "intime",
+        "outtime",
+    ),
+    "diagnoses_icd": ("hadm_id", "icd9_code"),
+    "procedures_icd": ("hadm_id", "icd9_code"),
+    "chartevents": ("icustay_id", "charttime", "itemid", "valuenum", "error"),
+}
 
 
 def connect(dsn: str, *, connect_timeout_s: int = 10, application_name: str = "vitalfm") -> Any:
@@ -82,7 +100,9 @@ def set_read_only(conn: Any) -> None:
 def check_mimic_schema(
     conn: Any, schema: str, tables: Iterable[str] = REQUIRED_TABLES
 ) -> dict[str, Any]:
-    """Check that ``schema`` exists and every needed table is readable; return server facts."""
+    """Check that ``schema`` exists and every needed table is readable and has the columns
+    the study reads (:data:`REQUIRED_COLUMNS`); return server facts."""
+    tables = list(tables)
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
         if cur.fetchone() is None:
@@ -121,6 +141,15 @@ def check_mimic_schema(
                 f"GRANT USAGE ON SCHEMA {schema} and SELECT ON ALL TABLES IN SCHEMA {schema} "
                 "to this role",
             )
+        lacking = _missing_columns(cur, schema, tables)
+        if lacking:
+            raise DatabaseError(
+                f"schema '{schema}' has the MIMIC-III tables, but "
+                + "; ".join(f"{schema}.{t} lacks column(s) {', '.join(c)}" for t, c in lacking)
+                + " (the study's queries read them)",
+                "load MIMIC-III v1.4 with mimic-code's buildmimic/postgres scripts (they create "
+                "every column), or point database.schema at the schema that has them",
+            )
         cur.execute("SHOW server_version")
         version = cur.fetchone()[0]
         cur.execute(
@@ -135,6 +164,26 @@ def check_mimic_schema(
         "schema": schema,
         "chartevents_icustay_index": has_stay_index,
     }
+
+
+def _missing_columns(cur: Any, schema: str, tables: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """[(table, columns it lacks)] of REQUIRED_COLUMNS for ``tables``."""
+    out = []
+    for table in tables:
+        wanted = REQUIRED_COLUMNS.get(table, ())
+        if not wanted:
+            continue
+        cur.execute(
+            "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+            (schema, table),
+        )
+        present = {row[0] for row in cur.fetchall()}
+        missing = [column for column in wanted if column not in present]
+        if missing:
+            out.append((table, missing))
+    return out
 
 
 def table_row_estimates(conn: Any, schema: str, tables: Iterable[str]) -> dict[str, int]:
