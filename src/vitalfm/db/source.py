@@ -39,6 +39,7 @@ def study_connection(
             f"the synthetic MIMIC-III in {synthetic_dir} is missing or incomplete",
             "rerun the workflow so that rule synthetic_mimic regenerates it",
         )
+    check_synthetic_files(Path(synthetic_dir), tables)
     with EmbeddedPostgres() as server:
         conn = server.connect()
         try:
@@ -51,3 +52,43 @@ def study_connection(
             yield conn
         finally:
             conn.close()
+
+
+def check_synthetic_files(folder: Path, tables: Sequence[str] | None) -> None:
+    """DataError naming the first CSV of ``tables`` (default all) whose bytes differ from what
+    rule synthetic_mimic wrote (the sha256 in MANIFEST.json): cut short, edited or replaced."""
+    import hashlib
+    import json
+
+    try:
+        manifest = json.loads((folder / "MANIFEST.json").read_text())
+        entries = manifest["tables"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(
+            f"{folder}/MANIFEST.json of the synthetic MIMIC-III is damaged ({err})",
+            f"delete the folder {folder} and run snakemake again: rule synthetic_mimic remakes it",
+        ) from None
+    for table in tables if tables is not None else list(entries):
+        entry = entries.get(table)
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            continue
+        path = folder / str(entry.get("file", ""))
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as stream:
+                while block := stream.read(1 << 20):
+                    digest.update(block)
+        except OSError as err:
+            raise DataError(
+                f"{path} of the synthetic MIMIC-III cannot be read ({err.strerror or err})",
+                f"delete the folder {folder} and run snakemake again: rule synthetic_mimic "
+                "remakes it",
+            ) from None
+        if digest.hexdigest() != entry["sha256"]:
+            raise DataError(
+                f"{path} of the synthetic MIMIC-III is damaged: its contents differ from what "
+                "rule synthetic_mimic wrote (cut short by a full disk or an interrupted copy, "
+                "or edited)",
+                f"delete the folder {folder} and run snakemake again: rule synthetic_mimic "
+                "remakes it",
+            )

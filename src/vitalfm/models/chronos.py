@@ -70,8 +70,15 @@ def check_local_checkpoint(path: Path) -> None:
             "copy the complete released checkpoint there (e.g. `huggingface-cli download "
             "amazon/chronos-t5-small --local-dir <folder>` on a machine with internet)",
         )
-    config = json.loads((path / "config.json").read_text())
-    if "chronos_config" not in config:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"model folder {path}: config.json is not valid JSON ({err})",
+            "copy the released checkpoint's config.json there again (a download or copy "
+            "was cut short, or the file was edited by hand)",
+        ) from None
+    if not isinstance(config, dict) or "chronos_config" not in config:
         raise ModelError(
             f"model folder {path} is not a Chronos checkpoint (config.json has no chronos_config)",
             "use `family: chronos` only for Chronos-T5, Chronos-Bolt or Chronos-2 checkpoints",
