@@ -8,6 +8,8 @@ the job's outputs, so nothing half-written looks finished).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import sys
 from collections.abc import Callable
@@ -30,13 +32,46 @@ def run(snakemake: Any, step: Callable[[Any], None]) -> None:
     try:
         step(snakemake)
     except VitalfmError as err:
-        message = f"ERROR in rule {snakemake.rule}: {err}"
-        print(message, file=stream, flush=True)
-        if terminal is not None and stream is not terminal:
-            print(message, file=terminal, flush=True)
-        raise SystemExit(1) from None
+        _fail(snakemake, err, stream, terminal)
+    except Exception as err:
+        # a full disk, or an input that cannot be read: say which, not the reader's traceback
+        explained = _explain(snakemake, err)
+        if explained is None:
+            raise
+        _fail(snakemake, explained, stream, terminal)
     finally:
-        stream.flush()
+        with contextlib.suppress(OSError):  # the log's own disk may be the full one
+            stream.flush()
+
+
+def _fail(snakemake: Any, err: VitalfmError, stream: Any, terminal: Any) -> None:
+    message = f"ERROR in rule {snakemake.rule}: {err}"
+    with contextlib.suppress(OSError):
+        print(message, file=stream, flush=True)
+    if terminal is not None and stream is not terminal:
+        print(message, file=terminal, flush=True)
+    raise SystemExit(1) from None
+
+
+def _disk_full(err: BaseException) -> OSError | None:
+    """The ENOSPC error in ``err``'s chain (pyarrow words it without an errno)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and (
+            seen.errno == errno.ENOSPC or "No space left on device" in str(seen)
+        ):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _explain(snakemake: Any, err: Exception) -> VitalfmError | None:
+    from vitalfm.result_files import damaged_input_error, disk_full_error
+
+    full = _disk_full(err)
+    if full is not None:
+        return disk_full_error(full, snakemake.rule, list(snakemake.output))
+    return damaged_input_error(list(snakemake.input), snakemake.rule)
 
 
 def config_of(snakemake: Any) -> dict[str, Any]:
