@@ -126,3 +126,21 @@ def json_text(obj: Any, *, indent: int | None = 2) -> str:
 def write_json(obj: Any, target: str | os.PathLike[str]) -> None:
     """Write ``obj`` as strict JSON (NaN and infinities as null), atomically."""
     write_text(json_text(obj), target)
+
+
+def remove_leftovers(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove what a killed writer of ``target`` left beside it: the temporary ``.part`` files
+    or folders of :func:`atomic_path` / :func:`atomic_dir` and the ``.old`` folder of an
+    interrupted swap. Returns the paths removed (for the job's log)."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for pattern in (f".{target.name}.*.part", f".{target.name}.*.old"):
+        for path in target.parent.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +33,8 @@ def run(snakemake: Any, step: Callable[[Any], None]) -> None:
         stream=stream,
         force=True,
     )
+    _remove_leftovers(snakemake)
+    _stop_with_snakemake()
     try:
         step(snakemake)
     except VitalfmError as err:
@@ -72,6 +78,38 @@ def _explain(snakemake: Any, err: Exception) -> VitalfmError | None:
     if full is not None:
         return disk_full_error(full, snakemake.rule, list(snakemake.output))
     return damaged_input_error(list(snakemake.input), snakemake.rule)
+
+
+def _stop_with_snakemake(poll_s: float = 1.0) -> None:
+    """Stop this job (SIGTERM to itself) when the Snakemake process that started it dies.
+
+    Killed with SIGKILL, Snakemake cannot stop its jobs, and a job left running would race the
+    rerun's own attempt for the same outputs and checkpoints. A daemon thread notices the parent
+    change (the job is re-parented) and sends SIGTERM, so training writes a checkpoint and exits
+    like a pre-empted job; the rerun resumes from it.
+    """
+    parent = os.getppid()
+    if parent == 1:  # started by init itself: nothing to watch
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        logging.getLogger(__name__).warning(
+            "Snakemake (pid %d), which started this job, has exited: stopping the job", parent
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-snakemake", daemon=True).start()
+
+
+def _remove_leftovers(snakemake: Any) -> None:
+    """Clear the temporary files a killed earlier attempt of this job left beside its outputs."""
+    from vitalfm.io import remove_leftovers
+
+    for output in snakemake.output:
+        for path in remove_leftovers(output):
+            logging.getLogger(__name__).info("removed %s, left by an interrupted write", path)
 
 
 def config_of(snakemake: Any) -> dict[str, Any]:
