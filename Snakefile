@@ -6,7 +6,11 @@
 
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
+
+from vitalfm.config import read_config_file
+from vitalfm.errors import ConfigError
 
 from vitalfm.profiles import require_mappable_resources
 from vitalfm.recovery import stale_lock_hint
@@ -16,6 +20,10 @@ min_version("9.19")
 
 # --configfile replaces the default study rather than merging into it (config/paper.yaml).
 if not workflow.overwrite_configfiles:
+    try:  # name the file, line and column of a YAML error (Snakemake's own message does not)
+        read_config_file("config.yaml")
+    except ConfigError as err:
+        raise WorkflowError(f"Invalid configuration: {err}") from None
 
     configfile: "config.yaml"
 

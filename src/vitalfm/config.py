@@ -124,6 +124,11 @@ def _check_cross_field(cfg: dict[str, Any]) -> None:
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it."""
+    return validate_config(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's mapping, not yet validated; a syntax error names its line."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -133,7 +138,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise yaml_error(path, err) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} is not a mapping", "write key: value pairs")
-    return validate_config(raw)
+    return raw
 
 
 def grid_steps(cfg: Mapping[str, Any], hours: float) -> int:
