@@ -1,0 +1,410 @@
+"""Operations, as a user meets them: the README's commands run verbatim by real Snakemake in a
+fresh copy of the repository, on a tiny study: results follow config changes (and only the
+jobs a change affects rerun), the default profile loads, and a run killed with SIGKILL (Snakemake
+alone, or its whole process group) is recovered by the README's recovery command and ends with
+the same results as an uninterrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from vitalfm.testing import copy_checkout
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+TRAINED = {  # the tiny study's trained replicates
+    "chronos-bolt-standin/lora-r2/seed-0",
+    "chronos-bolt-standin/dora-r2/seed-0",
+    "dlinear/scratch/seed-0",
+}
+UNTRAINED = {
+    "chronos-bolt-standin/zero_shot/seed-0",
+    "persistence/zero_shot/seed-0",
+    "oracle/oracle/seed-0",
+}
+SPLITS = ("validation", "test")
+DORA = "chronos-bolt-standin/dora-r2/seed-0"
+
+
+def readme_block(marker: str) -> str:
+    """The command in the ```bash block right after ``<!-- marker -->`` in README.md."""
+    found = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```", README, re.S)
+    assert found, f"README.md has no bash block after <!-- {marker} -->"
+    return found.group(1).strip()
+
+
+def tiny_study() -> dict:
+    """config.yaml shrunk to a minute: one stand-in with three settings, two baselines."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["synthetic"].update(n_patients=24, seed=7)
+    config["pretrain"].update(max_steps=10, eval_every=5)
+    config["pretrain"]["corpus"]["n_series"] = 100
+    config["training"].update(
+        max_steps=6, eval_every=3, checkpoint_every=3, seeds=[0], validation_forecast_series=16
+    )
+    config["forecast"]["num_samples"] = 8
+    config["evaluation"]["bootstrap"]["resamples"] = 50
+    bolt = {**config["models"]["chronos-bolt-standin"], "methods": ["zero_shot", "lora-r2", "dora"]}
+    config["models"] = {
+        "chronos-bolt-standin": bolt,
+        "persistence": config["models"]["persistence"],
+        "dlinear": config["models"]["dlinear"],
+    }
+    return config
+
+
+def changed(config: dict, key: str, value: object) -> dict:
+    config = json.loads(json.dumps(config))
+    *path, last = key.split(".")
+    entry = config
+    for part in path:
+        entry = entry[part]
+    entry[last] = value
+    return config
+
+
+def shell(workdir: Path, command: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """A README command, verbatim, in ``workdir`` (as a user types it into bash)."""
+    return subprocess.run(
+        ["bash", "-c", command], cwd=workdir, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+def require_current_setup() -> None:
+    """The copies share this suite's venv, and the README's study command starts with
+    ``bash envs/setup.sh``: with a stale set-up stamp it would reinstall this project, from a
+    temporary copy, into the shared venv. The test command (setup, then pytest) keeps it current.
+    """
+    pins = (REPO / "envs/requirements.txt").read_bytes() + (REPO / "pyproject.toml").read_bytes()
+    stamp = Path(sys.prefix, ".vitalfm-setup")
+    current = stamp.is_file() and stamp.read_text().strip() == hashlib.sha256(pins).hexdigest()
+    assert current, "the venv is older than the pins: run `bash envs/setup.sh` first"
+
+
+def new_checkout(dest: Path, config: dict) -> Path:
+    """A fresh copy of the repository whose config.yaml is ``config``, with the suite's venv."""
+    require_current_setup()
+    workdir = copy_checkout(REPO, dest)
+    (workdir / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study, run with the README's study command, verbatim."""
+    workdir = new_checkout(tmp_path_factory.mktemp("ops") / "study", tiny_study())
+    ok(shell(workdir, readme_block("study-command"), timeout=1800))
+    return workdir
+
+
+def copy_study(study: Path, dest: Path) -> Path:
+    """A copy of a finished study with its Snakemake records and file times."""
+    shutil.copytree(study, dest, symlinks=True)
+    return dest
+
+
+# --- the default profile --------------------------------------------------------------------------
+
+
+def test_the_default_profile_loads_without_being_named(study: Path) -> None:
+    done = ok(shell(study, ".venv/bin/snakemake -n"))
+    assert "Using workflow specific profile profiles/default" in done.stderr
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+
+# --- results follow the config --------------------------------------------------------------------
+
+
+def planned(done: subprocess.CompletedProcess) -> dict[str, set[str]]:
+    """{rule: the first output of each job} of a dry run."""
+    jobs: dict[str, set[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", done.stdout):
+        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
+        output = re.search(r"^\s+output: ([^,\n]+)", block, re.M)
+        if rule and rule.group(1) != "all":
+            jobs.setdefault(rule.group(1), set()).add(output.group(1) if output else "")
+    return jobs
+
+
+def forecasts_of(replicates: set[str]) -> set[str]:
+    return {f"results/forecasts/{split}/{rep}.parquet" for split in SPLITS for rep in replicates}
+
+
+def scores_of(replicates: set[str]) -> set[str]:
+    return {f"results/scores/{split}/{rep}.parquet" for split in SPLITS for rep in replicates}
+
+
+def downstream_of(replicates: set[str], trained: set[str]) -> dict[str, set[str]]:
+    """What must rerun when ``replicates`` are forecast anew (and ``trained`` retrained)."""
+    jobs = {
+        "forecast": forecasts_of(replicates),
+        "score": scores_of(replicates),
+        **REPORT,
+    }
+    if trained:
+        jobs["finetune"] = {f"results/runs/{rep}" for rep in trained}
+    return jobs
+
+
+REPORT = {
+    "metrics": {"results/metrics/metrics.parquet"},
+    "tables": {"results/tables/findings.csv"},
+    "figures": {"results/figures/rank_sweep.png"},
+}
+WINDOWS = {"windows": {f"results/windows/{s}.npz" for s in ("train", *SPLITS)}}
+BOLT = {r for r in TRAINED | UNTRAINED if r.startswith("chronos-bolt")}
+CHANGES: dict[str, tuple[str, object, dict[str, set[str]]]] = {
+    "training": ("training.max_steps", 4, downstream_of(TRAINED, TRAINED)),
+    "one method's hyper-parameter": (
+        "methods.dora.alpha",
+        8,
+        downstream_of(
+            {"chronos-bolt-standin/dora-r2/seed-0"}, {"chronos-bolt-standin/dora-r2/seed-0"}
+        ),
+    ),
+    "forecast": ("forecast.num_samples", 6, downstream_of(TRAINED | UNTRAINED, set())),
+    "evaluation": ("evaluation.bootstrap.resamples", 40, REPORT),
+    "a data value (windows)": (
+        "windows.stride_hours",
+        1.5,
+        {**WINDOWS, **downstream_of(TRAINED | UNTRAINED, TRAINED)},
+    ),
+    "a data value (cohort)": (
+        "cohort.min_age_years",
+        30,
+        {
+            "cohort": {"results/cohort/cohort.parquet"},
+            "vitals": {"results/vitals/vitals.parquet"},
+            "grid": {"results/grid/grid.parquet"},
+            "split": {"results/splits/manifest.parquet"},
+            **WINDOWS,
+            **downstream_of(TRAINED | UNTRAINED, TRAINED),
+        },
+    ),
+    "a model option": (
+        "models.dlinear.options.kernel_size",
+        5,
+        downstream_of({"dlinear/scratch/seed-0"}, {"dlinear/scratch/seed-0"}),
+    ),
+    "pretraining": (
+        "pretrain.max_steps",
+        12,
+        {
+            "pretrain": {"results/models/standins/chronos-bolt"},
+            **downstream_of(BOLT, BOLT & TRAINED),
+        },
+    ),
+    "the device": ("device.preference", "cpu", {}),
+    "how often checkpoints are written": ("training.checkpoint_every", 2, {}),
+    "keeping checkpoints": ("training.keep_checkpoints", True, {}),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_config_change_reruns_exactly_the_jobs_it_affects(
+    study: Path, tmp_path: Path, change: str
+) -> None:
+    key, value, expected = CHANGES[change]
+    config = changed(yaml.safe_load((study / "config.yaml").read_text()), key, value)
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(config))
+    done = ok(shell(study, f".venv/bin/snakemake -n --configfile {tmp_path / 'changed.yaml'}"))
+    jobs = planned(done)
+    assert set(jobs) == set(expected), f"{key}: {sorted(jobs)}"
+    for rule, outputs in expected.items():
+        if rule in ("tables", "figures"):
+            continue  # one job each, many outputs: the rule is enough
+        assert jobs[rule] == outputs, f"{key}: rule {rule}"
+    if expected:
+        assert "Params have changed since last execution" in done.stdout
+
+
+def run_meta(workdir: Path, replicate: str) -> dict:
+    return json.loads((workdir / f"results/runs/{replicate}/metadata.json").read_text())
+
+
+def forecast_meta(workdir: Path, replicate: str, split: str = "test") -> dict:
+    return json.loads((workdir / f"results/forecasts/{split}/{replicate}.json").read_text())
+
+
+def mtimes(workdir: Path, pattern: str) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in workdir.glob(pattern)}
+
+
+def test_reruns_carry_the_new_values(study: Path, tmp_path: Path) -> None:
+    workdir = copy_study(study, tmp_path / "study")
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+
+    def rerun(key: str, value: object, check: Callable[[], None]) -> None:
+        nonlocal config
+        config = changed(config, key, value)
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        ok(shell(workdir, ".venv/bin/snakemake --cores all"))
+        check()
+        again = ok(shell(workdir, ".venv/bin/snakemake -n"))
+        assert "Nothing to be done" in again.stdout + again.stderr, key
+
+    lora, dora = "chronos-bolt-standin/lora-r2/seed-0", DORA
+    runs_before = mtimes(workdir, "results/runs/*/*/seed-0/metadata.json")
+
+    def new_steps() -> None:
+        for replicate in TRAINED:
+            assert run_meta(workdir, replicate)["training_config"]["max_steps"] == 4
+        assert not list((workdir / "results/checkpoints").rglob("step-*"))  # none kept
+
+    rerun("training.max_steps", 4, new_steps)
+    runs_before = mtimes(workdir, "results/runs/*/*/seed-0/metadata.json")
+
+    def new_alpha() -> None:
+        assert run_meta(workdir, dora)["method"]["alpha"] == 8
+        after = mtimes(workdir, "results/runs/*/*/seed-0/metadata.json")
+        changed_runs = {p for p in after if after[p] != runs_before[p]}
+        assert changed_runs == {str(workdir / f"results/runs/{dora}/metadata.json")}
+        assert run_meta(workdir, lora)["method"]["alpha"] == 16
+
+    rerun("methods.dora.alpha", 8, new_alpha)
+    runs_before = mtimes(workdir, "results/runs/*/*/seed-0/metadata.json")
+    scores_before = mtimes(workdir, "results/scores/*/*/*/*.parquet")
+
+    def new_samples() -> None:
+        for replicate in TRAINED | UNTRAINED:
+            assert forecast_meta(workdir, replicate)["forecast_config"]["num_samples"] == 6
+        assert mtimes(workdir, "results/runs/*/*/seed-0/metadata.json") == runs_before
+
+    rerun("forecast.num_samples", 6, new_samples)
+    scores_before = mtimes(workdir, "results/scores/*/*/*/*.parquet")
+    metrics_before = pd.read_parquet(workdir / "results/metrics/metrics.parquet")
+
+    def new_resamples() -> None:
+        assert mtimes(workdir, "results/scores/*/*/*/*.parquet") == scores_before
+        metrics = pd.read_parquet(workdir / "results/metrics/metrics.parquet")
+        assert metrics["value"].equals(metrics_before["value"])  # the same scores ...
+        assert not metrics["ci_low"].equals(metrics_before["ci_low"])  # ... resampled anew
+
+    rerun("evaluation.bootstrap.resamples", 40, new_resamples)
+
+
+# --- recovery after a kill ----------------------------------------------------------------------
+
+
+def long_training(config: dict) -> dict:
+    """Fine-tuning long enough to be killed mid-way, with frequent checkpoints."""
+    config = changed(config, "training.max_steps", 400)
+    config = changed(config, "training.eval_every", 100)
+    return changed(config, "training.checkpoint_every", 20)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = copy_study(study, tmp_path_factory.mktemp("ops") / "uninterrupted")
+    config = long_training(yaml.safe_load((workdir / "config.yaml").read_text()))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    ok(shell(workdir, readme_block("study-command"), timeout=1800))
+    return workdir
+
+
+def processes_in(workdir: Path) -> list[psutil.Process]:
+    """Processes of a run in ``workdir`` (Snakemake and its jobs)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if str(workdir) in " ".join(process.cmdline()) or (
+                "python" in process.name() and Path(process.cwd()) == workdir
+            ):
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def start_and_kill(workdir: Path, whole_group: bool) -> None:
+    """Start the README's study command; SIGKILL it once fine-tuning has checkpointed."""
+    runner = subprocess.Popen(
+        ["bash", "-c", readme_block("study-command")],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 600
+    while not list((workdir / "results/checkpoints").rglob("step-*/state.json")):
+        assert runner.poll() is None, "the run ended before any checkpoint was written"
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.2)
+    if whole_group:
+        os.killpg(runner.pid, signal.SIGKILL)
+    else:
+        # bash may have exec'd Snakemake (the last command of its line) or started it
+        started = psutil.Process(runner.pid)
+        snakemake = [
+            p for p in [started, *started.children(recursive=True)]
+            if "bin/snakemake" in " ".join(p.cmdline())
+        ]  # fmt: skip
+        assert len(snakemake) == 1, snakemake
+        os.kill(snakemake[0].pid, signal.SIGKILL)
+    runner.wait(timeout=60)
+    # no job outlives its Snakemake: each stops itself (after a checkpoint) within seconds,
+    # long before its training would end
+    deadline = time.monotonic() + 10
+    while processes_in(workdir):
+        assert time.monotonic() < deadline, f"left running: {processes_in(workdir)}"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["snakemake-alone", "process-group"])
+def test_a_killed_run_is_recovered_by_the_readme_command(
+    study: Path, uninterrupted: Path, tmp_path: Path, whole_group: bool
+) -> None:
+    workdir = copy_study(study, tmp_path / "study")
+    config = long_training(yaml.safe_load((workdir / "config.yaml").read_text()))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    start_and_kill(workdir, whole_group)
+
+    if not whole_group:  # each job saw its Snakemake die, checkpointed and stopped
+        logs = [p.read_text() for p in (workdir / "results/logs/finetune").rglob("*.log")]
+        stopped = [log for log in logs if "which started this job, has exited" in log]
+        assert stopped and all("a checkpoint was saved" in log for log in stopped)
+
+    # the README's study command meets the lock, and the message names the command that clears it
+    locked = shell(workdir, readme_block("study-command"))
+    assert locked.returncode != 0
+    assert "Directory cannot be locked" in locked.stderr + locked.stdout
+    assert ".venv/bin/snakemake --unlock" in locked.stderr
+
+    # what the README says to type after a crash
+    ok(shell(workdir, readme_block("recovery-command"), timeout=1800))
+    logs = "".join(p.read_text() for p in (workdir / "results/logs/finetune").rglob("*.log"))
+    assert "resuming from checkpoint" in logs
+    assert not list((workdir / "results/checkpoints").rglob("step-*"))
+    assert not [p for p in (workdir / "results").rglob("*.part")]
+    for table in ("metrics", "paired"):
+        recovered = pd.read_parquet(workdir / f"results/metrics/{table}.parquet")
+        reference = pd.read_parquet(uninterrupted / f"results/metrics/{table}.parquet")
+        pd.testing.assert_frame_equal(recovered, reference)
+    for replicate in TRAINED:
+        assert (
+            run_meta(workdir, replicate)["training"]["best_validation_score"]
+            == run_meta(uninterrupted, replicate)["training"]["best_validation_score"]
+        )
