@@ -408,3 +408,50 @@ def test_a_killed_run_is_recovered_by_the_readme_command(
             run_meta(workdir, replicate)["training"]["best_validation_score"]
             == run_meta(uninterrupted, replicate)["training"]["best_validation_score"]
         )
+
+
+# --- every other command of the README ------------------------------------------------------------
+
+#: Commands that need what this machine lacks: the internet, or (running the test suite) itself.
+NOT_HERE = (".venv/bin/hf download", ".venv/bin/python -m pytest")
+#: Commands that only read, plan or redo the tables: run verbatim. The others would run the paper
+#: study (released weights, GPUs, a MIMIC-III server): run verbatim plus ``-n``, so Snakemake
+#: parses them as typed and plans what they name.
+VERBATIM = (" -n", "--report", "--forcerun", "--unlock", "--lint", "vitalfm.profiles", "ruff")
+
+
+def readme_commands() -> list[str]:
+    """Every ``.venv/bin/...`` command of the README: bash-block lines and inline code, less
+    comments; those of the study, test and recovery blocks are run by the tests above and CI."""
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    inline = [c.strip() for c in re.findall(r"`([^`\n]*\.venv/bin/[^`\n]*)`", README)]
+    marked = {readme_block(m) for m in ("study-command", "test-command", "recovery-command")}
+    commands = []
+    for command in [*lines, *inline]:
+        if ".venv/bin/" not in command or command in marked or command in commands:
+            continue
+        if not any(command.startswith(skip) or f" {skip}" in command for skip in NOT_HERE):
+            commands.append(command)
+    return commands
+
+
+def test_the_readme_lists_the_commands_we_check() -> None:
+    commands = readme_commands()
+    assert any("--configfile config/paper.yaml" in c for c in commands)
+    assert any("profiles/slurm" in c for c in commands)
+    assert any("--forcerun tables" in c for c in commands)
+    assert any(c.endswith("seed-0.parquet --configfile config/paper.yaml") for c in commands)
+
+
+def test_every_readme_command_works_as_typed(study: Path, tmp_path: Path) -> None:
+    workdir = copy_study(study, tmp_path / "study")
+    for command in readme_commands():
+        verbatim = any(marker in command for marker in VERBATIM)
+        typed = command if verbatim else f"{command} -n"
+        done = shell(workdir, typed)
+        assert done.returncode == 0, f"{typed}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        targets = [w for w in command.split() if w.startswith("results/")]
+        for target in targets:  # a named target is planned, not swallowed as a config file
+            assert re.search(rf"output: [^\n]*{re.escape(target)}", done.stdout), typed
+    assert (workdir / "report.html").is_file()

@@ -15,7 +15,7 @@ import yaml
 from vitalfm.config import validate_config
 from vitalfm.data.windows import WindowSet
 from vitalfm.study import study_runs
-from vitalfm.testing import copy_checkout
+from vitalfm.testing import assert_strict_json_tree, copy_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -292,6 +292,12 @@ def test_tables_figures_and_report(study: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     html = (study / "report.html").read_text(errors="replace")
     assert len(html) > 100_000 and "Results" in html
+
+
+@pytest.mark.slow
+def test_every_json_output_is_strict_json(study: Path) -> None:
+    """jq and browsers refuse NaN: every JSON file the study wrote parses with a strict parser."""
+    assert assert_strict_json_tree(study / "results") > 50
 
 
 @pytest.mark.slow
