@@ -107,7 +107,10 @@ def new_checkout(dest: Path, config: dict) -> Path:
     """A fresh copy of the repository whose config.yaml is ``config``, with the suite's venv."""
     require_current_setup()
     workdir = copy_checkout(REPO, dest)
-    (workdir / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    venv = workdir / ".venv"
+    if venv.is_symlink():  # a checkout whose .venv is itself a link (git ignores only folders)
+        venv.unlink()
+    venv.symlink_to(sys.prefix, target_is_directory=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     return workdir
 
@@ -303,7 +306,12 @@ def test_reruns_carry_the_new_values(study: Path, tmp_path: Path) -> None:
         assert metrics["value"].equals(metrics_before["value"])  # the same scores ...
         assert not metrics["ci_low"].equals(metrics_before["ci_low"])  # ... resampled anew
 
+    # what a kill mid-write left beside the metrics goes when the metrics job runs again
+    leftover = workdir / "results/metrics/.metrics.parquet.k1ll3d.part"
+    leftover.write_bytes(b"half a parquet file")
     rerun("evaluation.bootstrap.resamples", 40, new_resamples)
+    assert not leftover.exists()
+    assert "left by an interrupted write" in (workdir / "results/logs/metrics.log").read_text()
 
 
 # --- recovery after a kill ----------------------------------------------------------------------
