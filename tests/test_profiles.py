@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -370,3 +371,131 @@ def test_paper_dry_run_lists_its_jobs_without_database_or_network(clone: Path) -
     others = set(stats) - set(expected) - {"total"}
     assert others >= {"cohort", "vitals", "grid", "split", "metrics", "all"}
     assert all(stats[rule] == 1 for rule in others), stats
+
+
+# --- the live cluster (sinfo), the pre-emption signal, overrides ---------------------------------
+
+#: sinfo output of a cluster with a default CPU partition and a "gpu" partition whose nodes
+#: have no GPU GRES (what made every GPU job fail at submission in the issue).
+SINFO_NO_GPUS = "cpu*|up|(null)|128000|2-00:00:00|16\ngpu|up|(null)|128000|2-00:00:00|16\n"
+SINFO_GPUS = "cpu*|up|(null)|128000|2-00:00:00|16\ngpu|up|gpu:a100:4(S:0-1)|256000|1-00:00:00|32\n"
+
+
+def _check(*profiles: str | Path, sinfo: str | None, scontrol: str = "", tmp: Path) -> Any:
+    """``python -m vitalfm.profiles`` as a user runs it, on a login node whose sinfo prints
+    ``sinfo`` (None: a machine without SLURM's commands)."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("which", "sh", "bash", "uname"):  # what Snakemake's import looks for; no SLURM
+        found = shutil.which(tool)
+        if found and not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(found)
+    commands = (("sinfo", sinfo), ("scontrol", scontrol), ("squeue", ""))
+    for name, text in commands if sinfo is not None else ():
+        assert "'" not in text  # printed by the shell's own printf (PATH has nothing else)
+        (bin_dir / name).write_text(f"#!/bin/sh\nprintf '%s' '{text}'\n")
+        (bin_dir / name).chmod(0o755)
+    return subprocess.run(
+        [sys.executable, "-m", "vitalfm.profiles", *map(str, profiles)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(bin_dir)},
+        timeout=120,
+    )
+
+
+def test_the_checker_names_what_the_live_cluster_would_refuse(tmp_path: Path) -> None:
+    done = _check("profiles/slurm", sinfo=SINFO_NO_GPUS, tmp=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "compared with the live cluster (2 partitions)" in done.stdout
+    for rule in GPU_RULES:
+        assert f"rule {rule} asks for GPUs on partition 'gpu', whose nodes have no GPU GRES" in (
+            done.stderr
+        )
+    assert "profiles/slurm-cpu" in done.stderr  # the fix for a cluster without GPUs
+    # the same profile on a cluster whose GPU partition has GPUs, and the CPU-only profile
+    # on the cluster without any, pass
+    assert _check("profiles/slurm", sinfo=SINFO_GPUS, tmp=tmp_path).returncode == 0
+    cpu_only = _check("profiles/slurm-cpu", sinfo=SINFO_NO_GPUS, tmp=tmp_path)
+    assert cpu_only.returncode == 0, cpu_only.stderr
+
+
+def test_the_checker_names_missing_partitions_and_limits_too_small(tmp_path: Path) -> None:
+    small = "debug*|up|(null)|8000|1:00:00|4\n"
+    done = _check("profiles/slurm", sinfo=small, tmp=tmp_path)
+    assert done.returncode == 1
+    assert "partition 'cpu' does not exist on this cluster (sinfo lists debug*)" in done.stderr
+    cpu_only = tmp_path / "site"
+    text = (PROFILES / "slurm-cpu/profile.yaml").read_text()
+    cpu_only.mkdir()
+    (cpu_only / "profile.yaml").write_text(
+        text.replace("slurm_partition: cpu", "slurm_partition: debug")
+    )
+    done = _check(cpu_only, sinfo=small, tmp=tmp_path)
+    assert (
+        "rule finetune asks for mem_mb=32000, more than the largest node of partition 'debug'"
+        in (done.stderr)
+    )
+    assert (
+        "rule finetune asks for runtime=720 min, more than partition 'debug' allows (60 min)"
+        in (done.stderr)
+    )
+    assert "rule finetune asks for 8 CPUs, more than a node of partition 'debug' has (4)" in (
+        done.stderr
+    )
+
+
+def test_the_checker_says_when_an_account_is_needed(tmp_path: Path) -> None:
+    enforce = "AccountingStorageEnforce = associations,limits,qos\n"
+    done = _check("profiles/slurm", sinfo=SINFO_GPUS, scontrol=enforce, tmp=tmp_path)
+    assert done.returncode == 1 and "set slurm_account under default-resources" in done.stderr
+    relaxed = _check(
+        "profiles/slurm",
+        sinfo=SINFO_GPUS,
+        scontrol="AccountingStorageEnforce = none\n",
+        tmp=tmp_path,
+    )
+    assert relaxed.returncode == 0, relaxed.stderr
+
+
+def test_without_sinfo_the_checker_says_it_checked_the_file_only(tmp_path: Path) -> None:
+    done = _check("profiles/slurm", sinfo=None, tmp=tmp_path)
+    assert done.returncode == 0
+    assert "checked the file only: sinfo is not available here" in done.stdout
+
+
+def test_the_checker_warns_when_fine_tuning_would_lose_the_preemption_signal(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    profile = yaml.safe_load((PROFILES / "slurm/profile.yaml").read_text())
+    profile["set-resources"]["finetune"]["slurm_extra"] = "--mail-type=END"
+    (site / "profile.yaml").write_text(yaml.safe_dump(profile))
+    done = _check(site, sinfo=None, tmp=tmp_path)
+    assert done.returncode == 0  # a warning, not an error
+    assert "warning:" in done.stderr and "rule finetune would run without the pre-emption" in (
+        done.stderr
+    )
+    assert 'slurm_extra: "--signal=TERM@300 --mail-type=END"' in done.stderr
+    profile["set-resources"]["finetune"]["slurm_extra"] = "--mail-type=END --signal=B:TERM@600"
+    (site / "profile.yaml").write_text(yaml.safe_dump(profile))
+    assert "pre-emption" not in _check(site, sinfo=None, tmp=tmp_path).stderr
+    # the shipped profiles keep the signal the training rules declare
+    for name in ("slurm", "slurm-cpu"):
+        assert "warning" not in _check(PROFILES / name, sinfo=None, tmp=tmp_path).stderr
+
+
+def test_an_override_of_one_resource_keeps_the_preemption_signal(clone: Path) -> None:
+    """A command-line --set-resources replaces the profile's set-resources (Snakemake's
+    behaviour); the signal, declared by the training rules, stays with the job."""
+    done = _snakemake(
+        clone, "-n", "--workflow-profile", "profiles/slurm", "--set-resources", "finetune:gpu=0"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = [res for rule, res in _dry_run_jobs(done.stdout) if rule == "finetune"]
+    assert jobs and all(res["slurm_extra"] == "--signal=TERM@300" for res in jobs)
+    assert all(res["gpu"] == "0" for res in jobs)
+    pretrain = [res for rule, res in _dry_run_jobs(done.stdout) if rule == "pretrain"]
+    assert pretrain and all(res["slurm_extra"] == "--signal=TERM@300" for res in pretrain)

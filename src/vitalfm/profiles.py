@@ -133,6 +133,16 @@ SLURM_EXTRA_REPLACEMENTS = {
 }
 
 BUILTIN_EXECUTORS = frozenset({"local", "dryrun", "touch"})
+
+#: The signal that makes pre-emption and time limits safe for a training job: SIGTERM 5 min
+#: before the limit, so it writes a checkpoint and exits (the next attempt resumes). The
+#: training rules declare it themselves (workflow/rules/models.smk), so overriding their other
+#: resources keeps it; only a slurm_extra without it loses it.
+PREEMPTION_SIGNAL = "--signal=TERM@300"
+PREEMPTIBLE_RULES = ("pretrain", "finetune")
+#: What the workflow's rules declare that a profile check must merge in.
+WORKFLOW_DECLARED = {rule: {"slurm_extra": PREEMPTION_SIGNAL} for rule in PREEMPTIBLE_RULES}
+_TERM_SIGNAL = re.compile(r"--signal[=\s]+(?:[BR]{1,2}:)?(?:TERM|SIGTERM|15)@\d+")
 DEFAULT_SCOPE = "default-resources"
 
 
@@ -387,6 +397,86 @@ def _parse_rule_assignments(entries: Any) -> dict[str, dict[str, str]]:
     return parsed
 
 
+def preemption_warning(where: str, rule: str, resources: Mapping[str, Any]) -> str | None:
+    """A training rule whose slurm_extra lacks the SIGTERM-before-the-limit signal."""
+    if rule not in PREEMPTIBLE_RULES:
+        return None
+    extra = str(resources.get("slurm_extra") or "")
+    if _TERM_SIGNAL.search(extra):
+        return None
+    keep = f"{PREEMPTION_SIGNAL} {extra}".strip()
+    return (
+        f"{where} rule {rule} would run without the pre-emption signal (its slurm_extra is "
+        f"{extra!r}): a time limit or pre-emption would kill it with no checkpoint since the "
+        f'last one; keep the signal in its slurm_extra: slurm_extra: "{keep}"'
+    )
+
+
+def merged_resources(
+    path: str | Path, rules: Mapping[str, Mapping[str, Any]] | Iterable[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each rule's resources under the profile at ``path``, in Snakemake's order (the profile's
+    defaults, then what the rule declares, then the profile's set-resources), values evaluated.
+    ``rules``: names, or {rule: declared}; by default the training rules' declared signal."""
+    profile = read_profile(path)
+    defaults = _parse_assignments(profile.get("default-resources", []))
+    overrides = _parse_rule_assignments(profile.get("set-resources", []))
+    if rules is None or not isinstance(rules, Mapping):
+        names = set(rules or ()) | set(overrides)
+        rules = {name: WORKFLOW_DECLARED.get(name, {}) for name in names}
+    merged = {}
+    for rule in set(rules) | set(overrides):
+        raw = {**defaults, **rules.get(rule, {}), **overrides.get(rule, {})}
+        merged[rule] = {k: resource_value(v).value for k, v in raw.items()}
+    return merged
+
+
+def profile_warnings(
+    path: str | Path, rules: Mapping[str, Mapping[str, Any]] | Iterable[str] | None = None
+) -> list[str]:
+    """What a SLURM profile allows but should not: a training job without the pre-emption
+    signal; [] for other executors or an unreadable profile (check_profile reports that)."""
+    try:
+        if read_profile(path).get("executor") != "slurm":
+            return []
+        merged = merged_resources(path, rules)
+    except Exception:  # check_profile names an unreadable profile
+        return []
+    found = (preemption_warning(str(path), rule, merged[rule]) for rule in sorted(merged))
+    return [warning for warning in found if warning]
+
+
+def check_live_cluster(
+    path: str | Path, rules: Mapping[str, Mapping[str, Any]] | Iterable[str] | None = None
+) -> tuple[list[str], str]:
+    """Problems the live cluster (``sinfo``) would refuse, and a line saying what was compared:
+    the cluster, or the file only where ``sinfo`` is not available."""
+    from vitalfm.cluster import enforces_associations, live_problems, read_partitions
+
+    try:
+        profile = read_profile(path)
+    except Exception:  # check_profile names an unreadable profile
+        return [], ""
+    if profile.get("executor") != "slurm":
+        return [], ""
+    partitions = read_partitions()
+    if partitions is None:
+        return [], (
+            f"{path}: checked the file only: sinfo is not available here (run this check on "
+            "the cluster's login node to compare the profile with the live cluster)"
+        )
+    merged = merged_resources(path, rules)
+    problems = live_problems(str(path), merged, partitions)
+    accounts = any(r.get("slurm_account") for r in merged.values())
+    if enforces_associations() and not accounts:
+        problems.append(
+            f"{path}: this cluster requires an account association (AccountingStorageEnforce); "
+            "unless your user has a default account, set slurm_account under default-resources "
+            "(sacctmgr show assoc user=$USER format=account lists yours)"
+        )
+    return problems, f"{path}: compared with the live cluster ({len(partitions)} partitions)"
+
+
 def check_profile(
     path: str | Path,
     rules: Mapping[str, Mapping[str, Any]] | Iterable[str] | None = None,
@@ -528,7 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     rules = None if args.snakefile == "none" else workflow_rule_names(args.snakefile) or None
     failed = False
     for path in args.profiles:
-        problems = check_profile(path, rules)
+        live, compared = check_live_cluster(path, rules)
+        problems = _dedupe([*check_profile(path, rules), *live])
+        for warning in profile_warnings(path, rules):
+            print(f"warning: {warning}", file=sys.stderr)
+        if compared:
+            print(compared)
         if problems:
             failed = True
             print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)

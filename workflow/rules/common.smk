@@ -6,6 +6,7 @@ from snakemake.utils import validate
 from vitalfm import job_settings
 from vitalfm.config import validate_config
 from vitalfm.errors import ConfigError
+from vitalfm.profiles import PREEMPTION_SIGNAL
 from vitalfm.reporting import FIGURE_FORMATS, FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
 from vitalfm.study import ORACLE, SPLITS_SCORED, find_replicate, standins, study_runs
 

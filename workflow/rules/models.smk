@@ -2,6 +2,12 @@
 # validation and test windows with each replicate. Model jobs declare `gpu=1`, so
 # `--resources gpu=2` runs two at once; each job claims a free device itself (Snakemake counts
 # GPUs but never assigns them) and falls back to CPU.
+#
+# The training rules also declare the cluster signal that makes pre-emption and time limits
+# safe (SIGTERM 5 min before the limit: checkpoint, then exit). Declared here rather than in a
+# profile, it survives any override of the rule's other resources (a command-line
+# --set-resources replaces a profile's whole set-resources); executors other than SLURM ignore
+# it, and `python -m vitalfm.profiles` warns when a profile replaces it without one.
 
 
 rule pretrain:
@@ -19,6 +25,7 @@ rule pretrain:
         gpu=1,
         mem_mb=6000,
         runtime=120,
+        slurm_extra=PREEMPTION_SIGNAL,
     conda:
         "../../envs/vitalfm.yaml"
     script:
@@ -44,6 +51,7 @@ rule finetune:
         gpu=1,
         mem_mb=8000,
         runtime=240,
+        slurm_extra=PREEMPTION_SIGNAL,
     conda:
         "../../envs/vitalfm.yaml"
     script:
