@@ -499,3 +499,35 @@ def test_an_override_of_one_resource_keeps_the_preemption_signal(clone: Path) ->
     assert all(res["gpu"] == "0" for res in jobs)
     pretrain = [res for rule, res in _dry_run_jobs(done.stdout) if rule == "pretrain"]
     assert pretrain and all(res["slurm_extra"] == "--signal=TERM@300" for res in pretrain)
+
+
+def test_the_declared_resources_the_checker_assumes_are_the_rules_own(clone: Path) -> None:
+    from vitalfm.profiles import WORKFLOW_DECLARED
+
+    done = _snakemake(clone, "-n", "--workflow-profile", "none")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rule, declared in WORKFLOW_DECLARED.items():
+        jobs = [res for name, res in _dry_run_jobs(done.stdout) if name == rule]
+        jobs = [res for res in jobs if res.get("gpu") != "0"]  # the oracle forecasts on CPU
+        assert jobs, rule
+        for res in jobs:
+            assert {k: res.get(k) for k in declared} == {k: str(v) for k, v in declared.items()}
+
+
+def test_the_kubernetes_profile_asks_for_gpus_as_its_plugin_needs(tmp_path: Path) -> None:
+    done = _check(PROFILES / "kubernetes", sinfo=None, tmp=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "executor 'kubernetes' is not installed here (its resources were checked)" in (
+        done.stderr
+    )
+    site = tmp_path / "k8s"
+    site.mkdir()
+    profile = yaml.safe_load((PROFILES / "kubernetes/profile.yaml").read_text())
+    del profile["default-resources"]["gpu_manufacturer"]
+    (site / "profile.yaml").write_text(yaml.safe_dump(profile))
+    done = _check(site, sinfo=None, tmp=tmp_path)
+    assert done.returncode == 1
+    for rule in GPU_RULES:
+        assert f"rule {rule}: the Kubernetes executor needs gpu_manufacturer nvidia or amd" in (
+            done.stderr
+        )

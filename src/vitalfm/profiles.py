@@ -70,7 +70,9 @@ SLURM_RESOURCES = frozenset(
         "gres",
     }
 )
-KNOWN_RESOURCES = SNAKEMAKE_RESOURCES | SLURM_RESOURCES
+#: Resources the Kubernetes executor plugin reads besides Snakemake's standard ones.
+KUBERNETES_RESOURCES = frozenset({"machine_type", "scale"})
+KNOWN_RESOURCES = SNAKEMAKE_RESOURCES | SLURM_RESOURCES | KUBERNETES_RESOURCES
 
 # Names that look right but that the SLURM plugin's sbatch call ignores (its job step reads
 # some of them, so the step would ask for GPUs the allocation does not have).
@@ -133,6 +135,11 @@ SLURM_EXTRA_REPLACEMENTS = {
 }
 
 BUILTIN_EXECUTORS = frozenset({"local", "dryrun", "touch"})
+#: Executor plugins a profile may name before they are installed (a warning, not an error).
+PLUGIN_EXECUTORS = frozenset(
+    {"slurm", "kubernetes", "cluster-generic", "googlebatch", "aws-batch", "lsf", "flux", "tes"}
+)
+
 
 #: The signal that makes pre-emption and time limits safe for a training job: SIGTERM 5 min
 #: before the limit, so it writes a checkpoint and exits (the next attempt resumes). The
@@ -140,8 +147,13 @@ BUILTIN_EXECUTORS = frozenset({"local", "dryrun", "touch"})
 #: resources keeps it; only a slurm_extra without it loses it.
 PREEMPTION_SIGNAL = "--signal=TERM@300"
 PREEMPTIBLE_RULES = ("pretrain", "finetune")
-#: What the workflow's rules declare that a profile check must merge in.
-WORKFLOW_DECLARED = {rule: {"slurm_extra": PREEMPTION_SIGNAL} for rule in PREEMPTIBLE_RULES}
+#: What the workflow's rules declare that a profile check merges in (tests/test_profiles.py
+#: checks it against a dry run): GPUs for the model rules, the signal for the training ones.
+WORKFLOW_DECLARED: dict[str, dict[str, Any]] = {
+    "pretrain": {"gpu": 1, "slurm_extra": PREEMPTION_SIGNAL},
+    "finetune": {"gpu": 1, "slurm_extra": PREEMPTION_SIGNAL},
+    "forecast": {"gpu": 1},
+}
 _TERM_SIGNAL = re.compile(r"--signal[=\s]+(?:[BR]{1,2}:)?(?:TERM|SIGTERM|15)@\d+")
 DEFAULT_SCOPE = "default-resources"
 
@@ -397,6 +409,41 @@ def _parse_rule_assignments(entries: Any) -> dict[str, dict[str, str]]:
     return parsed
 
 
+def _installed(executor: str) -> bool:
+    module = "snakemake_executor_plugin_" + executor.replace("-", "_")
+    return importlib.util.find_spec(module) is not None
+
+
+def executor_warning(path: str | Path) -> str | None:
+    """A known executor whose plugin is not installed here (the file can still be checked)."""
+    try:
+        executor = read_profile(path).get("executor")
+    except Exception:  # check_profile names an unreadable profile
+        return None
+    if executor in PLUGIN_EXECUTORS and not _installed(executor):
+        return (
+            f"{path}: executor {executor!r} is not installed here (its resources were checked); "
+            f"before running with this profile: .venv/bin/pip install "
+            f"snakemake-executor-plugin-{executor}"
+        )
+    return None
+
+
+def kubernetes_problems(where: str, rule: str, resources: Mapping[str, Any]) -> list[str]:
+    """The Kubernetes executor refuses a job with a ``gpu`` resource (even 0) and no
+    ``gpu_manufacturer`` of nvidia or amd, at submission."""
+    if "gpu" not in resources:
+        return []
+    maker = str(resources.get("gpu_manufacturer") or "").lower()
+    if maker in ("nvidia", "amd"):
+        return []
+    return [
+        f"{where} rule {rule}: the Kubernetes executor needs gpu_manufacturer nvidia or amd "
+        f"for a job with a gpu resource (got {resources.get('gpu_manufacturer')!r}); set "
+        "gpu_manufacturer: nvidia under default-resources"
+    ]
+
+
 def preemption_warning(where: str, rule: str, resources: Mapping[str, Any]) -> str | None:
     """A training rule whose slurm_extra lacks the SIGTERM-before-the-limit signal."""
     if rule not in PREEMPTIBLE_RULES:
@@ -496,13 +543,12 @@ def check_profile(
     problems: list[str] = []
 
     executor = profile.get("executor")
-    if executor and executor not in BUILTIN_EXECUTORS:
-        module = "snakemake_executor_plugin_" + executor.replace("-", "_")
-        if importlib.util.find_spec(module) is None:
-            problems.append(
-                f"{where}: executor {executor!r} is not installed; "
-                f"pip install snakemake-executor-plugin-{executor}"
-            )
+    known = BUILTIN_EXECUTORS | PLUGIN_EXECUTORS
+    if executor and executor not in known and not _installed(executor):  # likely a typo
+        problems.append(
+            f"{where}: executor {executor!r} is not installed; "
+            f"pip install snakemake-executor-plugin-{executor}"
+        )
 
     limits = _parse_assignments(profile.get("resources", []))
     defaults = _parse_assignments(profile.get("default-resources", []))
@@ -526,6 +572,9 @@ def check_profile(
         # Snakemake's order: defaults, then what the rule declares, then set-resources.
         merged = {**defaults, **declared.get(rule, {}), **overrides.get(rule, {})}
         problems += check_merged(f"{where} rule {rule}", merged)
+        if executor == "kubernetes":
+            evaluated = {k: resource_value(v).value for k, v in merged.items()}
+            problems += kubernetes_problems(where, rule, evaluated)
     return _dedupe(problems)
 
 
@@ -615,13 +664,15 @@ def main(argv: list[str] | None = None) -> int:
         "'none' skips the rule-name check)",
     )
     args = parser.parse_args(argv)
-    rules = None if args.snakefile == "none" else workflow_rule_names(args.snakefile) or None
+    names = [] if args.snakefile == "none" else workflow_rule_names(args.snakefile)
+    rules = {name: WORKFLOW_DECLARED.get(name, {}) for name in names} or None
     failed = False
     for path in args.profiles:
         live, compared = check_live_cluster(path, rules)
         problems = _dedupe([*check_profile(path, rules), *live])
-        for warning in profile_warnings(path, rules):
-            print(f"warning: {warning}", file=sys.stderr)
+        for warning in [executor_warning(path), *profile_warnings(path, rules)]:
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
         if compared:
             print(compared)
         if problems:
