@@ -425,7 +425,16 @@ NOT_HERE = (".venv/bin/hf download", ".venv/bin/python -m pytest")
 #: Commands that only read, plan or redo the tables: run verbatim. The others would run the paper
 #: study (released weights, GPUs, a MIMIC-III server): run verbatim plus ``-n``, so Snakemake
 #: parses them as typed and plans what they name.
-VERBATIM = (" -n", "--report", "--forcerun", "--unlock", "--lint", "vitalfm.profiles", "ruff")
+VERBATIM = (
+    " -n",
+    "--report",
+    "--forcerun",
+    "--unlock",
+    "--lint",
+    "vitalfm.profiles",
+    "ruff",
+    "cp -r",
+)
 
 
 def readme_commands() -> list[str]:
@@ -437,7 +446,10 @@ def readme_commands() -> list[str]:
     marked = {readme_block(m) for m in ("study-command", "test-command", "recovery-command")}
     commands = []
     for command in [*lines, *inline]:
-        if ".venv/bin/" not in command or command in marked or command in commands:
+        copies_a_profile = command.startswith("cp -r profiles/")  # a step of a block: run it
+        if ".venv/bin/" not in command and not copies_a_profile:
+            continue
+        if command in marked or command in commands:
             continue
         if not any(command.startswith(skip) or f" {skip}" in command for skip in NOT_HERE):
             commands.append(command)
