@@ -98,9 +98,7 @@ def split(cfg: Mapping[str, Any]) -> str:
 
 
 def windows(cfg: Mapping[str, Any]) -> str:
-    return canonical(
-        {"grid": cfg["grid"], "windows": cfg["windows"], "vitals": _vital_names(cfg)}
-    )
+    return canonical({"grid": cfg["grid"], "windows": cfg["windows"], "vitals": _vital_names(cfg)})
 
 
 # --- model rules ------------------------------------------------------------------------------
