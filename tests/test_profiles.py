@@ -499,6 +499,12 @@ def test_an_override_of_one_resource_keeps_the_preemption_signal(clone: Path) ->
     assert all(res["gpu"] == "0" for res in jobs)
     pretrain = [res for rule, res in _dry_run_jobs(done.stdout) if rule == "pretrain"]
     assert pretrain and all(res["slurm_extra"] == "--signal=TERM@300" for res in pretrain)
+    # ... and the user is told what else the override dropped, with the way that keeps it
+    assert "replaced the profile's whole set-resources" in done.stderr
+    assert "forecast: cpus_per_gpu, gpu, mem_mb, runtime, slurm_partition" in done.stderr
+    assert "cp -r profiles/slurm profiles/my-site" in done.stderr
+    plain = _snakemake(clone, "-n", "--workflow-profile", "profiles/slurm")
+    assert "replaced the profile" not in plain.stderr
 
 
 def test_the_declared_resources_the_checker_assumes_are_the_rules_own(clone: Path) -> None:
