@@ -459,6 +459,18 @@ def test_the_checker_says_when_an_account_is_needed(tmp_path: Path) -> None:
     assert relaxed.returncode == 0, relaxed.stderr
 
 
+def test_the_checker_warns_when_squeue_would_forget_jobs_too_soon(tmp_path: Path) -> None:
+    short = _check(
+        "profiles/slurm", sinfo=SINFO_GPUS, scontrol="MinJobAge = 60 sec\n", tmp=tmp_path
+    )
+    assert short.returncode == 0  # a warning: the admins set it
+    assert "warning:" in short.stderr and "MinJobAge = 60 s" in short.stderr
+    default = _check(
+        "profiles/slurm", sinfo=SINFO_GPUS, scontrol="MinJobAge = 300 sec\n", tmp=tmp_path
+    )
+    assert "MinJobAge" not in default.stderr
+
+
 def test_without_sinfo_the_checker_says_it_checked_the_file_only(tmp_path: Path) -> None:
     done = _check("profiles/slurm", sinfo=None, tmp=tmp_path)
     assert done.returncode == 0

@@ -293,3 +293,26 @@ def test_the_shipped_profile_survives_scancel_and_requeue_on_a_real_slurm(
             == run_meta(local, replicate)["training"]["best_validation_score"]
         ), replicate
     print("timings (s):", {k: round(v) for k, v in timings.items()})
+
+
+def test_the_profile_checker_compares_with_this_cluster(slurm: SlurmCluster) -> None:
+    """The checker, on this cluster's login node, names what sbatch would refuse: the shipped
+    GPU profile on a cluster whose "gpu" partition has no GPU GRES and small nodes."""
+    done = subprocess.run(
+        [sys.executable, "-m", "vitalfm.profiles", "profiles/slurm"],
+        cwd=REPO,
+        env=slurm.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "compared with the live cluster (2 partitions)" in done.stdout
+    for rule in ("pretrain", "finetune", "forecast"):
+        assert f"rule {rule} asks for GPUs on partition 'gpu', whose nodes have no GPU GRES" in (
+            done.stderr
+        )
+    assert "rule finetune asks for mem_mb=64000, more than the largest node" in done.stderr
+    assert "rule finetune asks for 8 CPUs, more than a node of partition 'gpu' has (2)" in (
+        done.stderr
+    )

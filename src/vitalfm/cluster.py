@@ -86,16 +86,39 @@ def read_partitions() -> dict[str, Partition] | None:
     return parse_sinfo(done.stdout)
 
 
-def enforces_associations() -> bool:
-    """Whether the cluster refuses jobs without an account association
-    (``AccountingStorageEnforce`` holds ``associations``)."""
+#: The SLURM plugin's squeue status needs finished jobs kept this long (its checks are at most
+#: 180 s apart; below 120 s it falls back to sacct by itself).
+MIN_JOB_AGE_S = 180
+
+
+def controller_config() -> dict[str, str]:
+    """``scontrol show config`` as {key: value}; {} where scontrol is missing or fails."""
     if shutil.which("scontrol") is None:
-        return False
+        return {}
     done = subprocess.run(
         ["scontrol", "show", "config"], capture_output=True, text=True, timeout=60
     )
-    found = re.search(r"^AccountingStorageEnforce\s*=\s*(.*)$", done.stdout, re.M)
-    return bool(found and "associations" in found.group(1).lower())
+    found = re.findall(r"^(\w+)\s*=\s*(.*?)\s*$", done.stdout, re.M)
+    return dict(found) if done.returncode == 0 else {}
+
+
+def enforces_associations(config: Mapping[str, str]) -> bool:
+    """Whether the cluster refuses jobs without an account association
+    (``AccountingStorageEnforce`` holds ``associations``)."""
+    return "associations" in config.get("AccountingStorageEnforce", "").lower()
+
+
+def min_job_age_warning(where: str, config: Mapping[str, str], status_command: Any) -> str | None:
+    """squeue-based status (the shipped profiles) needs finished jobs to stay visible."""
+    found = re.match(r"\s*(\d+)", config.get("MinJobAge", ""))
+    if status_command != "squeue" or not found or int(found.group(1)) >= MIN_JOB_AGE_S:
+        return None
+    return (
+        f"{where}: this cluster forgets finished jobs after MinJobAge = {found.group(1)} s, "
+        f"less than the {MIN_JOB_AGE_S} s the plugin's squeue status needs (below 120 s it "
+        "falls back to sacct, which waits forever for a cancelled job): ask for MinJobAge >= "
+        "300 (SLURM's default), or set slurm-status-command: sacct where sacct reports jobs"
+    )
 
 
 def _minutes(value: Any) -> float | None:

@@ -495,33 +495,48 @@ def profile_warnings(
 
 def check_live_cluster(
     path: str | Path, rules: Mapping[str, Mapping[str, Any]] | Iterable[str] | None = None
-) -> tuple[list[str], str]:
-    """Problems the live cluster (``sinfo``) would refuse, and a line saying what was compared:
-    the cluster, or the file only where ``sinfo`` is not available."""
-    from vitalfm.cluster import enforces_associations, live_problems, read_partitions
+) -> tuple[list[str], list[str], str]:
+    """Problems and warnings the live cluster (``sinfo``, ``scontrol``) gives, and a line saying
+    what was compared: the cluster, or the file only where ``sinfo`` gives nothing."""
+    from vitalfm.cluster import (
+        controller_config,
+        enforces_associations,
+        live_problems,
+        min_job_age_warning,
+        read_partitions,
+    )
 
     try:
         profile = read_profile(path)
     except Exception:  # check_profile names an unreadable profile
-        return [], ""
+        return [], [], ""
     if profile.get("executor") != "slurm":
-        return [], ""
+        return [], [], ""
     partitions = read_partitions()
     if partitions is None:
-        return [], (
-            f"{path}: checked the file only: sinfo is not available here (run this check on "
-            "the cluster's login node to compare the profile with the live cluster)"
+        return (
+            [],
+            [],
+            (
+                f"{path}: checked the file only: sinfo is not available here, or reaches no "
+                "cluster (run this check on the cluster's login node to compare the profile with "
+                "the live cluster)"
+            ),
         )
     merged = merged_resources(path, rules)
     problems = live_problems(str(path), merged, partitions)
+    config = controller_config()
     accounts = any(r.get("slurm_account") for r in merged.values())
-    if enforces_associations() and not accounts:
+    if enforces_associations(config) and not accounts:
         problems.append(
             f"{path}: this cluster requires an account association (AccountingStorageEnforce); "
             "unless your user has a default account, set slurm_account under default-resources "
             "(sacctmgr show assoc user=$USER format=account lists yours)"
         )
-    return problems, f"{path}: compared with the live cluster ({len(partitions)} partitions)"
+    status = profile.get("slurm-status-command")
+    warning = min_job_age_warning(str(path), config, status)
+    compared = f"{path}: compared with the live cluster ({len(partitions)} partitions)"
+    return problems, [warning] if warning else [], compared
 
 
 def check_profile(
@@ -729,9 +744,10 @@ def main(argv: list[str] | None = None) -> int:
     rules = {name: WORKFLOW_DECLARED.get(name, {}) for name in names} or None
     failed = False
     for path in args.profiles:
-        live, compared = check_live_cluster(path, rules)
+        live, live_warnings, compared = check_live_cluster(path, rules)
         problems = _dedupe([*check_profile(path, rules), *live])
-        for warning in [executor_warning(path), *profile_warnings(path, rules)]:
+        warnings = [executor_warning(path), *profile_warnings(path, rules), *live_warnings]
+        for warning in warnings:
             if warning:
                 print(f"warning: {warning}", file=sys.stderr)
         if compared:
