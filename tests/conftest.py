@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,3 +43,23 @@ def mimic_schema(pg_server: EmbeddedPostgres) -> Iterator[str]:
         with conn.cursor() as cur:
             cur.execute(f"DROP SCHEMA {name} CASCADE")
         conn.close()
+
+
+# --- the tiny study of the operations and cluster tests (run once per session) ---------------
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-minute study run with the README's study command (tests/test_operations.py)."""
+    from test_operations import run_tiny_study
+
+    return run_tiny_study(tmp_path_factory.mktemp("ops") / "study")
+
+
+@pytest.fixture(scope="session")
+def tiny_study_long_training(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study with long fine-tuning, run without interruption: what a killed, a
+    cancelled or a requeued run must end with."""
+    from test_operations import run_uninterrupted
+
+    return run_uninterrupted(tiny_study, tmp_path_factory.mktemp("ops") / "uninterrupted")

@@ -115,12 +115,32 @@ def new_checkout(dest: Path, config: dict) -> Path:
     return workdir
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny study, run with the README's study command, verbatim."""
-    workdir = new_checkout(tmp_path_factory.mktemp("ops") / "study", tiny_study())
+def run_tiny_study(dest: Path) -> Path:
+    """The tiny study, run with the README's study command, verbatim (the ``tiny_study``
+    fixture of conftest.py, shared by this module and tests/test_slurm_cluster.py)."""
+    workdir = new_checkout(dest, tiny_study())
     ok(shell(workdir, readme_block("study-command"), timeout=1800))
     return workdir
+
+
+def run_uninterrupted(study: Path, dest: Path) -> Path:
+    """A copy of the tiny study rerun with long fine-tuning, never interrupted: the reference
+    of the recovery tests (conftest.py's ``tiny_study_long_training``)."""
+    workdir = copy_study(study, dest)
+    config = long_training(yaml.safe_load((workdir / "config.yaml").read_text()))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    ok(shell(workdir, readme_block("study-command"), timeout=1800))
+    return workdir
+
+
+@pytest.fixture
+def study(tiny_study: Path) -> Path:
+    return tiny_study
+
+
+@pytest.fixture
+def uninterrupted(tiny_study_long_training: Path) -> Path:
+    return tiny_study_long_training
 
 
 def copy_study(study: Path, dest: Path) -> Path:
@@ -322,15 +342,6 @@ def long_training(config: dict) -> dict:
     config = changed(config, "training.max_steps", 400)
     config = changed(config, "training.eval_every", 100)
     return changed(config, "training.checkpoint_every", 20)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = copy_study(study, tmp_path_factory.mktemp("ops") / "uninterrupted")
-    config = long_training(yaml.safe_load((workdir / "config.yaml").read_text()))
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    ok(shell(workdir, readme_block("study-command"), timeout=1800))
-    return workdir
 
 
 def processes_in(workdir: Path) -> list[psutil.Process]:

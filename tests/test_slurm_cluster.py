@@ -193,18 +193,12 @@ def run_id(run: Run) -> str | None:
 
 
 def test_the_shipped_profile_survives_scancel_and_requeue_on_a_real_slurm(
-    slurm: SlurmCluster, tmp_path: Path
+    slurm: SlurmCluster, tiny_study_long_training: Path, tmp_path: Path
 ) -> None:
     config = long_training(tiny_study())  # fine-tuning long enough to be caught mid-way
     timings = {}
-
-    # the reference: the same study run locally (the default profile), meanwhile
-    local = checkout(tmp_path / "local", config)
-    reference = subprocess.Popen(
-        [".venv/bin/snakemake", "--cores", "all", "--configfile", "tiny.yaml"],
-        cwd=local, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+    # the reference: the same study run locally, uninterrupted (shared with test_operations)
+    local = tiny_study_long_training
     workdir = checkout(tmp_path / "cluster", config)
     run = Run(slurm, workdir, slurm_command())
     try:
@@ -256,13 +250,8 @@ def test_the_shipped_profile_survives_scancel_and_requeue_on_a_real_slurm(
         run.wait_for(lambda: run.process.poll() is not None, RUN_S, "the study finished")
         timings["cluster run"] = time.monotonic() - run.started
         assert run.process.returncode == 0, run.why("the cluster run failed")
-        out, _ = reference.communicate(timeout=1800)
-        assert reference.returncode == 0, out[-5000:]
     finally:
         run.stop()
-        if reference.poll() is None:
-            os.killpg(reference.pid, signal.SIGKILL)
-            reference.wait()
 
     output = run.output()
     assert "Using workflow specific profile profiles/slurm" in output
