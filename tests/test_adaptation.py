@@ -440,3 +440,43 @@ def test_chronos_bolt_lora_round_trip(tmp_path: Path) -> None:
         torch.testing.assert_close(
             loaded(context=context).quantile_preds, expected, atol=1e-6, rtol=0
         )
+
+
+# --- parameter counts of the released shapes (the literature's numbers) --------------------------
+
+#: Chronos-T5 shapes (its config.json): d_model, layers per stack, heads, d_kv, d_ff.
+T5_SHAPES = {"tiny": (256, 4, 4, 64, 1024), "base": (768, 12, 12, 64, 3072)}
+#: LoRA rank 2 on q, k, v, o of every attention block: the counts reported for the study.
+LORA_R2_COUNTS = {"tiny": 49_152, "base": 442_368}
+
+
+@pytest.mark.parametrize("shape", T5_SHAPES)
+def test_lora_rank_2_counts_match_the_study_on_released_shapes(shape: str) -> None:
+    """On randomly initialised models of Chronos-T5-tiny's and -base's shapes, the study's
+    LoRA (rank 2, the family's attention targets) trains exactly the reported parameters:
+    2 x rank x d_model per projection, 4 projections in each of the encoder's self-attention
+    and the decoder's self- and cross-attention blocks."""
+    from vitalfm.models.chronos import ChronosForecaster
+
+    d_model, layers, heads, d_kv, d_ff = T5_SHAPES[shape]
+    config = transformers.T5Config(
+        vocab_size=4096,
+        d_model=d_model,
+        d_kv=d_kv,
+        d_ff=d_ff,
+        num_layers=layers,
+        num_decoder_layers=layers,
+        num_heads=heads,
+        feed_forward_proj="relu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    with torch.device("meta"):  # shapes only: no memory, no random init
+        model = transformers.T5ForConditionalGeneration(config)
+    forecaster = ChronosForecaster.__new__(ChronosForecaster)  # only its T5 targets are used
+    forecaster.variant = "chronos-t5"
+    spec = MethodSpec(name="lora-r2", kind="lora", rank=2, alpha=16, dropout=0.0)
+    adapted = adapt(model, spec, forecaster.target_modules())
+    trainable, _ = parameter_counts(adapted)
+    assert trainable == LORA_R2_COUNTS[shape] == 2 * 2 * d_model * 4 * 3 * layers
