@@ -141,11 +141,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def grid_steps(cfg: Mapping[str, Any], hours: float) -> int:
-    """Number of grid steps in ``hours`` for this config's grid frequency."""
-    return round(hours * 60 / cfg["grid"]["frequency_minutes"])
-
-
 def minmax_ranges(
     cfg: Mapping[str, Any], vitals: Sequence[str] | None = None
 ) -> dict[str, tuple[float, float]]:

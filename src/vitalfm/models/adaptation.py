@@ -67,8 +67,6 @@ WHOLE_MODEL_KINDS = ("full", "scratch")
 #: Every kind a method entry may have: the adaptation kinds and training from scratch.
 ALL_KINDS = (*METHOD_KINDS, "scratch")
 PEFT_KINDS = ("lora", "dora", "vera", "fourierft")
-#: Kinds saved as their trained tensors (zero_shot: an empty set, so every non-full run saves).
-SELECTIVE_KINDS = ("zero_shot", "bitfit", "layernorm")
 SCOPES = ("attention", "attention+ffn")
 
 # Defaults of the study (2405.10216: rank 2, "scaling 16" read as alpha) and of peft.

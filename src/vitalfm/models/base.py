@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -177,7 +177,6 @@ class TargetModules:
     ffn: tuple[str, ...] = ()
     norms: tuple[str, ...] = ()
     bias_linears: tuple[str, ...] = ()
-    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class Forecaster(ABC):

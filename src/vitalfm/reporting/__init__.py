@@ -9,8 +9,6 @@ so that parsing the Snakefile is fast.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 #: Every table, in the order the report lists them: {name: title}.
 TABLES: dict[str, str] = {
     "findings": "The study's answer: each model's best adaptation against its zero-shot form",
@@ -42,13 +40,3 @@ FIGURE_FORMATS = ("png", "pdf")
 #: highlighted HTML view for the report.
 STUDY_CONFIG = "study_config.yaml"
 STUDY_CONFIG_HTML = "study_config.html"
-
-
-def table_paths(out_dir: str | Path, fmt: str) -> dict[str, str]:
-    """{table name: path} of every table in one format."""
-    return {name: str(Path(out_dir) / f"{name}.{fmt}") for name in TABLES}
-
-
-def figure_paths(out_dir: str | Path, fmt: str) -> dict[str, str]:
-    """{figure name: path} of every figure in one format."""
-    return {name: str(Path(out_dir) / f"{name}.{fmt}") for name in FIGURES}

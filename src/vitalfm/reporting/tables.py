@@ -70,8 +70,6 @@ METRIC_LABELS = {
 #: Coverage is best when closest to its nominal level; every other metric when lowest.
 NOMINAL = {"coverage_80": 0.80, "coverage_95": 0.95}
 RANKED_KINDS = ("lora", "dora", "vera")
-#: The error the overview tables rank by.
-HEADLINE = ("mae", "minmax")
 
 SCALE_NOTE = {
     "minmax": (
