@@ -260,7 +260,7 @@ def test_save_then_load_reproduces_the_trained_model(
     if kind != "zero_shot":
         assert not torch.allclose(expected, _logits(t5_base), atol=1e-4)  # training did something
 
-    loaded = load_adapted(copy.deepcopy(t5_base), spec, directory, TARGETS)
+    loaded = load_adapted(copy.deepcopy(t5_base), spec, directory)
     assert type(loaded) is type(t5_base)
     assert parameter_counts(loaded)[0] == 0
     torch.testing.assert_close(_logits(loaded), expected, atol=1e-6, rtol=0)
@@ -276,27 +276,27 @@ def test_full_is_not_saved_as_an_adaptation(base: nn.Module, tmp_path: Path) -> 
 def test_load_errors(base: nn.Module, t5_base: nn.Module, tmp_path: Path) -> None:
     lora = SPECS["lora"][0]
     with pytest.raises(ModelError, match="does not exist"):
-        load_adapted(copy.deepcopy(t5_base), lora, tmp_path / "missing", TARGETS)
+        load_adapted(copy.deepcopy(t5_base), lora, tmp_path / "missing")
 
     directory = tmp_path / "lora"
     save_adapted(adapt(base, lora, TARGETS), lora, directory)
     with pytest.raises(ModelError, match="not vera"):
-        load_adapted(copy.deepcopy(t5_base), SPECS["vera"][0], directory, TARGETS)
+        load_adapted(copy.deepcopy(t5_base), SPECS["vera"][0], directory)
     (directory / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelError, match="cannot be loaded"):
-        load_adapted(copy.deepcopy(t5_base), lora, directory, TARGETS)
+        load_adapted(copy.deepcopy(t5_base), lora, directory)
     (directory / "adapter_model.safetensors").unlink()
     with pytest.raises(ModelError, match=r"adapter_model\.safetensors is missing"):
-        load_adapted(copy.deepcopy(t5_base), lora, directory, TARGETS)
+        load_adapted(copy.deepcopy(t5_base), lora, directory)
 
     bitfit = SPECS["bitfit"][0]
     directory = tmp_path / "bitfit"
     save_adapted(adapt(copy.deepcopy(t5_base), bitfit, TARGETS), bitfit, directory)
     with pytest.raises(ModelError, match="not layernorm"):
-        load_adapted(copy.deepcopy(t5_base), SPECS["layernorm"][0], directory, TARGETS)
+        load_adapted(copy.deepcopy(t5_base), SPECS["layernorm"][0], directory)
     (directory / "tuned_parameters.json").write_text("{truncated")
     with pytest.raises(ModelError, match="cannot be loaded"):
-        load_adapted(copy.deepcopy(t5_base), bitfit, directory, TARGETS)
+        load_adapted(copy.deepcopy(t5_base), bitfit, directory)
 
 
 # --- bad targets and bad config ---------------------------------------------------------------
@@ -433,7 +433,7 @@ def test_chronos_bolt_lora_round_trip(tmp_path: Path) -> None:
         optimizer.step()
     save_adapted(model, spec, tmp_path / "bolt")
     trained = merge_for_inference(model).eval()
-    loaded = load_adapted(copy.deepcopy(original), spec, tmp_path / "bolt", TARGETS)
+    loaded = load_adapted(copy.deepcopy(original), spec, tmp_path / "bolt")
     with torch.no_grad():
         expected = trained(context=context).quantile_preds
         assert not torch.allclose(expected, original(context=context).quantile_preds)

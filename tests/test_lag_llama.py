@@ -597,9 +597,7 @@ def test_adapter_round_trip_gives_identical_forecasts(tmp_path: Path) -> None:
     trained = model.predict(context, 6, 5, time=time).samples
 
     reloaded = load(tmp_path / "base")
-    reloaded.set_module(
-        load_adapted(reloaded.module, spec, tmp_path / "adapter", reloaded.target_modules())
-    )
+    reloaded.set_module(load_adapted(reloaded.module, spec, tmp_path / "adapter"))
     torch.manual_seed(0)
     again = reloaded.predict(context, 6, 5, time=time).samples
     torch.testing.assert_close(again, trained, rtol=1e-5, atol=1e-4)

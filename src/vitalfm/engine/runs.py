@@ -358,7 +358,7 @@ def load_for_forecast(
         forecaster.source = original
         return forecaster
     forecaster = load_base(run, standin_dir, device)
-    merged = load_adapted(forecaster.module, spec, model_dir, forecaster.target_modules())
+    merged = load_adapted(forecaster.module, spec, model_dir)
     forecaster.set_module(merge_for_inference(merged))
     return forecaster
 

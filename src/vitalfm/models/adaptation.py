@@ -689,17 +689,13 @@ def _load_selective(base: nn.Module, spec: MethodSpec, directory: Path) -> nn.Mo
     return base
 
 
-def load_adapted(
-    base: nn.Module, spec: MethodSpec, directory: Path, targets: TargetModules
-) -> nn.Module:
+def load_adapted(base: nn.Module, spec: MethodSpec, directory: Path) -> nn.Module:
     """``base`` with the saved adaptation applied and merged, frozen and in eval mode.
 
-    ``base`` is modified in place (pass a fresh copy). ``targets`` is not needed to restore:
+    ``base`` is modified in place (pass a fresh copy). No target list is needed to restore:
     peft's config and our index name every tensor (a saved ``<linear>.bias`` that the base
-    lacks is bitfit's added bias and is re-created); it is accepted so that callers treat all
-    kinds alike.
+    lacks is bitfit's added bias and is re-created).
     """
-    del targets
     directory = Path(directory)
     if spec.kind in WHOLE_MODEL_KINDS:
         raise ModelError(

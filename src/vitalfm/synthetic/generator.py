@@ -6,7 +6,8 @@ the ``synthetic`` config, never on the sink or on memory. A batch holds all rows
 (administrative tables and chartevents) as pyarrow tables; nothing else is kept between
 batches, so memory stays flat however many patients are generated.
 
-Conventions reproduced (see shared/reference/mimic-iii.md §5): dates shifted into 2100-2200
+Conventions of MIMIC-III v1.4 reproduced (its documentation on mimic.mit.edu): dates shifted into
+2100-2200
 per patient; patients older than 89 have ``dob`` exactly 300 years before their first admission;
 ICD-9 codes without dots; per patient one charting system, CareVue (low itemids, ``warning`` and
 ``error`` NULL, ``resultstatus``/``stopped`` set, temperatures in 'Deg. F'/'Deg. C' with
