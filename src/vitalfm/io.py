@@ -133,11 +133,18 @@ def remove_leftovers(target: str | os.PathLike[str]) -> list[Path]:
     or folders of :func:`atomic_path` / :func:`atomic_dir` and the ``.old`` folder of an
     interrupted swap. Returns the paths removed (for the job's log)."""
     target = Path(target)
-    if not target.parent.is_dir():
+    return remove_partial_writes(target.parent, target.name)
+
+
+def remove_partial_writes(folder: str | os.PathLike[str], name: str = "*") -> list[Path]:
+    """The leftovers of interrupted atomic writes in ``folder``: of the file or folder ``name``,
+    or (by default) of any. Returns the paths removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
         return []
     removed = []
-    for pattern in (f".{target.name}.*.part", f".{target.name}.*.old"):
-        for path in target.parent.glob(pattern):
+    for pattern in (f".{name}.*.part", f".{name}.*.old"):
+        for path in folder.glob(pattern):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -49,7 +49,7 @@ from tqdm import tqdm
 
 from vitalfm.engine.data import TrainingData, ValidationForecastSet
 from vitalfm.errors import ConfigError
-from vitalfm.io import atomic_dir, json_text
+from vitalfm.io import atomic_dir, json_text, remove_partial_writes
 from vitalfm.models.base import Forecaster, ModelError, SeriesBatch, TimeAxis
 
 log = logging.getLogger(__name__)
@@ -522,11 +522,8 @@ class Trainer:
 
     def _remove_partial_checkpoints(self) -> None:
         """Checkpoint folders a kill interrupted mid-write (atomic_dir's temporaries)."""
-        if self.checkpoint_dir.is_dir():
-            folder = self.checkpoint_dir
-            for leftover in [*folder.glob(".*.part"), *folder.glob(".*.old")]:
-                shutil.rmtree(leftover, ignore_errors=True)
-                log.info("removed %s, left by an interrupted checkpoint write", leftover)
+        for leftover in remove_partial_writes(self.checkpoint_dir):
+            log.info("removed %s, left by an interrupted checkpoint write", leftover)
 
     def load_latest_checkpoint(self) -> int | None:
         self._remove_partial_checkpoints()
