@@ -285,9 +285,14 @@ def check_study_rules(cfg: Mapping[str, Any]) -> None:
     _check_quantile_levels(cfg)
 
 
+def horizon_steps(cfg: Mapping[str, Any]) -> int:
+    """Grid steps in a forecast horizon: windows.horizon_hours at grid.frequency_minutes."""
+    return round(cfg["windows"]["horizon_hours"] * 60 / cfg["grid"]["frequency_minutes"])
+
+
 def _check_min_horizon_observed(cfg: Mapping[str, Any]) -> None:
     windows, minutes = cfg["windows"], cfg["grid"]["frequency_minutes"]
-    steps = round(windows["horizon_hours"] * 60 / minutes)
+    steps = horizon_steps(cfg)
     wanted = windows["min_horizon_observed"]
     if wanted > steps:
         raise ConfigError(

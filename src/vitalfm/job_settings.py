@@ -27,6 +27,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from vitalfm.config_rules import horizon_steps
 from vitalfm.study import Run
 
 #: ``training`` keys that do not change a trained replicate (see the module docstring), and
@@ -104,16 +105,12 @@ def windows(cfg: Mapping[str, Any]) -> str:
 # --- model rules ------------------------------------------------------------------------------
 
 
-def _horizon_steps(cfg: Mapping[str, Any]) -> int:
-    return round(cfg["windows"]["horizon_hours"] * 60 / cfg["grid"]["frequency_minutes"])
-
-
 def pretrain(cfg: Mapping[str, Any], standin: str) -> str:
     return canonical(
         {
             "standin": standin,
             "pretrain": cfg["pretrain"],
-            "horizon_steps": _horizon_steps(cfg),
+            "horizon_steps": horizon_steps(cfg),
             "frequency_minutes": cfg["grid"]["frequency_minutes"],
         }
     )

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from vitalfm.config import minmax_ranges, validate_config
+from vitalfm.config_rules import horizon_steps
 from vitalfm.data.vitals import vital_names_from_config
 from vitalfm.data.windows import WindowSet
 from vitalfm.engine.data import CorpusTrainingData, WindowTrainingData
@@ -175,7 +176,7 @@ def pretrain_standin(
             f"use one of {', '.join(family.standin_names()) or '(none)'}",
         )
     pre = cfg["pretrain"]
-    horizon = round(cfg["windows"]["horizon_hours"] * 60 / cfg["grid"]["frequency_minutes"])
+    horizon = horizon_steps(cfg)
     with _claim(cfg) as claim:
         started = time.perf_counter()
         corpus = generate_corpus(CorpusConfig(**pre["corpus"]))
