@@ -5,7 +5,8 @@ that does not exist, GPUs asked for on a partition whose nodes have no GPU GRES 
 error: Invalid generic resource (gres) specification``), more memory, time or CPUs than its
 nodes have. :func:`live_problems` reads what ``sinfo`` reports and names each mismatch with its
 fix; :func:`read_partitions` returns None where ``sinfo`` is missing (not a login node), and the
-checker then says it checked the file only.
+checker then says it checked the file only. :func:`check_live_cluster` runs these checks
+for one profile.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from vitalfm.profiles.reading import merged_resources, read_profile
 
 #: sinfo's fields: partition (``*`` marks the default), availability, GRES, memory per node
 #: (MB; ``+`` where nodes differ), time limit, CPUs per node. One line per node configuration.
@@ -198,3 +202,46 @@ def live_problems(
                 f"({partition.cpus}); lower cpus_per_gpu / cpus_per_task"
             )
     return problems
+
+
+def check_live_cluster(
+    path: str | Path,
+    rules: Mapping[str, Mapping[str, Any]] | Iterable[str] | None = None,
+    *,
+    profile: Mapping[str, Any] | None = None,
+) -> tuple[list[str], list[str], str]:
+    """Problems and warnings the live cluster (``sinfo``, ``scontrol``) gives, and a line saying
+    what was compared: the cluster, or the file only where ``sinfo`` gives nothing.
+    ``profile``: the profile already read from ``path`` (read here when None)."""
+    if profile is None:
+        try:
+            profile = read_profile(path)
+        except Exception:  # check_profile names an unreadable profile
+            return [], [], ""
+    if profile.get("executor") != "slurm":
+        return [], [], ""
+    partitions = read_partitions()
+    if partitions is None:
+        return (
+            [],
+            [],
+            (
+                f"{path}: checked the file only: sinfo is not available here, or reaches no "
+                "cluster (run this check on the cluster's login node to compare the profile with "
+                "the live cluster)"
+            ),
+        )
+    merged = merged_resources(path, rules, profile=profile)
+    problems = live_problems(str(path), merged, partitions)
+    config = controller_config()
+    accounts = any(r.get("slurm_account") for r in merged.values())
+    if enforces_associations(config) and not accounts:
+        problems.append(
+            f"{path}: this cluster requires an account association (AccountingStorageEnforce); "
+            "unless your user has a default account, set slurm_account under default-resources "
+            "(sacctmgr show assoc user=$USER format=account lists yours)"
+        )
+    status = profile.get("slurm-status-command")
+    warning = min_job_age_warning(str(path), config, status)
+    compared = f"{path}: compared with the live cluster ({len(partitions)} partitions)"
+    return problems, [warning] if warning else [], compared
