@@ -3,7 +3,7 @@
 Both sides train the SAME released-format Chronos-2 checkpoint (saved with ``save_pretrained``
 into a temporary folder and loaded from there by each side), with the same LoRA config (one
 ``peft.LoraConfig`` for ``fit``; a ``MethodSpec`` with the same rank, alpha, dropout and
-target modules for :func:`vitalfm.models.adaptation.adapt`, which builds an identical
+target modules for :func:`vitalfm.methods.adapting.adapt`, which builds an identical
 ``LoraConfig``), the same optimiser settings (AdamW, lr, no weight decay, linear decay without
 warm-up, gradient clipping at 1.0), batch size, context length, prediction length, number of
 steps and the same series. The engine's data object crops (context, horizon) windows the way
@@ -171,7 +171,8 @@ def run_engine(
     model_dir: Path, series: list[np.ndarray], case: Case, lora: Lora, lr: float, seed: int
 ) -> dict[str, Any]:
     from vitalfm.engine.train import Trainer, TrainingConfig
-    from vitalfm.models.adaptation import MethodSpec, adapt, parameter_counts
+    from vitalfm.methods import MethodSpec
+    from vitalfm.methods.adapting import adapt, parameter_counts
     from vitalfm.models.base import ModelSource
     from vitalfm.models.chronos import ChronosForecaster
 

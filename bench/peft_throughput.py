@@ -91,7 +91,8 @@ def _peak_memory_mb(device: torch.device) -> float:
 def measure_training(family: str, standin: str, method: str, steps: int, batch: int) -> dict:
     from vitalfm.engine.data import WindowTrainingData
     from vitalfm.engine.train import Trainer, TrainingConfig
-    from vitalfm.models.adaptation import MethodSpec, adapt, parameter_counts
+    from vitalfm.methods import MethodSpec
+    from vitalfm.methods.adapting import adapt, parameter_counts
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     train, source = _windows("train")

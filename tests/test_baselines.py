@@ -25,7 +25,8 @@ from vitalfm.config import validate_config
 from vitalfm.engine import runs
 from vitalfm.engine.forecast import DEFAULT_LEVELS
 from vitalfm.errors import ConfigError
-from vitalfm.models.adaptation import MethodSpec, adapt, parameter_counts
+from vitalfm.methods import MethodSpec
+from vitalfm.methods.adapting import adapt, parameter_counts
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, forecaster_class
 from vitalfm.models.nbeats import NBeatsForecaster
 from vitalfm.models.nhits import NHitsForecaster

@@ -15,13 +15,8 @@ from vitalfm.engine import runs
 from vitalfm.engine.data import usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows
 from vitalfm.engine.train import Trainer, TrainingConfig
-from vitalfm.models.adaptation import (
-    MethodSpec,
-    adapt,
-    load_adapted,
-    merge_for_inference,
-    save_adapted,
-)
+from vitalfm.methods import MethodSpec
+from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, forecaster_class
 from vitalfm.models.chronos import ChronosForecaster
 from vitalfm.testing import (

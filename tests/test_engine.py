@@ -21,7 +21,8 @@ from vitalfm.engine.data import WindowTrainingData, usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
 from vitalfm.errors import ConfigError
-from vitalfm.models.adaptation import MethodSpec, adapt
+from vitalfm.methods import MethodSpec
+from vitalfm.methods.adapting import adapt
 from vitalfm.models.base import Forecast, ModelError, TimeAxis
 from vitalfm.models.chronos import ChronosForecaster
 from vitalfm.testing import toy_windows

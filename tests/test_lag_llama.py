@@ -21,13 +21,8 @@ import torch
 import vitalfm.models.lag_llama as lag_llama_module
 from vitalfm.engine import runs
 from vitalfm.engine.train import Trainer, TrainingConfig
-from vitalfm.models.adaptation import (
-    MethodSpec,
-    adapt,
-    load_adapted,
-    merge_for_inference,
-    save_adapted,
-)
+from vitalfm.methods import MethodSpec
+from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, TimeAxis, forecaster_class
 from vitalfm.models.lag_llama import (
     LagLlamaForecaster,

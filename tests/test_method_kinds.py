@@ -1,4 +1,7 @@
-"""Adaptation methods on tiny random models: what trains, counts, save/load, errors."""
+"""The study's method kinds on tiny random models: what trains, counts, save/load, errors.
+
+IA³, LoHa and LoKr have test files of their own (tests/test_method_ia3.py, ...).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,22 @@ from typing import Any
 
 import pytest
 import torch
+from method_testing import (
+    D_FF,
+    D_MODEL,
+    N_ATTN,
+    T5_TOTAL,
+    TARGETS,
+    all_tensors,
+    logits,
+    tiny_t5,
+    train,
+)
 from torch import nn
 
 from vitalfm.errors import ConfigError
-from vitalfm.models.adaptation import (
-    METHOD_KINDS,
-    MethodSpec,
+from vitalfm.methods import MethodSpec, method_kind
+from vitalfm.methods.adapting import (
     adapt,
     load_adapted,
     merge_for_inference,
@@ -27,27 +40,6 @@ from vitalfm.models.base import ModelError, TargetModules
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
-
-D_MODEL, D_FF, VOCAB = 32, 64, 64
-# Norms of the attention sub-layers: encoder self-attention (layer.0), decoder self- and
-# cross-attention (layer.0, layer.1); not the FFN norms or the final norms.
-ATTN_NORMS = r"(encoder\.block\.\d+\.layer\.0|decoder\.block\.\d+\.layer\.[01])\.layer_norm"
-TARGETS = TargetModules(
-    attention=("q", "k", "v", "o"),
-    ffn=("wi", "wo"),
-    norms=(ATTN_NORMS,),
-    bias_linears=("q", "k", "v", "o", "wi", "wo"),
-)
-# The tiny T5 (1 encoder + 1 decoder layer) has 12 attention linears (encoder self, decoder
-# self, decoder cross; 32x32 each), 2 wi (32->64), 2 wo (64->32) and 3 attention norms (32).
-N_ATTN = 12
-T5_TOTAL = (
-    VOCAB * D_MODEL  # shared = encoder/decoder embed_tokens = lm_head (tied, counted once)
-    + N_ATTN * D_MODEL * D_MODEL
-    + 4 * D_MODEL * D_FF
-    + 2 * 32 * 4  # relative_attention_bias (32 buckets x 4 heads), encoder and decoder
-    + 7 * D_MODEL  # layer norms: encoder 2 + final, decoder 3 + final
-)
 
 SPECS: dict[str, tuple[MethodSpec, int]] = {
     # name: (spec, expected trainable parameters, computed by hand)
@@ -75,8 +67,10 @@ SPECS: dict[str, tuple[MethodSpec, int]] = {
     "layernorm": (MethodSpec.from_config("ln", {"kind": "layernorm"}), 3 * D_MODEL),
     "full": (MethodSpec.from_config("full", {"kind": "full"}), T5_TOTAL),
 }
-TRAINABLE_KINDS = [k for k in METHOD_KINDS if k != "zero_shot"]
-SAVED_KINDS = [k for k in METHOD_KINDS if k != "full"]
+KINDS = list(SPECS)
+TRAINABLE_KINDS = [k for k in KINDS if method_kind(k).trains]
+SAVED_KINDS = [k for k in KINDS if method_kind(k).saves != "model"]
+ADAPTER_KINDS = [k for k in KINDS if method_kind(k).saves == "adapter"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,22 +84,7 @@ def _one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def t5_base() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.T5Config(
-        vocab_size=VOCAB,
-        d_model=D_MODEL,
-        d_kv=8,
-        d_ff=D_FF,
-        num_layers=1,
-        num_decoder_layers=1,
-        num_heads=4,
-        dropout_rate=0.0,
-        feed_forward_proj="relu",
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    return transformers.T5ForConditionalGeneration(config).eval()
+    return tiny_t5()
 
 
 @pytest.fixture
@@ -113,51 +92,16 @@ def base(t5_base: nn.Module) -> nn.Module:
     return copy.deepcopy(t5_base)
 
 
-def _batch(seed: int = 1) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    return {
-        "input_ids": torch.randint(2, VOCAB, (3, 10), generator=gen),
-        "labels": torch.randint(2, VOCAB, (3, 4), generator=gen),
-    }
-
-
-def _train(model: nn.Module, steps: int = 3) -> None:
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
-    for step in range(steps):
-        optimizer.zero_grad()
-        model(**_batch(step)).loss.backward()
-        optimizer.step()
-    model.eval()
-
-
-def _logits(model: nn.Module) -> torch.Tensor:
-    model.eval()
-    batch = _batch(99)
-    with torch.no_grad():
-        return model(input_ids=batch["input_ids"], labels=batch["labels"]).logits
-
-
-def _all_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer under every name it has (tied aliases included)."""
-    tensors = dict(model.named_parameters(remove_duplicate=False))
-    tensors.update(model.named_buffers(remove_duplicate=False))
-    return {n: t.detach().clone() for n, t in tensors.items()}
-
-
 # --- what trains ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", METHOD_KINDS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_parameter_counts(base: nn.Module, kind: str) -> None:
     spec, expected = SPECS[kind]
     model = adapt(base, spec, TARGETS)
     trainable, total = parameter_counts(model)
     assert trainable == expected
-    assert total == T5_TOTAL + (
-        expected if kind in ("lora", "dora", "vera", "fourierft", "bitfit") else 0
-    )
+    assert total == T5_TOTAL + (expected if kind in (*ADAPTER_KINDS, "bitfit") else 0)
     assert set(trainable_state(model)) == {
         n for n, p in model.named_parameters() if p.requires_grad
     }
@@ -167,10 +111,10 @@ def test_parameter_counts(base: nn.Module, kind: str) -> None:
 def test_a_step_changes_only_the_trainable_parameters(base: nn.Module, kind: str) -> None:
     spec, _ = SPECS[kind]
     model = adapt(base, spec, TARGETS)
-    before = _all_tensors(model)
+    before = all_tensors(model)
     trainable = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
-    _train(model)
-    after = _all_tensors(model)
+    train(model)
+    after = all_tensors(model)
     assert set(before) == set(after)
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed == trainable
@@ -178,7 +122,7 @@ def test_a_step_changes_only_the_trainable_parameters(base: nn.Module, kind: str
 
 def test_lora_leaves_base_weights_bit_identical(base: nn.Module, t5_base: nn.Module) -> None:
     model = adapt(base, SPECS["lora"][0], TARGETS)
-    _train(model, steps=5)
+    train(model, steps=5)
     original = t5_base.state_dict()
     adapted = {
         n.removeprefix("base_model.model.").replace(".base_layer", ""): t
@@ -198,11 +142,11 @@ def test_zero_shot_trains_nothing(base: nn.Module) -> None:
 
 
 def test_bitfit_at_init_leaves_the_forward_unchanged(base: nn.Module) -> None:
-    expected = _logits(base)
+    expected = logits(base)
     model = adapt(base, SPECS["bitfit"][0], TARGETS)
     assert model.encoder.block[0].layer[0].SelfAttention.q.bias is not None
     assert torch.equal(model.encoder.block[0].layer[0].SelfAttention.q.bias, torch.zeros(32))
-    torch.testing.assert_close(_logits(model), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(model), expected, atol=1e-6, rtol=0)
 
 
 def test_bitfit_unfreezes_existing_biases() -> None:
@@ -237,15 +181,15 @@ def test_save_then_load_reproduces_the_trained_model(
     spec, _ = SPECS[kind]
     model = adapt(base, spec, TARGETS)
     if kind != "zero_shot":
-        _train(model)
+        train(model)
     directory = tmp_path / "adapter"
     save_adapted(model, spec, directory)
     save_adapted(model, spec, directory)  # replacing an existing folder works too
     assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no temporary folders left
     files = {p.name for p in directory.iterdir()}
-    if kind in ("lora", "dora", "vera", "fourierft"):
+    if kind in ADAPTER_KINDS:
         assert {"adapter_config.json", "adapter_model.safetensors"} <= files
-        unmerged = _logits(model)
+        unmerged = logits(model)
     else:
         assert files == {"tuned_parameters.json", "tuned_parameters.safetensors"}
         index = json.loads((directory / "tuned_parameters.json").read_text())
@@ -254,16 +198,16 @@ def test_save_then_load_reproduces_the_trained_model(
 
     trained = merge_for_inference(model)
     assert type(trained) is type(t5_base)
-    expected = _logits(trained)
-    if kind in ("lora", "dora", "vera", "fourierft"):
+    expected = logits(trained)
+    if kind in ADAPTER_KINDS:
         torch.testing.assert_close(expected, unmerged, atol=1e-4, rtol=1e-4)
     if kind != "zero_shot":
-        assert not torch.allclose(expected, _logits(t5_base), atol=1e-4)  # training did something
+        assert not torch.allclose(expected, logits(t5_base), atol=1e-4)  # training did something
 
     loaded = load_adapted(copy.deepcopy(t5_base), spec, directory)
     assert type(loaded) is type(t5_base)
     assert parameter_counts(loaded)[0] == 0
-    torch.testing.assert_close(_logits(loaded), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(loaded), expected, atol=1e-6, rtol=0)
 
 
 def test_full_is_not_saved_as_an_adaptation(base: nn.Module, tmp_path: Path) -> None:
@@ -342,7 +286,10 @@ def test_fourierft_n_frequency_must_fit_the_layers() -> None:
     spec = MethodSpec.from_config("f", {"kind": "fourierft", "n_frequency": 33})
     with pytest.raises(ConfigError, match="n_frequency <= 32"):
         adapt(copy.deepcopy(model), spec, targets)
-    spec = MethodSpec.from_config("f", {"kind": "fourierft"})  # default 1000 shrinks to 32
+    spec = MethodSpec.from_config("f", {"kind": "fourierft"})  # peft's default 1000 does not fit
+    with pytest.raises(ConfigError, match="n_frequency 1000 exceeds"):
+        adapt(copy.deepcopy(model), spec, targets)
+    spec = MethodSpec.from_config("f", {"kind": "fourierft", "n_frequency": 32})
     assert parameter_counts(adapt(model, spec, targets))[0] == 2 * 32
 
 
@@ -351,12 +298,14 @@ def test_fourierft_n_frequency_must_fit_the_layers() -> None:
     [
         ({"kind": "lorra", "rank": 2}, "unknown or missing kind"),
         ({"rank": 2}, "unknown or missing kind"),
-        ({"kind": "lora"}, "needs a rank"),
-        ({"kind": "lora", "rank": 0}, "positive integer"),
-        ({"kind": "lora", "rank": 2.5}, "positive integer"),
-        ({"kind": "lora", "rank": 2, "alpha": -1}, "positive number"),
-        ({"kind": "lora", "rank": 2, "dropout": 1.0}, r"\[0, 1\)"),
-        ({"kind": "lora", "rank": 2, "scope": "everything"}, "unknown scope"),
+        ({"kind": "lora", "rank": 0}, "rank must be a whole number from 1 to 4096"),
+        ({"kind": "lora", "rank": 2.5}, "rank must be a whole number"),
+        ({"kind": "lora", "rank": True}, "rank must be a whole number"),
+        ({"kind": "lora", "rank": 2, "alpha": -1}, "alpha must be a number greater than 0"),
+        ({"kind": "lora", "rank": 2, "alpha": float("nan")}, "alpha must be a number"),
+        ({"kind": "lora", "rank": 2, "dropout": 1.0}, "dropout must be a number from 0 to 0.9"),
+        ({"kind": "lora", "rank": 2, "scope": "everything"}, "scope must be one of attention"),
+        ({"kind": "bitfit", "biases": "all"}, "biases must be one of added, relative_attention"),
         ({"kind": "lora", "rank": 2, "target_modules": "q"}, "list"),
         ({"kind": "lora", "rank": 2, "target_modules": []}, "list"),
         ({"kind": "lora", "rank": 2, "rnak": 4}, "unknown key"),
@@ -374,7 +323,7 @@ def test_config_defaults_and_round_trip() -> None:
     assert (lora.rank, lora.alpha, lora.dropout, lora.scope) == (2, 16.0, 0.05, "attention")
     assert MethodSpec.from_config("v", {"kind": "vera"}).rank == 256
     fourier = MethodSpec.from_config("f", {"kind": "fourierft"})
-    assert (fourier.n_frequency, fourier.scaling) == (None, None)  # resolved by adapt
+    assert (fourier.n_frequency, fourier.scaling) == (1000, 150.0)  # peft's defaults
     for spec, _ in SPECS.values():
         assert MethodSpec.from_config(spec.name, spec.to_dict()) == spec
     assert lora.to_dict() == {
@@ -446,17 +395,28 @@ def test_chronos_bolt_lora_round_trip(tmp_path: Path) -> None:
 
 #: Chronos-T5 shapes (its config.json): d_model, layers per stack, heads, d_kv, d_ff.
 T5_SHAPES = {"tiny": (256, 4, 4, 64, 1024), "base": (768, 12, 12, 64, 3072)}
-#: LoRA rank 2 on q, k, v, o of every attention block: the counts reported for the study.
-LORA_R2_COUNTS = {"tiny": 49_152, "base": 442_368}
+#: Counts on the released shapes: LoRA rank 2 on q, k, v, o of every attention block (the
+#: counts reported for the study), and BitFit on T5's only biases, its relative-attention-bias
+#: tables (32 buckets x heads, in the first encoder and the first decoder block).
+RELEASED_COUNTS = {
+    ("tiny", "lora"): 49_152,
+    ("base", "lora"): 442_368,
+    ("tiny", "bitfit"): 256,
+    ("base", "bitfit"): 768,
+}
+RELEASED_SPECS = {
+    "lora": MethodSpec(name="lora-r2", kind="lora", rank=2, alpha=16, dropout=0.0),
+    "bitfit": MethodSpec(name="bitfit-rab", kind="bitfit", biases="relative_attention"),
+}
 
 
-@pytest.mark.parametrize("shape", T5_SHAPES)
-def test_lora_rank_2_counts_match_the_study_on_released_shapes(shape: str) -> None:
-    """On randomly initialised models of Chronos-T5-tiny's and -base's shapes, the study's
-    LoRA (rank 2, the family's attention targets) trains exactly the reported parameters:
-    2 x rank x d_model per projection, 4 projections in each of the encoder's self-attention
-    and the decoder's self- and cross-attention blocks."""
-    from vitalfm.models.chronos import ChronosForecaster
+@pytest.mark.parametrize(("shape", "method"), list(RELEASED_COUNTS))
+def test_counts_match_the_literature_on_released_shapes(shape: str, method: str) -> None:
+    """On models of Chronos-T5-tiny's and -base's shapes (meta device: shapes only), with the
+    family's own targets: LoRA rank 2 trains 2 x rank x d_model per projection, 4 projections
+    in each of the encoder's self-attention and the decoder's self- and cross-attention blocks;
+    BitFit's relative-attention variant trains 2 x 32 x heads."""
+    from vitalfm.models.chronos.t5 import ChronosT5Forecaster
 
     d_model, layers, heads, d_kv, d_ff = T5_SHAPES[shape]
     config = transformers.T5Config(
@@ -474,9 +434,29 @@ def test_lora_rank_2_counts_match_the_study_on_released_shapes(shape: str) -> No
     )
     with torch.device("meta"):  # shapes only: no memory, no random init
         model = transformers.T5ForConditionalGeneration(config)
-    forecaster = ChronosForecaster.__new__(ChronosForecaster)  # only its T5 targets are used
-    forecaster.variant = "chronos-t5"
-    spec = MethodSpec(name="lora-r2", kind="lora", rank=2, alpha=16, dropout=0.0)
-    adapted = adapt(model, spec, forecaster.target_modules())
+    forecaster = ChronosT5Forecaster.__new__(ChronosT5Forecaster)  # only its targets are used
+    adapted = adapt(model, RELEASED_SPECS[method], forecaster.target_modules())
     trainable, _ = parameter_counts(adapted)
-    assert trainable == LORA_R2_COUNTS[shape] == 2 * 2 * d_model * 4 * 3 * layers
+    by_formula = {"lora": 2 * 2 * d_model * 4 * 3 * layers, "bitfit": 2 * 32 * heads}[method]
+    assert trainable == RELEASED_COUNTS[shape, method] == by_formula
+
+
+def test_bitfit_relative_attention_variant(
+    base: nn.Module, t5_base: nn.Module, tmp_path: Path
+) -> None:
+    """Only the relative-attention-bias tables train; saved and loaded like any tensor kind;
+    a model without such tables is refused with the variant that fits it."""
+    spec = RELEASED_SPECS["bitfit"]
+    model = adapt(base, spec, TARGETS)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+        "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+    }
+    train(model)
+    expected = logits(model)
+    assert not torch.allclose(expected, logits(t5_base), atol=1e-5)
+    save_adapted(model, spec, tmp_path / "rab")
+    loaded = load_adapted(copy.deepcopy(t5_base), spec, tmp_path / "rab")
+    torch.testing.assert_close(logits(loaded), expected, atol=1e-6, rtol=0)
+    with pytest.raises(ModelError, match="biases: added"):
+        adapt(nn.Sequential(nn.Linear(4, 4)), spec, TargetModules(attention=("0",)))

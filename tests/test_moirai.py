@@ -17,13 +17,8 @@ import torch
 from vitalfm.engine.data import CorpusTrainingData, WindowTrainingData, usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig
-from vitalfm.models.adaptation import (
-    MethodSpec,
-    adapt,
-    load_adapted,
-    merge_for_inference,
-    save_adapted,
-)
+from vitalfm.methods import MethodSpec
+from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, forecaster_class
 from vitalfm.models.moirai import MoiraiForecaster, moirai_inputs
 from vitalfm.synthetic.corpus import CorpusConfig, generate_corpus

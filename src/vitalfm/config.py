@@ -24,8 +24,13 @@ SCHEMA_RESOURCE = "schemas/config.schema.yaml"
 
 
 def load_schema() -> dict[str, Any]:
+    """The config schema, its method entry generated from the registered method kinds."""
+    from vitalfm.methods import method_entry_schema
+
     text = resources.files("vitalfm").joinpath(SCHEMA_RESOURCE).read_text()
-    return yaml.safe_load(text)
+    schema = yaml.safe_load(text)
+    schema["$defs"]["method"] = method_entry_schema()
+    return schema
 
 
 def _fill_defaults(instance: dict[str, Any], schema: Mapping[str, Any]) -> None:

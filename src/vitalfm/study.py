@@ -22,24 +22,17 @@ With the synthetic database (and ``evaluation.oracle``), the study adds one refe
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from vitalfm.errors import ConfigError
+from vitalfm.methods import METHOD_KEY, expand_method, kinds_where, method_kind
+from vitalfm.models.registry import FAMILIES, Family, baseline_families
 
-RANKED_KINDS = ("lora", "dora", "vera")
-#: The kinds that train nothing: their replicates differ only in forecast sampling.
-UNTRAINED_KINDS = ("zero_shot", "oracle")
 #: The reference run of a synthetic study: model and setting name (reserved).
 ORACLE = "oracle"
 SPLITS_SCORED = ("validation", "test")
-#: The kinds a from-scratch model may use.
-SCRATCH_SOURCE_KINDS = ("zero_shot", "scratch")
-#: From-scratch families with no parameters: forecast as they are (zero_shot), never trained.
-UNTRAINED_FAMILIES = ("persistence",)
 
 
 @dataclass(frozen=True)
@@ -66,12 +59,14 @@ class Run:
 
     @property
     def trains(self) -> bool:
-        return self.method["kind"] not in UNTRAINED_KINDS
+        """False for kinds that forecast with the model as it is (replicates then differ
+        only in forecast sampling)."""
+        return method_kind(self.method["kind"]).trains
 
     @property
     def is_oracle(self) -> bool:
         """The synthetic study's reference bound, not a model."""
-        return self.method["kind"] == "oracle"
+        return not method_kind(self.method["kind"]).configurable
 
     @property
     def standin(self) -> str | None:
@@ -84,59 +79,52 @@ class Run:
 
 
 def method_settings(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Expand sweeps: {setting name: method entry with scalar rank / n_frequency}."""
+    """Expand sweeps: {setting name: the method entry with one value of its sweep field and
+    every default of its kind filled in, plus ``method``: the entry's name}."""
     settings: dict[str, dict[str, Any]] = {}
-
-    def add(setting: str, entry: dict[str, Any]) -> None:
-        if setting in settings:
-            raise ConfigError(
-                f"config key methods.{entry['method']}: its setting {setting!r} has the name of "
-                f"a setting of methods.{settings[setting]['method']}",
-                "rename one of the two methods (a sweep's settings are named <method>-r<rank> "
-                "or <method>-n<n_frequency>)",
-            )
-        settings[setting] = entry
-
     for name, entry in cfg["methods"].items():
-        kind = entry["kind"]
-        if kind in RANKED_KINDS:
-            ranks = entry.get("rank", 2 if kind != "vera" else 64)
-            for rank in ranks if isinstance(ranks, list) else [ranks]:
-                add(f"{name}-r{rank}", {**entry, "rank": rank, "method": name})
-        elif kind == "fourierft":
-            counts = entry.get("n_frequency", 100)
-            for n in counts if isinstance(counts, list) else [counts]:
-                add(f"{name}-n{n}", {**entry, "n_frequency": n, "method": name})
-        else:
-            if "rank" in entry or "n_frequency" in entry:
+        for setting, resolved in expand_method(name, entry).items():
+            if setting in settings:
                 raise ConfigError(
-                    f"config key methods.{name} sets rank or n_frequency, which kind {kind} "
-                    "does not use",
-                    "remove it, or use kind lora, dora, vera (rank) or fourierft (n_frequency)",
+                    f"config key methods.{name}: its setting {setting!r} has the name of a "
+                    f"setting of methods.{settings[setting][METHOD_KEY]}",
+                    "rename one of the two methods (a sweep's settings are named "
+                    "<method>-r<rank> or <method>-n<n_frequency>)",
                 )
-            add(name, {**entry, "method": name})
+            settings[setting] = resolved
     return settings
 
 
-def check_family(model: str, family: str) -> None:
-    """ConfigError unless ``vitalfm.models.<family>`` exists (found without importing it, so
-    the Snakefile refuses a misspelt family before any job, without loading torch)."""
-    found = family.isidentifier() and importlib.util.find_spec(f"vitalfm.models.{family}")
-    if not found:
-        import vitalfm.models
-
-        here = Path(next(iter(vitalfm.models.__path__)))
-        known = sorted(
-            p.stem
-            for p in here.iterdir()
-            if p.stem.isidentifier()
-            and p.stem not in ("base", "adaptation", "scratch")
-            and not p.stem.startswith("_")
-        )
+def check_family(model: str, family: str) -> Family:
+    """The registered family ``family`` of ``models.<model>``; ConfigError naming the
+    registered ones otherwise (the registry imports no torch, so the Snakefile refuses a
+    misspelt family before any job)."""
+    if family not in FAMILIES:
         raise ConfigError(
             f"config key models.{model}.family = {family!r} is an unknown model family",
-            f"use one of {', '.join(known)} (or add src/vitalfm/models/{family}.py)",
+            FAMILIES.known_hint(),
         )
+    return FAMILIES.get(family)
+
+
+def check_source(model: str, family: Family, source: Mapping[str, Any]) -> None:
+    """ConfigError for a source the family cannot have: a scratch source needs a baseline
+    family, a stand-in or hub source a pretrained one."""
+    if source.get("scratch") and not family.baseline:
+        raise ConfigError(
+            f"config key models.{model}.source is scratch, but family {family.name} is a "
+            "pretrained family and cannot be built from scratch",
+            "give it a hub, path or standin source; from-scratch baselines are the families "
+            f"{', '.join(baseline_families())}",
+        )
+    for kind in ("standin", "hub"):
+        if source.get(kind) and family.baseline:
+            raise ConfigError(
+                f"config key models.{model}.source is a {kind}, but family {family.name} is a "
+                "from-scratch baseline with no pretrained weights",
+                "give it `source: {scratch: true}`, or `source: {path: ...}` for a model of "
+                "this family trained and saved here",
+            )
 
 
 def _model_settings(
@@ -148,7 +136,8 @@ def _model_settings(
     """The method settings a model runs (checked against its source; see the module
     docstring). ``models.<name>.methods`` lists methods (every setting of a sweep) or single
     settings of a sweep (e.g. ``lora-r2``: only that rank for this model)."""
-    check_family(model, entry["family"])
+    family = check_family(model, entry["family"])
+    check_source(model, family, entry["source"])
     methods = cfg["methods"]
     scratch = bool(entry["source"].get("scratch"))
     listed = entry.get("methods")
@@ -159,7 +148,11 @@ def _model_settings(
             "add `methods: [scratch]` (a method of kind scratch) for a trained baseline, or "
             "`methods: [zero_shot]` for persistence",
         )
-    chosen = list(listed) if listed else [m for m in methods if methods[m]["kind"] != "scratch"]
+    chosen = (
+        list(listed)
+        if listed
+        else [m for m in methods if method_kind(methods[m]["kind"]).for_pretrained]
+    )
     unknown = [m for m in chosen if m not in methods and m not in settings]
     if unknown:
         raise ConfigError(
@@ -174,29 +167,30 @@ def _model_settings(
     ]
     for name in dict.fromkeys(settings[s]["method"] for s in picked):
         kind = methods[name]["kind"]
-        if not scratch and kind == "scratch":
+        method = method_kind(kind)
+        if not scratch and not method.for_pretrained:
             raise ConfigError(
-                f"config key models.{model}.methods lists {name} (kind scratch, training from "
+                f"config key models.{model}.methods lists {name} (kind {kind}, training from "
                 f"a random init), but {model} is a pretrained model",
                 f"remove {name} from models.{model}.methods (kind full fine-tunes every "
                 "parameter of a pretrained model), or give the model `source: {scratch: true}`",
             )
-        if scratch and kind not in SCRATCH_SOURCE_KINDS:
+        if scratch and not method.for_scratch:
             raise ConfigError(
                 f"config key models.{model}.methods lists {name} (kind {kind}), but {model} "
                 "is built from scratch and has no pretrained weights to adapt",
                 f"use a method of kind scratch (or zero_shot for persistence) for models.{model}",
             )
-        untrained = entry["family"] in UNTRAINED_FAMILIES
-        if scratch and untrained and kind == "scratch":
+        untrained = not family.has_parameters
+        if scratch and untrained and method.trains:
             raise ConfigError(
                 f"config key models.{model}.methods lists {name} (kind scratch), but family "
                 f"{entry['family']} has no parameters to train",
                 f"use `methods: [zero_shot]` for models.{model}",
             )
-        if scratch and not untrained and kind == "zero_shot":
+        if scratch and not untrained and not method.trains:
             raise ConfigError(
-                f"config key models.{model}.methods lists {name} (zero_shot): {model} would "
+                f"config key models.{model}.methods lists {name} ({kind}): {model} would "
                 "forecast with untrained, random weights",
                 f"use a method of kind scratch for models.{model}",
             )
@@ -230,12 +224,13 @@ def oracle_run(cfg: Mapping[str, Any]) -> Run | None:
     if database != "synthetic" or not (cfg.get("evaluation") or {}).get("oracle", True):
         return None
     seeds = tuple(int(s) for s in (cfg.get("training") or {}).get("seeds", [0]))
+    (kind,) = kinds_where(configurable=False)
     return Run(
         ORACLE,
         ORACLE,
         {"synthetic": True},
         ORACLE,
-        {"kind": "oracle", "method": ORACLE},
+        {"kind": kind, METHOD_KEY: ORACLE},
         {},
         seeds[:1],
     )
@@ -266,7 +261,7 @@ def study_runs(cfg: Mapping[str, Any], *, oracle: bool = True) -> list[Run]:
                         dict(entry.get("options") or {}),
                         # a family with no parameters forecasts the same for every seed
                         seeds_of(setting)[:1]
-                        if entry["family"] in UNTRAINED_FAMILIES
+                        if not FAMILIES.get(entry["family"]).has_parameters
                         else seeds_of(setting),
                     )
                 )

@@ -39,9 +39,8 @@ from vitalfm.engine.forecast import (
 )
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
 from vitalfm.io import atomic_dir, write_json, write_parquet
-from vitalfm.models.adaptation import (
-    WHOLE_MODEL_KINDS,
-    MethodSpec,
+from vitalfm.methods import MethodSpec
+from vitalfm.methods.adapting import (
     adapt,
     load_adapted,
     merge_for_inference,
@@ -125,10 +124,7 @@ def load_base(
 
 def method_spec(run: Run) -> MethodSpec:
     """The adaptation spec of a run (its method entry minus the engine's own keys)."""
-    engine_keys = ("method", "max_steps")
-    return MethodSpec.from_config(
-        run.setting, {k: v for k, v in run.method.items() if k not in engine_keys}
-    )
+    return MethodSpec.from_config(run.setting, run.method)
 
 
 def _training_config(
@@ -322,7 +318,7 @@ def finetune(
             "wall_time_s": time.perf_counter() - started,
         }
         with atomic_dir(out_dir) as tmp:
-            if spec.kind in WHOLE_MODEL_KINDS:  # full and scratch: the whole model
+            if spec.method.saves == "model":  # full and scratch: the whole model
                 forecaster.save_pretrained(tmp / "model")
             else:
                 save_adapted(forecaster.module, spec, tmp / "model")
@@ -351,7 +347,7 @@ def load_for_forecast(
             f"run {run.run_id} needs its fine-tuned model folder", "run the finetune rule first"
         )
     model_dir = Path(run_dir) / "model"
-    if spec.kind in WHOLE_MODEL_KINDS:
+    if spec.method.saves == "model":
         family = forecaster_class(run.family)
         original = _source(run, standin_dir)
         forecaster = family.load(ModelSource(path=str(model_dir)), device)

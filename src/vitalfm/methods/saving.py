@@ -1,0 +1,142 @@
+"""Saving and loading what a method trained: peft's adapter folder, or a few named tensors.
+
+Both write into a temporary sibling folder that replaces the target as a whole, so a killed
+job never leaves a folder that looks finished. Loading checks that the folder holds what the
+method's kind saves and names the fix when it does not.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitalfm.io import atomic_dir, json_text
+from vitalfm.methods import modules
+from vitalfm.methods.spec import MethodSpec
+from vitalfm.models.base import ModelError
+
+TUNED_TENSORS = "tuned_parameters.safetensors"
+TUNED_INDEX = "tuned_parameters.json"
+TUNED_FORMAT = "vitalfm.tuned_parameters"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def _unreadable(directory: Path, why: str, spec: MethodSpec) -> ModelError:
+    return ModelError(
+        f"method {spec.name!r}: the adapted weights in {directory} cannot be loaded: {why}",
+        "rerun the training step for this method (delete the folder first if it is stale)",
+    )
+
+
+def _require_files(directory: Path, files: tuple[str, ...], spec: MethodSpec) -> None:
+    if not directory.is_dir():
+        raise _unreadable(directory, "the folder does not exist", spec)
+    for file in files:
+        if not (directory / file).is_file():
+            raise _unreadable(directory, f"{file} is missing", spec)
+
+
+def save_peft(module: nn.Module, spec: MethodSpec, directory: Path) -> None:
+    if not modules.is_peft(module):
+        raise ModelError(
+            f"method {spec.name!r}: expected a peft model to save, got {type(module).__name__}",
+            "save the module that adapt() returned, before merging it",
+        )
+    with atomic_dir(directory) as tmp:
+        module.save_pretrained(str(tmp))
+
+
+def load_peft(base: nn.Module, spec: MethodSpec, directory: Path, method: Any) -> nn.Module:
+    """``base`` with the saved adapter merged in; ``method`` checks the saved config's kind."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    _require_files(directory, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), spec)
+    try:
+        config = json.loads((directory / ADAPTER_CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        raise _unreadable(directory, f"{ADAPTER_CONFIG} is unreadable ({err})", spec) from None
+    if not isinstance(config, dict):
+        raise _unreadable(directory, f"{ADAPTER_CONFIG} is not a JSON object", spec)
+    if not method.holds_this_kind(config):
+        saved = "DORA" if config.get("use_dora") else config.get("peft_type")
+        raise _unreadable(directory, f"it holds a {saved} adapter, not {spec.kind}", spec)
+    modules.patch_input_embeddings(base)
+    try:
+        model = PeftModel.from_pretrained(base, str(directory), is_trainable=False)
+    except (SafetensorError, ValueError, TypeError, KeyError, OSError, RuntimeError) as err:
+        raise _unreadable(directory, f"{type(err).__name__}: {err}", spec) from err
+    return model.merge_and_unload()
+
+
+def add_bias(linear: nn.Linear) -> None:
+    """A zero, trainable bias for a linear that has none (its output is unchanged)."""
+    weight = linear.weight
+    linear.bias = nn.Parameter(
+        torch.zeros(linear.out_features, dtype=weight.dtype, device=weight.device)
+    )
+
+
+def save_tensors(module: nn.Module, spec: MethodSpec, directory: Path) -> None:
+    """The trainable tensors of ``module`` and an index naming them and the method."""
+    from safetensors.torch import save_file
+
+    tensors = {n: t.cpu().contiguous().clone() for n, t in modules.trainable_state(module).items()}
+    index = {
+        "format": TUNED_FORMAT,
+        "version": 1,
+        "method": spec.to_dict(),
+        "parameters": {n: list(t.shape) for n, t in tensors.items()},
+    }
+    with atomic_dir(directory) as tmp:
+        save_file(tensors, str(tmp / TUNED_TENSORS), metadata={"format": TUNED_FORMAT})
+        (tmp / TUNED_INDEX).write_text(json_text(index))
+
+
+def load_tensors(base: nn.Module, spec: MethodSpec, directory: Path) -> nn.Module:
+    """Copy saved tensors into ``base``; a saved ``<linear>.bias`` the base lacks is an added
+    bias (BitFit on bias-free linears) and is re-created first."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    _require_files(directory, (TUNED_INDEX, TUNED_TENSORS), spec)
+    try:
+        index = json.loads((directory / TUNED_INDEX).read_text())
+        tensors = load_file(str(directory / TUNED_TENSORS))
+    except (OSError, ValueError, SafetensorError) as err:
+        raise _unreadable(directory, f"{type(err).__name__}: {err}", spec) from None
+    if not isinstance(index, dict) or index.get("format") != TUNED_FORMAT:
+        raise _unreadable(directory, f"{TUNED_INDEX} is not a {TUNED_FORMAT} index", spec)
+    saved_kind = (index.get("method") or {}).get("kind")
+    if saved_kind != spec.kind:
+        raise _unreadable(directory, f"it was saved by kind {saved_kind!r}, not {spec.kind}", spec)
+    if set(tensors) != set(index.get("parameters", {})):
+        raise _unreadable(directory, "its tensors do not match its index", spec)
+    owners = dict(base.named_modules())
+    for name in tensors:
+        owner_name, _, leaf = name.rpartition(".")
+        owner = owners.get(owner_name)
+        if leaf == "bias" and isinstance(owner, nn.Linear) and owner.bias is None:
+            add_bias(owner)
+    params = dict(base.named_parameters())
+    missing = sorted(set(tensors) - set(params))
+    if missing:
+        raise _unreadable(
+            directory, f"this model has no parameter(s) {', '.join(missing[:5])}", spec
+        )
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            param = params[name]
+            if param.shape != tensor.shape:
+                raise _unreadable(
+                    directory,
+                    f"{name} has shape {list(tensor.shape)}, the model's {list(param.shape)}",
+                    spec,
+                )
+            param.copy_(tensor.to(device=param.device, dtype=param.dtype))
+    return base
