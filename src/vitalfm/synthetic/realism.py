@@ -207,7 +207,7 @@ def persistence_forecast(context: np.ndarray) -> np.ndarray:
     (NaN where it has none), by the baseline's own :func:`last_observed`."""
     import torch
 
-    from vitalfm.models.persistence import last_observed
+    from vitalfm.models.baselines.persistence import last_observed
 
     return last_observed(torch.from_numpy(np.asarray(context, dtype=np.float64)))[0].numpy()
 
