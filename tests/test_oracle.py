@@ -17,6 +17,7 @@ from vitalfm.synthetic import oracle as oracle_module
 from vitalfm.synthetic import physiology as phys
 from vitalfm.synthetic.generator import iter_batches, iter_truth
 from vitalfm.synthetic.oracle import OracleStates, oracle_samples, origin_grid_point
+from vitalfm.synthetic.physiology_state import HR, N_NORMALS, N_UNIFORMS, STEP_MIN, State
 from vitalfm.synthetic.realism import (
     bin_readings,
     clean_vitals,
@@ -62,12 +63,12 @@ def test_replaying_a_stay_from_its_state_with_the_generators_innovations_is_exac
     for t in (septic[0], septic[-1], next(t for t in db["truth"].values() if not t.septic)):
         z, u = gen.stay_innovations(CFG, t.icustay_id)
         n = t.values.shape[1]
-        assert z.shape == (n - 1, phys.N_NORMALS) and u.shape == (n - 1, phys.N_UNIFORMS)
+        assert z.shape == (n - 1, N_NORMALS) and u.shape == (n - 1, N_UNIFORMS)
         for k in (0, n // 3, n - 2):
             replay = phys.simulate(t.params, t.state_at(k), z[k:, None], u[k:, None])
             np.testing.assert_array_equal(replay.obs.values[:, 0, :].T, t.values[:, k:])
             np.testing.assert_array_equal(replay.obs.mbp[:, 0], t.mbp[k:])
-            for f in dataclasses.fields(phys.State):
+            for f in dataclasses.fields(State):
                 np.testing.assert_array_equal(
                     getattr(replay.states, f.name)[:, 0], getattr(t.states, f.name)[k:], f.name
                 )
@@ -92,7 +93,7 @@ def test_the_state_holds_no_future_onsets_come_from_a_hazard() -> None:
     # one septic stay without an episode, copied 400 times: all futures start from one state
     one = int(np.flatnonzero(start.ep_phase == 0)[0])
     params, start = params.take(np.full(n, one)), start.take(np.full(n, one))
-    assert not any(f.name.startswith(("onset", "next")) for f in dataclasses.fields(phys.State))
+    assert not any(f.name.startswith(("onset", "next")) for f in dataclasses.fields(State))
     onsets = []
     for seed in (1, 2):
         z, u = phys.draw_innovations(np.random.default_rng(seed), 12 * 48, n)
@@ -100,7 +101,7 @@ def test_the_state_holds_no_future_onsets_come_from_a_hazard() -> None:
         started = (tr.states.ep_phase[1:] == 1) & (tr.states.ep_phase[:-1] == 0)
         onsets.append(np.where(started.any(axis=0), started.argmax(axis=0), -1))
     assert not np.array_equal(onsets[0], onsets[1])
-    first = onsets[0][onsets[0] >= 0] * phys.STEP_MIN / 60
+    first = onsets[0][onsets[0] >= 0] * STEP_MIN / 60
     assert 0.3 < (onsets[0] >= 0).mean() < 1.0  # some futures have no episode in 48 h
     assert np.ptp(first) > 12  # onsets spread over the hours: a hazard, not a schedule
     # the hazard is the physiology's: early onsets about as often as it says
@@ -123,7 +124,7 @@ def test_chart_rows_read_the_grid_point_of_their_minute(db: dict[str, Any]) -> N
             t = db["truth"][stay]
             k = origin_grid_point(t.grid_start, rows.charttime.to_numpy()) + shift
             ok = (k >= 0) & (k < t.values.shape[1])
-            res.append(rows.value.to_numpy()[ok] - t.values[phys.HR, k[ok]])
+            res.append(rows.value.to_numpy()[ok] - t.values[HR, k[ok]])
         res = np.concatenate(res)
         spread[shift] = np.median(np.abs(res))
     assert spread[0] < spread[-1] and spread[0] < spread[1]
@@ -141,7 +142,7 @@ def test_oracle_starts_from_the_last_grid_point_at_or_before_the_origin(
     state = OracleStates(CFG, ids).state_at_origin(ids, origins)
     for i, (stay, origin) in enumerate(zip(ids, origins, strict=True)):
         t = db["truth"][stay]
-        minutes = t.grid_start // 60 + phys.STEP_MIN * np.arange(t.values.shape[1])
+        minutes = t.grid_start // 60 + STEP_MIN * np.arange(t.values.shape[1])
         k = np.flatnonzero(minutes <= origin // 60).max()  # realised at or before the origin
         assert state.k[i] == k
         np.testing.assert_array_equal(state.noise[i], t.states.noise[k])

@@ -36,8 +36,14 @@ from vitalfm.synthetic import (
     table_row_counts,
     write_csv_dir,
 )
-from vitalfm.synthetic import physiology as phys
 from vitalfm.synthetic import sinks as sinks_module
+from vitalfm.synthetic.physiology_state import SPO2, STEP_MIN, TEMP
+from vitalfm.synthetic.treatments import (
+    ANTIPYRETIC_INTERVAL_MIN,
+    HYPOTENSION_DELAY_MIN,
+    MAP_RECOVERED,
+    PRESSOR_START,
+)
 from vitalfm.testing import drop_schema, shared_server, unique_schema
 
 CFG = {"seed": 5, "n_patients": 150}  # two batches: ids must run on across them
@@ -393,7 +399,7 @@ def test_spo2_is_capped_at_100_and_skewed_below(
     spo2 = clean.valuenum[clean.itemid.isin([646, 220277])]
     assert spo2.max() == 100 and 0.02 < (spo2 == 100).mean() < 0.5
     assert spo2.skew() < -0.3 and 95 <= spo2.median() <= 99
-    latent = pd.Series(np.concatenate([t.values[phys.SPO2] for t in generated["truth"].values()]))
+    latent = pd.Series(np.concatenate([t.values[SPO2] for t in generated["truth"].values()]))
     assert latent.max() < 100 and latent.skew() < -0.3
 
 
@@ -415,15 +421,15 @@ def test_hypotension_is_treated_within_an_hour_and_map_rises(generated: dict[str
     delays, change, below = [], [], []
     for t in generated["truth"].values():
         s = t.states
-        pressor = np.flatnonzero(np.diff(s.pressor_target) > phys.PRESSOR_START - 1.5) + 1
+        pressor = np.flatnonzero(np.diff(s.pressor_target) > PRESSOR_START - 1.5) + 1
         for k in np.union1d(_dosed(s.fluid_dose), pressor):
-            delays.append(s.hypo_wait[k - 1] + phys.STEP_MIN)
-            below.append(t.mbp[k] < phys.MAP_RECOVERED)
+            delays.append(s.hypo_wait[k - 1] + STEP_MIN)
+            below.append(t.mbp[k] < MAP_RECOVERED)
             if k + 12 < t.mbp.size:
                 change.append(t.mbp[k + 12] - t.mbp[k])  # an hour later
     delays = np.array(delays)
     assert len(delays) >= 30
-    assert (delays >= phys.HYPOTENSION_DELAY_MIN).all() and (delays <= 60).mean() > 0.9
+    assert (delays >= HYPOTENSION_DELAY_MIN).all() and (delays <= 60).mean() > 0.9
     assert np.all(below)  # treated before MAP recovered on its own
     assert np.mean(change) > 4 and np.mean(np.array(change) > 0) > 0.7
 
@@ -435,15 +441,15 @@ def test_fever_is_followed_by_paracetamol_and_a_fall_in_temperature(
     for t in generated["truth"].values():
         s = t.states
         doses = _dosed(s.apy_dose)
-        gaps.extend(np.diff(doses) * phys.STEP_MIN)
+        gaps.extend(np.diff(doses) * STEP_MIN)
         for k in doses:
-            delays.append(s.fever_wait[k - 1] + phys.STEP_MIN)
+            delays.append(s.fever_wait[k - 1] + STEP_MIN)
             if k + 18 < t.mbp.size:
-                change.append(t.values[phys.TEMP, k + 18] - t.values[phys.TEMP, k])  # 1.5 h
+                change.append(t.values[TEMP, k + 18] - t.values[TEMP, k])  # 1.5 h
     assert len(delays) >= 20
     assert (np.array(delays) <= 120).mean() > 0.9
     assert np.mean(change) < -0.3 and np.mean(np.array(change) < 0) > 0.7
-    assert min(gaps, default=np.inf) >= phys.ANTIPYRETIC_INTERVAL_MIN
+    assert min(gaps, default=np.inf) >= ANTIPYRETIC_INTERVAL_MIN
 
 
 def test_charting_is_denser_while_unstable(generated: dict[str, Any], ce: pd.DataFrame) -> None:
@@ -453,7 +459,7 @@ def test_charting_is_denser_while_unstable(generated: dict[str, Any], ce: pd.Dat
     for stay, rows in hr.groupby("icustay_id"):
         t = generated["truth"][stay]
         seconds = rows.charttime.to_numpy().astype("datetime64[s]").astype(np.int64)
-        k = (seconds - t.grid_start) // 60 // phys.STEP_MIN
+        k = (seconds - t.grid_start) // 60 // STEP_MIN
         alert = t.alert[np.minimum(k, t.alert.size - 1)]
         readings += [np.sum(~alert), np.sum(alert)]
         minutes += [np.sum(~t.alert) * 5, np.sum(t.alert) * 5]

@@ -56,24 +56,55 @@ MAP is not simulated independently: it is DBP + (SBP - DBP) / 3 of the latent, a
 computes it. Replays are bit-exact: given a state and the same innovations, :func:`step`
 returns the same numbers whatever the batch around it (no BLAS reductions; every array fed to
 a transcendental function is contiguous). Measurement noise, rounding and charting are the
-generator's (:mod:`vitalfm.synthetic.generator`).
+generator's (:mod:`vitalfm.synthetic.measurement`, :mod:`vitalfm.synthetic.chart_schedule`).
+
+The grid, the signal order and the state containers are in
+:mod:`vitalfm.synthetic.physiology_state`; the treatment decisions (hypotension, fever,
+hypoxaemia) in :mod:`vitalfm.synthetic.treatments`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
-
 import numpy as np
 
-STEP_MIN = 5
-# order of the simulated signals (last axis of values)
-HR, SBP, DBP, RR, SPO2, TEMP = range(6)
-N_SIGNALS = 6
-# In the additive latent space the SPO2 channel holds log(arterial PO2 / mmHg).
-OXY = SPO2
+from vitalfm.synthetic.physiology_state import (
+    DBP,
+    HR,
+    N_NORMALS,
+    N_SIGNALS,
+    N_UNIFORMS,
+    OXY,
+    RR,
+    SBP,
+    SPO2,
+    STEP_MIN,
+    TEMP,
+    U_EPISODE,
+    U_SEVERITY,
+    Observation,
+    Params,
+    State,
+    Trajectory,
+    hazard,
+    relax,
+)
+from vitalfm.synthetic.treatments import (
+    ANTIPYRETIC_DBP,
+    ANTIPYRETIC_GAIN,
+    ANTIPYRETIC_OFF_TAU_MIN,
+    ANTIPYRETIC_ON_TAU_MIN,
+    ANTIPYRETIC_SBP,
+    FLUID_GAIN,
+    FLUID_OFF_TAU_MIN,
+    FLUID_ON_TAU_MIN,
+    FLUID_RECENT_TAU_MIN,
+    FLUID_RESPONDER_P,
+    HYPOXAEMIA,
+    MAP_HYPOTENSION,
+    O2_TAU_MIN,
+    PRESSOR_TAU_MIN,
+    decide_treatments,
+)
 
 # population baseline mean and between-patient SD (OXY: log PaO2, about 100 mmHg)
 BASELINE_MEAN = np.array([86.0, 121.0, 62.0, 18.5, np.log(100.0), 36.9])
@@ -107,45 +138,8 @@ PLATEAU_LEVEL = 0.95
 PLATEAU_MIN_MIN = 120.0
 PLATEAU_EXIT_MEAN_MIN = 240.0
 END_LEVEL = 0.02
-
-# treatments
-MAP_HYPOTENSION = 65.0
-MAP_RECOVERED = 70.0
-MAP_WEAN_ABOVE = 70.0
-HYPOTENSION_DELAY_MIN = 10.0  # before any treatment is possible
-HYPOTENSION_WAIT_MEAN_MIN = 20.0
-FLUID_RESPONDER_P = 0.5
-FLUID_GAIN = {"responder": (8.0, 14.0), "non_responder": (0.0, 3.0)}  # MAP mmHg per bolus
-FLUID_ON_TAU_MIN = 15.0
-FLUID_OFF_TAU_MIN = 60.0
-FLUID_RECENT_TAU_MIN = 180.0  # memory of recent boluses (count, decaying)
-FLUID_BEFORE_PRESSOR = 1.5  # hypotension after about two recent boluses: vasopressor instead
-PRESSOR_START = 8.0  # mmHg
-PRESSOR_UP, PRESSOR_DOWN, PRESSOR_MAX = 1.0, 0.5, 40.0  # per step
-PRESSOR_TAU_MIN = 10.0
-FEVER = 38.3
-FEVER_GONE = 38.0
-FEVER_DELAY_MIN = 15.0
-FEVER_WAIT_MEAN_MIN = 30.0
-ANTIPYRETIC_INTERVAL_MIN = 360.0
-ANTIPYRETIC_GAIN = 1.0  # degC per dose at full effect (peak about 0.68)
-ANTIPYRETIC_ON_TAU_MIN = 45.0
-ANTIPYRETIC_OFF_TAU_MIN = 240.0
-ANTIPYRETIC_SBP, ANTIPYRETIC_DBP = 12.0, 6.0  # mmHg per degC of effect (MAP -8)
-HYPOXAEMIA = 90.0
-HYPOXAEMIA_GONE = 92.0
-HYPOXAEMIA_WAIT_MEAN_MIN = 10.0
-O2_STEP = 0.3  # log PaO2 per increase of inspired oxygen
-O2_MAX = 1.2
-O2_WEAN_ABOVE = 96.0
-O2_WEAN_STEP = 0.005
-O2_TAU_MIN = 10.0
-ALERT_LEVEL = 0.35
+ALERT_LEVEL = 0.35  # of severity: a rising episode makes nurses chart more often
 NEVER = 1e9  # minutes since an event that never happened
-
-N_NORMALS = 2 * N_SIGNALS  # fast noise, slow drift
-N_UNIFORMS = 5  # episode, severity, hypotension, fever, hypoxaemia
-U_EPISODE, U_SEVERITY, U_HYPOTENSION, U_FEVER, U_HYPOXAEMIA = range(N_UNIFORMS)
 
 # innovation correlations (SBP with DBP, HR with RR), applied column by column (not with a
 # BLAS matmul, whose rounding may depend on the batch size: replays must be bit-exact)
@@ -166,115 +160,12 @@ _PHI_DRIFT = np.exp(-STEP_MIN / DRIFT_TAU_MIN)
 _INNOV_NOISE = np.sqrt(1.0 - _PHI_NOISE**2) * NOISE_SD
 _INNOV_DRIFT = np.sqrt(1.0 - _PHI_DRIFT**2) * DRIFT_SD
 
-
-def _relax(tau_min: float) -> float:
-    """Fraction of the way to its target a first-order compartment moves in one step."""
-    return float(1.0 - np.exp(-STEP_MIN / tau_min))
-
-
-def _hazard(mean_min: float) -> float:
-    """Per-step probability of an exponential waiting time with this mean."""
-    return _relax(mean_min)
-
-
-_A_FLUID_ON, _D_FLUID_OFF = _relax(FLUID_ON_TAU_MIN), 1.0 - _relax(FLUID_OFF_TAU_MIN)
-_A_PRESSOR = _relax(PRESSOR_TAU_MIN)
-_D_FLUID_RECENT = 1.0 - _relax(FLUID_RECENT_TAU_MIN)
-_A_APY_ON, _D_APY_OFF = _relax(ANTIPYRETIC_ON_TAU_MIN), 1.0 - _relax(ANTIPYRETIC_OFF_TAU_MIN)
-_A_O2 = _relax(O2_TAU_MIN)
-
-T = TypeVar("T", bound="_Arrays")
-
-
-@dataclass
-class _Arrays:
-    """Dataclass of arrays sharing leading batch axes; helpers map over all fields."""
-
-    def map(self: T, fn: Callable[[np.ndarray], np.ndarray]) -> T:
-        return type(self)(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)})
-
-    def take(self: T, index: Any) -> T:
-        """Select along the first axis (an index array repeats or reorders stays)."""
-        return self.map(lambda a: a[index])
-
-    @classmethod
-    def stack(cls: type[T], items: list[T]) -> T:
-        """A new leading axis (e.g. time) over a list of same-shaped instances."""
-        return cls(
-            **{
-                f.name: np.stack([getattr(i, f.name) for i in items])
-                for f in dataclasses.fields(cls)
-            }
-        )
-
-    @classmethod
-    def concat(cls: type[T], items: list[T]) -> T:
-        return cls(
-            **{
-                f.name: np.concatenate([getattr(i, f.name) for i in items])
-                for f in dataclasses.fields(cls)
-            }
-        )
-
-
-@dataclass
-class Params(_Arrays):
-    """Per-stay constants, drawn at admission. Leading axis: stays (or sample paths)."""
-
-    baseline: np.ndarray  # (B, 6), OXY as log PaO2
-    peak_h: np.ndarray  # circadian peak, hours after midnight
-    tod0_min: np.ndarray  # clock time of grid point 0, minutes after midnight
-    septic: np.ndarray  # bool: deterioration episodes possible
-    fluid_gain: np.ndarray  # MAP mmHg of one fluid bolus at full effect
-
-
-@dataclass
-class State(_Arrays):
-    """Everything the future of a stay depends on, at one grid point (leading axis: stays)."""
-
-    k: np.ndarray  # grid point index (int64): minutes since grid start / STEP_MIN
-    noise: np.ndarray  # (B, 6) fast OU
-    drift: np.ndarray  # (B, 6) slow OU
-    ep_phase: np.ndarray  # int8: 0 none, 1 rise, 2 plateau, 3 recovery
-    ep_time: np.ndarray  # minutes in the phase (phase 0: since the last episode ended)
-    ep_severity: np.ndarray
-    ep_level: np.ndarray  # deterioration level in [0, severity]
-    ep_rate: np.ndarray  # logistic rate per hour (rise/plateau, then recovery)
-    hypo_wait: np.ndarray  # minutes of untreated hypotension, -1 if none pending
-    fluid_dose: np.ndarray  # boluses still acting (decaying)
-    fluid_effect: np.ndarray  # effect compartment, in boluses
-    fluid_recent: np.ndarray  # boluses given lately (decaying count)
-    pressor_target: np.ndarray  # titrated vasopressor effect, MAP mmHg
-    pressor: np.ndarray  # current vasopressor effect, MAP mmHg
-    fever_wait: np.ndarray  # minutes of untreated fever, -1 if none pending
-    apy_dose: np.ndarray  # paracetamol doses still acting
-    apy_effect: np.ndarray  # effect compartment, in doses
-    since_apy: np.ndarray  # minutes since the last dose
-    hypox_wait: np.ndarray  # minutes of untreated hypoxaemia, -1 if none pending
-    o2_set: np.ndarray  # extra inspired oxygen, log PaO2
-    o2_effect: np.ndarray
-
-
-@dataclass
-class Observation(_Arrays):
-    """Clean latent signals at one grid point: ``values`` HR, SBP, DBP, RR, SpO2 (%), temp."""
-
-    values: np.ndarray  # (B, 6)
-    mbp: np.ndarray
-    level: np.ndarray  # deterioration level (the state's, copied for convenience)
-    alert: np.ndarray  # bool: charting is denser now
-
-
-@dataclass
-class Trajectory:
-    """Grid points 0..T of a group of stays: ``states``/``obs`` fields have a leading time axis."""
-
-    params: Params
-    states: State
-    obs: Observation
-
-    def state_at(self, k: int | np.ndarray, stays: Any = slice(None)) -> State:
-        return self.states.map(lambda a: a[k, stays])
+# per-step moves of the treatments' effect compartments and decaying doses
+_A_FLUID_ON, _D_FLUID_OFF = relax(FLUID_ON_TAU_MIN), 1.0 - relax(FLUID_OFF_TAU_MIN)
+_A_PRESSOR = relax(PRESSOR_TAU_MIN)
+_D_FLUID_RECENT = 1.0 - relax(FLUID_RECENT_TAU_MIN)
+_A_APY_ON, _D_APY_OFF = relax(ANTIPYRETIC_ON_TAU_MIN), 1.0 - relax(ANTIPYRETIC_OFF_TAU_MIN)
+_A_O2 = relax(O2_TAU_MIN)
 
 
 def saturation(pao2: np.ndarray) -> np.ndarray:
@@ -411,7 +302,7 @@ def step(params: Params, state: State, z: np.ndarray, u: np.ndarray) -> tuple[St
         -(ONSET_EARLY_PER_H * np.exp(-t_h / ONSET_TAU_H) + ONSET_LATE_PER_H) * (dt / 60.0)
     )
     onset = (phase == 0) & params.septic & (ep_time >= REFRACTORY_MIN) & (u_ep < onset_h)
-    exit_h = np.where(ep_time >= PLATEAU_MIN_MIN, _hazard(PLATEAU_EXIT_MEAN_MIN), 0.0)
+    exit_h = np.where(ep_time >= PLATEAU_MIN_MIN, hazard(PLATEAU_EXIT_MEAN_MIN), 0.0)
     to_recovery = (phase == 2) & (u_ep < exit_h)
     to_plateau = (phase == 1) & (level >= PLATEAU_LEVEL * sev)
     ended = (phase == 3) & (level < END_LEVEL * sev)
@@ -453,56 +344,8 @@ def step(params: Params, state: State, z: np.ndarray, u: np.ndarray) -> tuple[St
         o2_effect=o2_effect,
     )
     obs = observe(params, new)
-    _treat(new, obs, u)
+    decide_treatments(new, obs, u)
     return new, obs
-
-
-def _treat(s: State, obs: Observation, u: np.ndarray) -> None:
-    """Treatment decisions on the new observation (in place on the new state's timers/doses)."""
-    dt = float(STEP_MIN)
-    mbp = obs.mbp
-    # hypotension: wait, then a fluid bolus, or a vasopressor when fluid was just given
-    target = s.pressor_target
-    waiting = s.hypo_wait >= 0.0
-    wait = np.where(waiting, s.hypo_wait + dt, -1.0)
-    wait = np.where(~waiting & (mbp < MAP_HYPOTENSION) & (target <= 0.0), 0.0, wait)
-    wait = np.where(waiting & (mbp >= MAP_RECOVERED), -1.0, wait)
-    h = np.where(wait >= HYPOTENSION_DELAY_MIN, _hazard(HYPOTENSION_WAIT_MEAN_MIN), 0.0)
-    treat = (wait >= 0.0) & (u[:, U_HYPOTENSION] < h)
-    pressor_start = treat & ((s.fluid_recent >= FLUID_BEFORE_PRESSOR) | (target > 0.0))
-    fluid = treat & ~pressor_start
-    running = (target > 0.0) & ~pressor_start
-    target = np.where(running & (mbp < MAP_HYPOTENSION), target + PRESSOR_UP, target)
-    target = np.where(running & (mbp > MAP_WEAN_ABOVE), target - PRESSOR_DOWN, target)
-    s.pressor_target = np.clip(np.where(pressor_start, target + PRESSOR_START, target), 0.0,
-                               PRESSOR_MAX)  # fmt: skip
-    s.fluid_dose = s.fluid_dose + fluid
-    s.fluid_recent = s.fluid_recent + fluid
-    s.hypo_wait = np.where(treat, -1.0, wait)
-
-    # fever: wait, then paracetamol (at most every 6 h)
-    temp = obs.values[:, TEMP]
-    waiting = s.fever_wait >= 0.0
-    wait = np.where(waiting, s.fever_wait + dt, -1.0)
-    may_dose = s.since_apy >= ANTIPYRETIC_INTERVAL_MIN
-    wait = np.where(~waiting & (temp >= FEVER) & may_dose, 0.0, wait)
-    wait = np.where(waiting & (temp < FEVER_GONE), -1.0, wait)
-    h = np.where(wait >= FEVER_DELAY_MIN, _hazard(FEVER_WAIT_MEAN_MIN), 0.0)
-    dose = (wait >= 0.0) & (u[:, U_FEVER] < h)
-    s.apy_dose = s.apy_dose + dose
-    s.since_apy = np.where(dose, 0.0, s.since_apy)
-    s.fever_wait = np.where(dose, -1.0, wait)
-
-    # hypoxaemia: more oxygen within minutes; wean slowly while saturation is high
-    spo2 = obs.values[:, SPO2]
-    waiting = s.hypox_wait >= 0.0
-    wait = np.where(waiting, s.hypox_wait + dt, -1.0)
-    wait = np.where(~waiting & (spo2 < HYPOXAEMIA), 0.0, wait)
-    wait = np.where(waiting & (spo2 >= HYPOXAEMIA_GONE), -1.0, wait)
-    more = (wait >= 0.0) & (u[:, U_HYPOXAEMIA] < _hazard(HYPOXAEMIA_WAIT_MEAN_MIN))
-    o2 = np.where(spo2 > O2_WEAN_ABOVE, np.maximum(s.o2_set - O2_WEAN_STEP, 0.0), s.o2_set)
-    s.o2_set = np.where(more, np.minimum(s.o2_set + O2_STEP, O2_MAX), o2)
-    s.hypox_wait = np.where(more, -1.0, wait)
 
 
 def draw_innovations(rng: np.random.Generator, n_steps: int, n: int) -> tuple[np.ndarray, ...]:

@@ -339,9 +339,16 @@ def _doses(dose: np.ndarray) -> np.ndarray:
 
 def physiology_summary(truths: Iterable[Any]) -> dict[str, float]:
     """Episodes, treatments and their effects in the latent of :class:`StayTruth` records."""
-    from vitalfm.synthetic import physiology as phys
+    from vitalfm.synthetic.physiology_state import SPO2, STEP_MIN, TEMP
+    from vitalfm.synthetic.treatments import (
+        FEVER,
+        HYPOXAEMIA,
+        MAP_HYPOTENSION,
+        O2_STEP,
+        PRESSOR_START,
+    )
 
-    step_h = phys.STEP_MIN / 60.0
+    step_h = STEP_MIN / 60.0
     septic_stays = episodes = septic_points = episode_points = 0
     points = hypotensive = febrile = hypoxaemic = alert = 0
     delays_bp: list[float] = []
@@ -354,9 +361,9 @@ def physiology_summary(truths: Iterable[Any]) -> dict[str, float]:
         s = t.states
         n = s.k.size
         points += n
-        hypotensive += int((t.mbp < phys.MAP_HYPOTENSION).sum())
-        febrile += int((t.values[phys.TEMP] >= phys.FEVER).sum())
-        hypoxaemic += int((t.values[phys.SPO2] < phys.HYPOXAEMIA).sum())
+        hypotensive += int((t.mbp < MAP_HYPOTENSION).sum())
+        febrile += int((t.values[TEMP] >= FEVER).sum())
+        hypoxaemic += int((t.values[SPO2] < HYPOXAEMIA).sum())
         alert += int(t.alert.sum())
         if t.septic:
             septic_stays += 1
@@ -365,20 +372,20 @@ def physiology_summary(truths: Iterable[Any]) -> dict[str, float]:
             episodes += int(((s.ep_phase[1:] == 1) & (s.ep_phase[:-1] == 0)).sum())
             episodes += int(s.ep_phase[0] == 1)
         fluid = _doses(s.fluid_dose)
-        pressor = np.flatnonzero(np.diff(s.pressor_target) > phys.PRESSOR_START - 1.5) + 1
+        pressor = np.flatnonzero(np.diff(s.pressor_target) > PRESSOR_START - 1.5) + 1
         boluses += fluid.size
         pressor_starts += pressor.size
         for k in np.union1d(fluid, pressor):
-            delays_bp.append(float(s.hypo_wait[k - 1] + phys.STEP_MIN))
+            delays_bp.append(float(s.hypo_wait[k - 1] + STEP_MIN))
             if k + 12 < n:
                 map_rise.append(float(t.mbp[k + 12] - t.mbp[k]))
         doses = _doses(s.apy_dose)
         paracetamol += doses.size
         for k in doses:
-            delays_fever.append(float(s.fever_wait[k - 1] + phys.STEP_MIN))
+            delays_fever.append(float(s.fever_wait[k - 1] + STEP_MIN))
             if k + 18 < n:
-                temp_fall.append(float(t.values[phys.TEMP, k] - t.values[phys.TEMP, k + 18]))
-        oxygen += int((np.diff(s.o2_set) > phys.O2_STEP / 2).sum())
+                temp_fall.append(float(t.values[TEMP, k] - t.values[TEMP, k + 18]))
+        oxygen += int((np.diff(s.o2_set) > O2_STEP / 2).sum())
     stay_days = points * step_h / 24.0
     return {
         "stays": float(stays),
