@@ -63,7 +63,9 @@ SMALL_SHAPES = {
 
 
 def checkpoint(variant: str, shape: str, seed: int, tmp: Path) -> tuple[Path, str]:
-    from vitalfm.models.moirai import _STANDIN_MOIRAI, _STANDIN_MOIRAI2, MoiraiForecaster
+    from vitalfm.models.moirai import MoiraiForecaster
+    from vitalfm.models.moirai.moirai1 import STANDIN_MOIRAI
+    from vitalfm.models.moirai.moirai2 import STANDIN_MOIRAI2
 
     built = STANDINS / variant
     if shape == "standin" and (built / "model.safetensors").is_file():
@@ -76,11 +78,11 @@ def checkpoint(variant: str, shape: str, seed: int, tmp: Path) -> tuple[Path, st
 
         torch.manual_seed(seed)
         if variant == "moirai":
-            config = {**_STANDIN_MOIRAI, **SMALL_SHAPES[variant]}
+            config = {**STANDIN_MOIRAI, **SMALL_SHAPES[variant]}
             module = MoiraiModule(distr_output=forecaster.module.distr_output, **config)
         else:
-            module = Moirai2Module(**{**_STANDIN_MOIRAI2, **SMALL_SHAPES[variant]})
-        forecaster = MoiraiForecaster(module.eval(), forecaster.source)
+            module = Moirai2Module(**{**STANDIN_MOIRAI2, **SMALL_SHAPES[variant]})
+        forecaster = MoiraiForecaster.for_module(module.eval(), forecaster.source)
     forecaster.save_pretrained(folder)
     label = "stand-in" if shape == "standin" else "released small shape"
     return folder, f"randomly initialised {label} (save_pretrained, temporary folder)"

@@ -27,18 +27,19 @@ from vitalfm.engine.forecast import DEFAULT_LEVELS
 from vitalfm.errors import ConfigError
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt, parameter_counts
-from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, forecaster_class
-from vitalfm.models.nbeats import NBeatsForecaster
-from vitalfm.models.nhits import NHitsForecaster
-from vitalfm.models.persistence import PersistenceForecaster, random_walk_sigma
-from vitalfm.models.scratch import (
+from vitalfm.models.base import ModelError, ModelSource, SeriesBatch
+from vitalfm.models.baselines.inputs import (
     QUANTILE_LEVELS,
     SCALE_FLOOR_RELATIVE,
-    ResidualBlock,
     fill_context,
     pinball_loss,
     scale_context,
 )
+from vitalfm.models.baselines.nbeats import NBeatsForecaster
+from vitalfm.models.baselines.nhits import NHitsForecaster
+from vitalfm.models.baselines.persistence import PersistenceForecaster, random_walk_sigma
+from vitalfm.models.baselines.residual import ResidualBlock
+from vitalfm.models.registry import forecaster_class
 from vitalfm.study import study_runs
 from vitalfm.testing import TINY_BASELINES, tiny_baseline_config, toy_windows
 

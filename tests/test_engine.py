@@ -24,7 +24,7 @@ from vitalfm.errors import ConfigError
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt
 from vitalfm.models.base import Forecast, ModelError, TimeAxis
-from vitalfm.models.chronos import ChronosForecaster
+from vitalfm.models.chronos import ChronosBoltForecaster, ChronosForecaster
 from vitalfm.testing import toy_windows
 
 
@@ -365,7 +365,7 @@ def test_batches_and_forecasts_carry_when_each_window_was_measured() -> None:
 
     seen: list[TimeAxis] = []
 
-    class Recorder(ChronosForecaster):
+    class Recorder(ChronosBoltForecaster):
         def predict(self, context, horizon, num_samples, time=None):  # type: ignore[override]
             seen.append(time)
             return super().predict(context, horizon, num_samples, time)

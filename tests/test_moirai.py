@@ -19,8 +19,9 @@ from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantil
 from vitalfm.engine.train import Trainer, TrainingConfig
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
-from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, forecaster_class
+from vitalfm.models.base import ModelError, ModelSource, SeriesBatch
 from vitalfm.models.moirai import MoiraiForecaster, moirai_inputs
+from vitalfm.models.registry import forecaster_class
 from vitalfm.synthetic.corpus import CorpusConfig, generate_corpus
 from vitalfm.testing import (
     EVERY_SETTING,

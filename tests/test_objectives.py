@@ -106,7 +106,7 @@ def capture_chronos_t5(
 def capture_instance_norm(
     forecaster: Forecaster, monkeypatch: pytest.MonkeyPatch, captured: Captured
 ) -> contextlib.AbstractContextManager[None]:
-    import vitalfm.models.chronos as chronos
+    import vitalfm.models.chronos.bolt as chronos
 
     wrapped(monkeypatch, chronos, "context_level", captured)  # Bolt's relative loss
     # (normalised values, (loc, scale)): the target's normalisation must reuse the context's
@@ -116,7 +116,7 @@ def capture_instance_norm(
 def capture_moirai(
     forecaster: Forecaster, monkeypatch: pytest.MonkeyPatch, captured: Captured
 ) -> contextlib.AbstractContextManager[None]:
-    import vitalfm.models.moirai as moirai
+    import vitalfm.models.moirai.moirai2 as moirai
 
     wrapped(monkeypatch, moirai, "context_level", captured)  # Moirai-2's relative loss
     return hooked(_base(forecaster.module), "scaler", captured)  # per-token loc, scale
@@ -134,8 +134,8 @@ def capture_lag_llama(
 def capture_scratch(
     forecaster: Forecaster, monkeypatch: pytest.MonkeyPatch, captured: Captured
 ) -> contextlib.AbstractContextManager[None]:
-    import vitalfm.models.dlinear as dlinear
-    import vitalfm.models.scratch as scratch
+    import vitalfm.models.baselines.dlinear as dlinear
+    import vitalfm.models.baselines.scratch as scratch
 
     wrapped(monkeypatch, scratch, "scale_context", captured)  # N-HiTS, N-BEATS
     wrapped(monkeypatch, dlinear, "scale_context", captured)
@@ -145,7 +145,7 @@ def capture_scratch(
 def capture_persistence(
     forecaster: Forecaster, monkeypatch: pytest.MonkeyPatch, captured: Captured
 ) -> contextlib.AbstractContextManager[None]:
-    import vitalfm.models.persistence as persistence
+    import vitalfm.models.baselines.persistence as persistence
 
     wrapped(monkeypatch, persistence, "last_observed", captured)
     wrapped(monkeypatch, persistence, "random_walk_sigma", captured)
@@ -260,7 +260,7 @@ def test_loss_normalisation_does_not_see_the_target(
 
 def test_a_leaky_normalisation_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check above can fail: a scale taken over context and target differs."""
-    import vitalfm.models.scratch as scratch
+    import vitalfm.models.baselines.scratch as scratch
 
     forecaster, capture = FAMILIES["nhits"][0](), FAMILIES["nhits"][1]
     honest = scratch.scale_context

@@ -1,17 +1,17 @@
 """The forecasting interface every model family implements.
 
-A family (Chronos, MOIRAI, Lag-Llama, ...) lives in one module ``vitalfm.models.<family>`` that
-defines a :class:`Forecaster` subclass and exposes it as ``FORECASTER``. The engine only talks
-to this interface: it trains ``forecaster.module`` (wrapped by an adapter or not) through
-:meth:`Forecaster.loss`, and forecasts through :meth:`Forecaster.predict`. Adding a family
-therefore touches its own module and one config entry (``family: <name>``).
+A family (Chronos, MOIRAI, Lag-Llama, the baselines, ...) defines a :class:`Forecaster`
+subclass and is registered, with its traits, in :mod:`vitalfm.models.registry`, which the
+config's ``family: <name>`` looks up. The engine only talks to this interface: it trains
+``forecaster.module`` (wrapped by an adapter or not) through :meth:`Forecaster.loss`, and
+forecasts through :meth:`Forecaster.predict`. A family whose variants behave differently gives
+each its own subclass of a shared family class (:mod:`vitalfm.models.variants`).
 
 All series are univariate, float32, in original units, with NaN where a value is missing.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +23,10 @@ import torch
 from torch import nn
 
 from vitalfm.errors import ConfigError, VitalfmError
+from vitalfm.models import registry
+
+# Callers may keep importing it from here: the registry holds it.
+from vitalfm.models.registry import forecaster_class as forecaster_class
 
 
 class ModelError(VitalfmError):
@@ -241,17 +245,30 @@ class Forecaster(ABC):
         """A new model from a seeded random init, for ``source: {scratch: true}`` baselines.
 
         Pretrained families have no such form; the baseline families
-        (:mod:`vitalfm.models.scratch`) override this.
+        (:mod:`vitalfm.models.baselines`) override this.
         """
+        *others, last = registry.baseline_families()
         raise ModelError(
             f"family {cls.family} is a pretrained family and cannot be built from scratch",
             "give it a hub, path or standin source; from-scratch baselines are the families "
-            "persistence, nhits, nbeats and dlinear",
+            f"{', '.join(others)} and {last}",
         )
 
-    @abstractmethod
     def save_pretrained(self, directory: Path) -> None:
-        """Save the full model in the released format (loadable by :meth:`load`)."""
+        """Save the full model in the released format (loadable by :meth:`load`).
+
+        An adapter-wrapped module is refused: its checkpoint would not be the family's format.
+        """
+        if hasattr(self.module, "peft_config"):
+            raise ModelError(
+                "cannot save an adapter-wrapped model as a full checkpoint",
+                "merge the adapter first (vitalfm.methods.adapting.merge_for_inference)",
+            )
+        self.write_pretrained(Path(directory))
+
+    @abstractmethod
+    def write_pretrained(self, directory: Path) -> None:
+        """Write the (unwrapped) module to ``directory`` in the family's released format."""
 
     def set_module(self, module: nn.Module) -> None:
         """Swap in a wrapped or merged module (families with a pipeline re-point it here)."""
@@ -289,25 +306,3 @@ class Forecaster(ABC):
             "standin": self.source.is_standin,
             "options": self.options,
         }
-
-
-def forecaster_class(family: str) -> type[Forecaster]:
-    """The Forecaster of ``vitalfm.models.<family>``; ConfigError if there is none."""
-    if not family.isidentifier():
-        raise ConfigError(f"model family {family!r} is not a valid name", "use e.g. chronos")
-    try:
-        module = importlib.import_module(f"vitalfm.models.{family}")
-    except ModuleNotFoundError as err:
-        if err.name != f"vitalfm.models.{family}":
-            raise
-        raise ConfigError(
-            f"unknown model family {family!r}",
-            "use one of the families in src/vitalfm/models/ (e.g. chronos), "
-            "or add a module there that defines FORECASTER",
-        ) from None
-    forecaster = getattr(module, "FORECASTER", None)
-    if forecaster is None:
-        raise ConfigError(
-            f"vitalfm.models.{family} defines no FORECASTER", "set FORECASTER = YourForecaster"
-        )
-    return forecaster

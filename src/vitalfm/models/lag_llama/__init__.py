@@ -59,7 +59,7 @@ from vitalfm.models.lag_llama.network import (
     SamplingCache,
 )
 
-__all__ = ["FORECASTER", "LagLlamaForecaster", "released_model_kwargs", "standin_model_kwargs"]
+__all__ = ["LagLlamaForecaster", "released_model_kwargs", "standin_model_kwargs"]
 
 ATTENTION = ("q_proj", "kv_proj", "attn.c_proj")  # a bare c_proj would also hit the MLP
 FFN = ("c_fc1", "c_fc2", "mlp.c_proj")
@@ -229,15 +229,10 @@ class LagLlamaForecaster(Forecaster):
         hyper = {"context_length": config.context_length, "prediction_length": horizon}
         return cls(network, ModelSource(standin=name), hyper)
 
-    def save_pretrained(self, directory: Path) -> None:
+    def write_pretrained(self, directory: Path) -> None:
         """``directory/lag-llama.ckpt`` in the released Lightning layout."""
-        if hasattr(self.module, "peft_config"):
-            raise ModelError(
-                "cannot save an adapter-wrapped model as a full checkpoint",
-                "merge the adapter first (vitalfm.models.adaptation.merge_for_inference)",
-            )
         write_checkpoint(
-            Path(directory) / CHECKPOINT_FILE,
+            directory / CHECKPOINT_FILE,
             self.config,
             self.module.state_dict(),
             self.hyper_parameters,
@@ -442,6 +437,3 @@ def _download(repo_id: str) -> Path:
             f"{CHECKPOINT_FILE} --local-dir <folder>`) and set `source: {{path: <folder>}}` "
             "(the folder or the .ckpt file)",
         ) from None
-
-
-FORECASTER = LagLlamaForecaster

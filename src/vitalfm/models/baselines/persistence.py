@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from vitalfm.models.base import Forecast, ModelError, SeriesBatch, TimeAxis
-from vitalfm.models.scratch import ScratchForecaster, pinball_loss
+from vitalfm.models.baselines.inputs import pinball_loss
+from vitalfm.models.baselines.scratch import ScratchForecaster
 
 
 def last_observed(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,6 +110,3 @@ class PersistenceForecaster(ScratchForecaster):
             quantiles=quantiles,
             quantile_levels=tuple(self.quantile_levels),
         )
-
-
-FORECASTER = PersistenceForecaster

@@ -5,7 +5,7 @@ forecast, and blocks are chained doubly residually (each block sees the context 
 the blocks before it explained; the forecasts add up). The authors' group used N-BEATS on ICU
 vitals (arXiv 2306.14016, 2311.04770). Here it forecasts the study's quantile levels directly
 and trains on the pinball loss, with the observed mask as a second input (see
-:mod:`vitalfm.models.scratch`).
+:mod:`vitalfm.models.baselines.inputs`).
 
 Why our own implementation: the maintained ones do not fit the stack. neuralforecast pulls in
 ray, optuna and tensorboardX, darts pulls numba, statsmodels, scikit-learn, shap and xarray,
@@ -20,14 +20,9 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vitalfm.models.scratch import (
-    DoublyResidualNet,
-    QuantileForecaster,
-    ResidualBlock,
-    block_parameters,
-    fraction,
-    positive_int,
-)
+from vitalfm.models.baselines.options import fraction, positive_int
+from vitalfm.models.baselines.residual import DoublyResidualNet, ResidualBlock, block_parameters
+from vitalfm.models.baselines.scratch import QuantileForecaster
 
 
 class NBeatsForecaster(QuantileForecaster):
@@ -85,6 +80,3 @@ class NBeatsForecaster(QuantileForecaster):
             context_steps, horizon_steps, n_quantiles, arch["hidden_size"], arch["layers"]
         )
         return arch["stacks"] * arch["blocks"] * block
-
-
-FORECASTER = NBeatsForecaster

@@ -9,10 +9,10 @@ gluonts' Lightning estimator, so that it trains with this engine's Trainer like 
 run.
 
 gluonts reads missing points through ``past_observed_values``; the values themselves must be
-finite, so the context is filled first (:func:`vitalfm.models.scratch.fill_context`).
+finite, so the context is filled first (:func:`vitalfm.models.baselines.inputs.fill_context`).
 
 Scaling: by default (``scaling: standard``) we standardise each series ourselves as for
-N-BEATS and N-HiTS (:func:`vitalfm.models.scratch.scale_context`: mean and spread of the
+N-BEATS and N-HiTS (:func:`vitalfm.models.baselines.inputs.scale_context`: mean and spread of the
 observed points, floored) and run gluonts' module with its scaler off, so the distribution and
 its NLL are in those units. gluonts' own ``mean`` scaler (divide by the mean absolute value,
 no centring) left DLinear behind persistence on the default study (it must learn each series'
@@ -29,15 +29,9 @@ import torch
 from torch import nn
 
 from vitalfm.models.base import Forecast, SeriesBatch, TimeAxis
-from vitalfm.models.scratch import (
-    ScratchForecaster,
-    choice,
-    fill_context,
-    fit_context,
-    option_error,
-    positive_int,
-    scale_context,
-)
+from vitalfm.models.baselines.inputs import fill_context, fit_context, scale_context
+from vitalfm.models.baselines.options import choice, option_error, positive_int
+from vitalfm.models.baselines.scratch import ScratchForecaster
 
 DISTRIBUTIONS = ("student_t", "normal")
 SCALINGS = ("standard", "mean", "std", "none")
@@ -150,6 +144,3 @@ class DLinearForecaster(ScratchForecaster):
         samples = samples.permute(1, 0, 2) * our_scale.unsqueeze(1) + our_loc.unsqueeze(1)
         samples = samples.float().cpu()
         return Forecast(median=samples.quantile(0.5, dim=1), samples=samples)
-
-
-FORECASTER = DLinearForecaster

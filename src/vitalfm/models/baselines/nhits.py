@@ -1,6 +1,6 @@
 """N-HiTS (Challu et al., AAAI 2023) as a from-scratch baseline: the group's benchmark family.
 
-N-HiTS is N-BEATS (:mod:`vitalfm.models.nbeats`) with two changes per stack: multi-rate input
+N-HiTS is N-BEATS (:mod:`.nbeats`) with two changes per stack: multi-rate input
 sampling (each block max-pools its input with the stack's kernel, so early stacks see a
 coarse context) and hierarchical interpolation (each block emits ``ceil(horizon / ratio)``
 knots per output, linearly interpolated to the horizon, so early stacks forecast the slow
@@ -8,7 +8,7 @@ part and later ones the detail). The authors' group trains N-HiTS on ICU vitals 
 2311.04770) and the follow-up LoRA paper compares against a ~700K-parameter N-HiTS.
 
 Here it forecasts the study's quantile levels directly (pinball loss), with the observed mask
-as a second input. Our own implementation for the reasons given in :mod:`vitalfm.models.nbeats`
+as a second input. Our own implementation for the reasons given in :mod:`.nbeats`
 (neuralforecast and darts bring ray/optuna or numba/statsmodels/shap and their own Lightning
 training loops). :meth:`NHitsForecaster.parameter_count` sizes a configuration without
 building it.
@@ -21,16 +21,9 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vitalfm.models.scratch import (
-    DoublyResidualNet,
-    QuantileForecaster,
-    ResidualBlock,
-    block_parameters,
-    choice,
-    fraction,
-    positive_int,
-    positive_int_list,
-)
+from vitalfm.models.baselines.options import choice, fraction, positive_int, positive_int_list
+from vitalfm.models.baselines.residual import DoublyResidualNet, ResidualBlock, block_parameters
+from vitalfm.models.baselines.scratch import QuantileForecaster
 
 
 def default_rates(stacks: int) -> list[int]:
@@ -140,6 +133,3 @@ class NHitsForecaster(QuantileForecaster):
             )
             for pool, ratio in zip(arch["pooling"], arch["downsample"], strict=True)
         )
-
-
-FORECASTER = NHitsForecaster

@@ -1,32 +1,23 @@
-"""What the from-scratch baselines share: their saved form, inputs, options and quantile loss.
+"""What the from-scratch baselines share: their saved form, options and forecasting path.
 
 Baselines (``source: {scratch: true}``) have no pretrained weights. A family builds one from a
 seeded random init (:meth:`ScratchForecaster.from_scratch`) for the study's window lengths;
 method kind ``scratch`` then trains every parameter with the engine's Trainer on the same
 windows as the fine-tunes, and the trained model is saved as ``config.json`` (family,
 resolved options, window lengths, quantile levels) + ``model.safetensors``, which
-:meth:`ScratchForecaster.load` opens again.
-
-Inputs: contexts arrive in original units with NaN where missing. :func:`fill_context`
-forward-fills them (points before the first reading get the mean of the observed ones) and
-:func:`scale_context` standardises each series by the mean and spread of its observed points.
-
-The MLP families (N-BEATS, N-HiTS) predict the study's quantile levels directly and train on
-the pinball loss (:func:`pinball_loss`), so CRPS and interval coverage are defined for them.
+:meth:`ScratchForecaster.load` opens again. Inputs: :mod:`.inputs`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from vitalfm.io import json_text
 from vitalfm.models.base import (
@@ -38,119 +29,17 @@ from vitalfm.models.base import (
     TargetModules,
     TimeAxis,
 )
+from vitalfm.models.baselines.inputs import (
+    QUANTILE_LEVELS,
+    fill_context,
+    fit_context,
+    pinball_loss,
+    scale_context,
+)
 
-#: The study's quantile levels (as ``vitalfm.engine.forecast.DEFAULT_LEVELS``).
-QUANTILE_LEVELS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FORMAT = "vitalfm.scratch"
-#: A series' scale is at least this share of its level (and at least SCALE_FLOOR): a flat
-#: context (SpO2 at 100 %, a filled gap) would otherwise blow its errors up by orders of
-#: magnitude and outweigh the whole batch.
-SCALE_FLOOR_RELATIVE = 0.01
-SCALE_FLOOR = 1e-3
-
-
-# --- inputs ------------------------------------------------------------------------------------
-
-
-def fill_context(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(filled values, observed mask) of a [B, C] context with NaN where missing.
-
-    Each missing point takes the last observed value before it; points before the first
-    reading take the mean of the series' observed points (0 for a series with none).
-    """
-    observed = torch.isfinite(context)
-    positions = torch.arange(context.shape[-1], device=context.device).expand_as(context)
-    last_seen = torch.where(observed, positions, 0).cummax(dim=-1).values
-    values = torch.where(observed, context, 0.0)
-    filled = values.gather(-1, last_seen)
-    counts = observed.sum(dim=-1, keepdim=True)
-    mean = values.sum(dim=-1, keepdim=True) / counts.clamp_min(1)
-    seen_before = observed.cummax(dim=-1).values
-    return torch.where(seen_before, filled, mean), observed
-
-
-def scale_context(
-    filled: torch.Tensor, observed: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loc, scale) [B, 1]: mean and standard deviation of each series' observed points,
-    the scale floored at ``max(SCALE_FLOOR_RELATIVE * |mean|, SCALE_FLOOR)``."""
-    weight = observed.to(filled.dtype)
-    count = weight.sum(dim=-1, keepdim=True).clamp_min(1)
-    loc = (filled * weight).sum(dim=-1, keepdim=True) / count
-    variance = (((filled - loc) * weight) ** 2).sum(dim=-1, keepdim=True) / count
-    floor = (SCALE_FLOOR_RELATIVE * loc.abs()).clamp_min(SCALE_FLOOR)
-    return loc, torch.maximum(variance.sqrt(), floor)
-
-
-def fit_context(context: torch.Tensor, length: int) -> torch.Tensor:
-    """The last ``length`` points of [B, C]; a shorter context is left-padded with NaN."""
-    if context.shape[-1] >= length:
-        return context[..., context.shape[-1] - length :]
-    pad = torch.full(
-        (*context.shape[:-1], length - context.shape[-1]),
-        float("nan"),
-        dtype=context.dtype,
-        device=context.device,
-    )
-    return torch.cat([pad, context], dim=-1)
-
-
-def pinball_loss(
-    quantiles: torch.Tensor, target: torch.Tensor, levels: Sequence[float]
-) -> torch.Tensor:
-    """Mean pinball loss of quantiles [B, Q, H] at ``levels`` against target [B, H].
-
-    Averaged over the levels and over the observed (finite) target points only.
-    """
-    observed = torch.isfinite(target)
-    level = torch.tensor(levels, dtype=quantiles.dtype, device=quantiles.device).view(1, -1, 1)
-    error = torch.where(observed, target, 0.0).unsqueeze(1).to(quantiles.dtype) - quantiles
-    loss = torch.maximum(level * error, (level - 1) * error).mean(dim=1)
-    return (loss * observed).sum() / observed.sum().clamp_min(1)
-
-
-# --- option checks -------------------------------------------------------------------------------
-
-
-def option_error(family: str, name: str, value: Any, expected: str) -> ModelError:
-    return ModelError(
-        f"{family} option {name} = {value!r} is invalid",
-        f"set models.<name>.options.{name} to {expected}",
-    )
-
-
-def positive_int(family: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise option_error(family, name, value, "a positive integer")
-    return value
-
-
-def positive_int_list(family: str, name: str, value: Any, length: int) -> list[int]:
-    """A list of ``length`` positive integers (one per stack)."""
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != length
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
-    ):
-        raise option_error(family, name, value, f"a list of {length} positive integers")
-    return list(value)
-
-
-def fraction(family: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise option_error(family, name, value, "a number in [0, 1)")
-    return float(value)
-
-
-def choice(family: str, name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise option_error(family, name, value, "one of " + ", ".join(allowed))
-    return str(value)
-
-
-# --- the shared forecaster -------------------------------------------------------------------
 
 
 class ScratchForecaster(Forecaster):
@@ -255,15 +144,9 @@ class ScratchForecaster(Forecaster):
             "quantile_levels": list(self.quantile_levels),
         }
 
-    def save_pretrained(self, directory: Path) -> None:
+    def write_pretrained(self, directory: Path) -> None:
         from safetensors.torch import save_file
 
-        if hasattr(self.module, "peft_config"):
-            raise ModelError(
-                "cannot save an adapter-wrapped model as a full checkpoint",
-                "merge the adapter first (vitalfm.models.adaptation.merge_for_inference)",
-            )
-        directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": CONFIG_FORMAT})
@@ -396,107 +279,3 @@ class QuantileForecaster(ScratchForecaster):
             quantiles[:, levels.index(0.5)] if 0.5 in levels else quantiles.median(dim=1).values
         )
         return Forecast(median=median, quantiles=quantiles, quantile_levels=levels)
-
-
-# --- the doubly residual MLP network of N-BEATS and N-HiTS -------------------------------------
-
-
-class ResidualBlock(nn.Module):
-    """One block: an MLP on the (pooled) residual context and mask, emitting a backcast of the
-    context and a forecast of every quantile level.
-
-    N-BEATS' generic block is the case ``pool = 1, knots = horizon``: its linear basis
-    expansion of theta is folded into the output layers (a product of two linear maps is one
-    linear map). N-HiTS' block max- or average-pools its input with kernel ``pool`` and emits
-    ``knots`` points per level, interpolated to the horizon.
-    """
-
-    def __init__(
-        self,
-        context_steps: int,
-        horizon_steps: int,
-        n_quantiles: int,
-        hidden_size: int,
-        layers: int,
-        pool: int = 1,
-        pool_mode: str = "max",
-        knots: int | None = None,
-        interpolation: str = "linear",
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.horizon_steps = horizon_steps
-        self.n_quantiles = n_quantiles
-        self.knots = horizon_steps if knots is None else knots
-        self.interpolation = interpolation
-        self.pool: nn.Module
-        if pool == 1:
-            self.pool = nn.Identity()
-        elif pool_mode == "max":
-            self.pool = nn.MaxPool1d(pool, stride=pool, ceil_mode=True)
-        else:
-            self.pool = nn.AvgPool1d(pool, stride=pool, ceil_mode=True)
-        pooled = math.ceil(context_steps / pool)
-        mlp: list[nn.Module] = []
-        width = 2 * pooled  # the pooled context and the pooled observed mask
-        for _ in range(layers):
-            mlp += [nn.Linear(width, hidden_size), nn.ReLU()]
-            if dropout:
-                mlp.append(nn.Dropout(dropout))
-            width = hidden_size
-        self.mlp = nn.Sequential(*mlp)
-        self.backcast = nn.Linear(hidden_size, context_steps)
-        self.forecast = nn.Linear(hidden_size, n_quantiles * self.knots)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.pool(torch.stack([x, mask], dim=1))  # [B, 2, C / pool]
-        hidden = self.mlp(pooled.flatten(1))
-        forecast = self.forecast(hidden).view(-1, self.n_quantiles, self.knots)
-        if self.knots != self.horizon_steps:
-            if self.interpolation == "linear" and self.knots > 1:
-                forecast = F.interpolate(
-                    forecast, size=self.horizon_steps, mode="linear", align_corners=True
-                )
-            else:
-                forecast = F.interpolate(forecast, size=self.horizon_steps, mode="nearest")
-        return self.backcast(hidden), forecast
-
-
-def block_parameters(
-    context_steps: int,
-    horizon_steps: int,
-    n_quantiles: int,
-    hidden_size: int,
-    layers: int,
-    pool: int = 1,
-    knots: int | None = None,
-) -> int:
-    """Parameters of one :class:`ResidualBlock`, by formula (sizes a config before building)."""
-    knots = horizon_steps if knots is None else knots
-    inputs = 2 * math.ceil(context_steps / pool)
-    mlp = (inputs + 1) * hidden_size + (layers - 1) * (hidden_size + 1) * hidden_size
-    return mlp + (hidden_size + 1) * (context_steps + n_quantiles * knots)
-
-
-class DoublyResidualNet(nn.Module):
-    """Blocks in sequence: each sees what the previous ones left unexplained of the context
-    (residual = residual - backcast) and adds its forecast to the sum.
-
-    The sum starts at the last (filled) context value, as neuralforecast's N-BEATS and N-HiTS
-    start from the naive forecast, so the blocks learn the change from persistence. The last
-    block's backcast feeds nothing; it is kept (and counted) so that parameter counts compare
-    with the papers' and the libraries' networks, which have it too.
-    """
-
-    def __init__(self, blocks: Sequence[ResidualBlock]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        residual = x
-        forecast = x[:, -1:, None]  # [B, 1, 1], broadcast over levels and steps
-        for block in self.blocks:
-            backcast, block_forecast = block(residual, mask)
-            residual = residual - backcast
-            forecast = forecast + block_forecast
-        return forecast

@@ -1,0 +1,250 @@
+"""MOIRAI 1.x: a masked encoder whose output is a mixture distribution per patch token.
+
+Missing values inside a context are 0 and unobserved (gluonts' ``AddObservedValuesIndicator``,
+as ``MoiraiForecast``'s predictor does; :func:`.inputs.moirai_inputs`). Training minimises the
+model's own NLL (``PackedNLLLoss``) of the mixture on the masked horizon tokens, inputs built
+as ``MoiraiForecast._val_loss`` builds them; NaN in the horizon is unobserved, not scored.
+With ``patch_size: auto`` (and for stand-ins) every step trains one patch size drawn from the
+model's, and the validation loss averages them all (:meth:`Moirai1Forecaster.loss`).
+Forecasting runs ``MoiraiForecast`` on the whole batch, by default drawing only the horizon's
+points from the same distribution (:attr:`Moirai1Forecaster.sampler`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from vitalfm.models.base import Forecast, ModelError, SeriesBatch
+from vitalfm.models.moirai.base import AUTO, MoiraiForecaster
+from vitalfm.models.moirai.inputs import moirai_inputs
+
+# Stand-in: the released architecture and config format, scaled down so that the `pretrain`
+# rule trains it in a few CPU minutes (moirai-1.x-R-small: d_model 384, 6 layers).
+STANDIN_MOIRAI = dict(
+    d_model=64,
+    num_layers=2,
+    patch_sizes=(8, 16, 32, 64, 128),
+    max_seq_len=512,
+    attn_dropout_p=0.0,
+    dropout_p=0.0,
+    scaling=True,
+)
+
+
+@MoiraiForecaster.VARIANTS.register
+class Moirai1Forecaster(MoiraiForecaster):
+    VARIANT: ClassVar[str] = "moirai"
+    CONFIG_KEYS: ClassVar[frozenset[str]] = frozenset({"patch_sizes", "distr_output"})
+    loss_name: ClassVar[str] = "nll"
+    #: "fast" (only the horizon's points drawn, same distribution; see
+    #: :meth:`_horizon_distribution`) or "library" (``MoiraiForecast.forward``, its draws).
+    sampler: str = "fast"
+
+    @classmethod
+    def module_class(cls) -> type[nn.Module]:
+        from uni2ts.model.moirai import MoiraiModule
+
+        return MoiraiModule
+
+    @staticmethod
+    def checkpoint_patch_sizes(module: nn.Module) -> tuple[int, ...]:
+        return tuple(int(p) for p in module.patch_sizes)
+
+    def forecast_module(self, module: nn.Module) -> Any:
+        from uni2ts.model.moirai import MoiraiForecast
+
+        return MoiraiForecast(
+            prediction_length=1,
+            target_dim=1,
+            feat_dynamic_real_dim=0,
+            past_feat_dynamic_real_dim=0,
+            context_length=1,
+            module=module,
+            patch_size=self.patch_size,
+            num_samples=1,
+        )
+
+    def auto_patch_size(self) -> int | str:
+        return AUTO  # per series, see _sample_auto
+
+    @classmethod
+    def standin_module(cls) -> nn.Module:
+        from uni2ts.distribution import (
+            LogNormalOutput,
+            MixtureOutput,
+            NegativeBinomialOutput,
+            NormalFixedScaleOutput,
+            StudentTOutput,
+        )
+        from uni2ts.model.moirai import MoiraiModule
+
+        # the released models' mixture
+        distr_output = MixtureOutput(
+            components=[
+                StudentTOutput(),
+                NormalFixedScaleOutput(),
+                NegativeBinomialOutput(),
+                LogNormalOutput(),
+            ]
+        )
+        return MoiraiModule(distr_output=distr_output, **STANDIN_MOIRAI)
+
+    # --- training ------------------------------------------------------------------------
+
+    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+        sizes = self.train_patch_sizes
+        if len(sizes) == 1:
+            return self._nll(batch, sizes[0])
+        if self.module.training and torch.is_grad_enabled():
+            # The Trainer seeds torch before every step, so this draw is a function of
+            # (seed, step): a resumed run trains the same sizes.
+            return self._nll(batch, sizes[int(torch.randint(len(sizes), ()))])
+        return torch.stack([self._nll(batch, size) for size in sizes]).mean()
+
+    def _nll(self, batch: SeriesBatch, patch_size: int) -> torch.Tensor:
+        """The mixture's mean NLL per observed horizon point (uni2ts's ``PackedNLLLoss``).
+
+        Runs in float32 even under the engine's bf16 autocast: the mixture's fixed-scale
+        normal component (scale 1e-3) turns bf16's rounding of its location into NLL noise.
+        """
+        from uni2ts.loss.packed import PackedNLLLoss
+
+        device = batch.context.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            packed = self.pack_moirai(batch.context.float(), batch.target.float(), patch_size)
+            target, observed, sample_id, time_id, variate_id, prediction_mask = packed
+            distr = self.module(
+                target,
+                observed,
+                sample_id,
+                time_id,
+                variate_id,
+                prediction_mask,
+                torch.full_like(time_id, patch_size),
+            )
+            return PackedNLLLoss()(
+                pred=distr,
+                target=target,
+                prediction_mask=prediction_mask,
+                observed_mask=observed,
+                sample_id=sample_id,
+                variate_id=variate_id,
+            )
+
+    def pack_moirai(
+        self, context: torch.Tensor, target: torch.Tensor, patch_size: int
+    ) -> tuple[torch.Tensor, ...]:
+        """MOIRAI 1.x packed inputs for context [B, C] + horizon [B, H], as ``_val_loss``."""
+        past_target, past_observed, past_is_pad = moirai_inputs(context)
+        future_target, future_observed, _ = moirai_inputs(target)
+        future_is_pad = torch.zeros(target.shape, dtype=torch.bool, device=target.device)
+        with self._net.hparams_context(
+            context_length=context.shape[-1], prediction_length=target.shape[-1]
+        ):
+            return self._net._convert(
+                patch_size,
+                past_target=past_target,
+                past_observed_target=past_observed,
+                past_is_pad=past_is_pad,
+                future_target=future_target,
+                future_observed_target=future_observed,
+                future_is_pad=future_is_pad,
+            )
+
+    # --- forecasting -----------------------------------------------------------------------
+
+    def _forecast(self, context: torch.Tensor, horizon: int, num_samples: int) -> Forecast:
+        if self.patch_size == AUTO:
+            samples = self._sample_auto(context, horizon, num_samples)
+        else:
+            samples = self._sample(context, horizon, num_samples, int(self.patch_size))
+        samples = samples.float().cpu()
+        return Forecast(median=samples.quantile(0.5, dim=1), samples=samples)
+
+    def _sample(
+        self, context: torch.Tensor, horizon: int, num_samples: int, patch_size: int
+    ) -> torch.Tensor:
+        """[B, S, H] sample paths at one patch size (see :attr:`sampler`)."""
+        past_target, past_observed, past_is_pad = moirai_inputs(context)
+        with self._net.hparams_context(
+            prediction_length=horizon,
+            context_length=context.shape[-1],
+            patch_size=patch_size,
+            num_samples=num_samples,
+        ):
+            if self.sampler == "library":
+                return self._net(past_target, past_observed, past_is_pad)
+            distr = self._horizon_distribution(past_target, past_observed, past_is_pad, patch_size)
+            paths = distr.sample(torch.Size((num_samples,)))  # [S, B, tokens, patch]
+            return paths.permute(1, 0, 2, 3).flatten(2)[..., :horizon]
+
+    def _horizon_distribution(
+        self,
+        past_target: torch.Tensor,
+        past_observed: torch.Tensor,
+        past_is_pad: torch.Tensor,
+        patch_size: int,
+    ) -> Any:
+        """The module's predictive distribution restricted to the points that are forecast.
+
+        Why not ``MoiraiForecast.forward``: it samples the mixture at every token (context
+        included) and every position of the largest patch (128), then keeps the horizon
+        tokens' first ``patch_size`` positions; drawing the discarded gamma and Poisson
+        variates was ~90 % of forecasting time. We run the same forward (``_get_distr``),
+        capture the scaler's loc/scale and ``param_proj``'s parameters with forward hooks,
+        keep the horizon's and rebuild the distribution with the module's own
+        ``distr_output.distribution``: the same distribution, fewer (so different) draws.
+        Call inside ``hparams_context`` (context and prediction lengths set).
+        """
+        from torch.utils._pytree import tree_map
+
+        base = self._base_module()
+        captured: dict[str, Any] = {}
+        hooks = [
+            base.scaler.register_forward_hook(
+                lambda _m, _i, out: captured.__setitem__("loc_scale", out)
+            ),
+            base.param_proj.register_forward_hook(
+                lambda _m, _i, out: captured.__setitem__("params", out)
+            ),
+        ]
+        try:
+            self._net._get_distr(patch_size, past_target, past_observed, past_is_pad)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        first = self._net.context_token_length(patch_size)  # univariate: context tokens first
+        tokens = slice(first, first + self._net.prediction_token_length(patch_size))
+        params = tree_map(
+            lambda t: t[:, tokens, :patch_size] if t.dim() >= 3 else t, captured["params"]
+        )
+        loc, scale = (t[:, tokens] for t in captured["loc_scale"])
+        return base.distr_output.distribution(params, loc=loc, scale=scale)
+
+    def _sample_auto(self, context: torch.Tensor, horizon: int, num_samples: int) -> torch.Tensor:
+        """``MoiraiForecast``'s "auto": per series, the paths of the patch size whose NLL is
+        lowest on the context's last ``horizon`` points given the points before them.
+
+        uni2ts's own "auto" needs ``context_length + horizon`` points and then forecasts from
+        only the last ``context_length``; we score on the same split but forecast from the
+        whole context (with the "library" sampler the random draws are the same, size by size).
+        """
+        length = context.shape[-1]
+        if length <= horizon:
+            raise ModelError(
+                f"patch_size 'auto' needs contexts longer than the horizon ({length} <= {horizon})",
+                "set a fixed patch_size in models.<name>.options",
+            )
+        past_target, past_observed, past_is_pad = moirai_inputs(context)
+        losses, paths = [], []
+        for size in self.patch_sizes:
+            with self._net.hparams_context(
+                context_length=length - horizon, prediction_length=horizon
+            ):
+                losses.append(self._net._val_loss(size, past_target, past_observed, past_is_pad))
+            paths.append(self._sample(context, horizon, num_samples, size))
+        best = torch.stack(losses).argmin(dim=0)
+        return torch.stack(paths)[best, torch.arange(len(best), device=best.device)]
