@@ -12,10 +12,10 @@ from vitalfm.synthetic.generator import (
     BATCH_PATIENTS,
     GENERATOR_VERSION,
     Batch,
-    StayTruth,
     iter_batches,
     synthetic_settings,
 )
+from vitalfm.synthetic.latent_stays import StayTruth
 from vitalfm.synthetic.sinks import (
     MANIFEST,
     csv_file_name,
