@@ -20,6 +20,7 @@ from method_testing import (
     T5_TOTAL,
     TARGETS,
     all_tensors,
+    batch,
     logits,
     tiny_t5,
     train,
@@ -236,7 +237,9 @@ def test_load_errors(base: nn.Module, t5_base: nn.Module, tmp_path: Path) -> Non
     bitfit = SPECS["bitfit"][0]
     directory = tmp_path / "bitfit"
     save_adapted(adapt(copy.deepcopy(t5_base), bitfit, TARGETS), bitfit, directory)
-    with pytest.raises(ModelError, match="not layernorm"):
+    with pytest.raises(ModelError, match="not zero_shot"):
+        load_adapted(copy.deepcopy(t5_base), SPECS["zero_shot"][0], directory)
+    with pytest.raises(ModelError, match=r"adapter_config\.json is missing"):
         load_adapted(copy.deepcopy(t5_base), SPECS["layernorm"][0], directory)
     (directory / "tuned_parameters.json").write_text("{truncated")
     with pytest.raises(ModelError, match="cannot be loaded"):
@@ -460,3 +463,27 @@ def test_bitfit_relative_attention_variant(
     torch.testing.assert_close(logits(loaded), expected, atol=1e-6, rtol=0)
     with pytest.raises(ModelError, match="biases: added"):
         adapt(nn.Sequential(nn.Linear(4, 4)), spec, TargetModules(attention=("0",)))
+
+
+def test_layernorm_through_peft_equals_tuning_the_norms_in_place(t5_base: nn.Module) -> None:
+    """peft's LN tuning trains copies of the same norms: the same numbers as unfreezing them
+    in place, bit for bit, under the trainer's clipped AdamW (the layernorm module's claim)."""
+    from vitalfm.methods.modules import matches_any
+
+    def fit(model: nn.Module) -> torch.Tensor:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-2)
+        model.train()
+        for step in range(4):
+            optimizer.zero_grad()
+            model(**batch(step)).loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.01)
+            optimizer.step()
+        return logits(merge_for_inference(model))
+
+    in_place = copy.deepcopy(t5_base).requires_grad_(False)
+    for name, module in in_place.named_modules():
+        if name and matches_any(name, TARGETS.norms):
+            module.requires_grad_(True)
+    through_peft = adapt(copy.deepcopy(t5_base), SPECS["layernorm"][0], TARGETS)
+    assert torch.equal(fit(in_place), fit(through_peft))

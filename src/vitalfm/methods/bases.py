@@ -17,6 +17,7 @@ Torch-free at import: the torch side is imported inside the methods.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,6 +41,8 @@ class PeftMethod(MethodKind):
     peft_type: ClassVar[str]
     #: Shown when peft refuses the targets.
     peft_hint: ClassVar[str] = "fix `target_modules` in config to name supported layers (nn.Linear)"
+    #: peft warnings (message prefixes) this kind has checked are harmless, silenced.
+    harmless_warnings: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def peft_config(cls, module: Any, spec: Any, targets: Any, patterns: tuple[str, ...]) -> Any:
@@ -52,17 +55,29 @@ class PeftMethod(MethodKind):
         return saved.get("peft_type") == cls.peft_type
 
     @classmethod
+    def patterns(cls, module: Any, spec: Any, targets: Any) -> tuple[str, ...]:
+        """The layers to wrap (checked to match): ``target_modules``, else the family's
+        layers for the method's ``scope``."""
+        from vitalfm.methods import modules
+
+        patterns = modules.scope_patterns(spec, targets)
+        modules.check_patterns(module, spec, patterns, "target module")
+        return patterns
+
+    @classmethod
     def adapt(cls, module: Any, spec: Any, targets: Any) -> Any:
         import peft
 
         from vitalfm.methods import modules
 
-        patterns = modules.scope_patterns(spec, targets)
-        modules.check_patterns(module, spec, patterns, "target module")
+        patterns = cls.patterns(module, spec, targets)
         config = cls.peft_config(module, spec, targets, patterns)
         modules.patch_input_embeddings(module)
         try:
-            return peft.get_peft_model(module, config)
+            with warnings.catch_warnings():
+                for message in cls.harmless_warnings:
+                    warnings.filterwarnings("ignore", message=message)
+                return peft.get_peft_model(module, config)
         except ValueError as err:
             raise _model_error(
                 spec,
