@@ -163,3 +163,15 @@ def test_the_scan_finds_a_declaration() -> None:
     ):
         assert _declarations(ast.parse(source), kinds), source
     assert not _declarations(ast.parse('ORACLE = "oracle"; z = model == ORACLE'), kinds)
+
+
+def test_the_readme_listing_command_shows_every_kind_with_its_fields() -> None:
+    """README: `python -m vitalfm.methods` lists every kind with its fields and defaults."""
+    out = subprocess.run(
+        [sys.executable, "-m", "vitalfm.methods"], check=True, capture_output=True, text=True
+    ).stdout
+    for name, kind in method_kinds(configurable_only=True).items():
+        assert f"\n{name}: {kind.summary}" in f"\n{out}"
+    assert "  rank (default 2; a list is a sweep, settings named <method>-r<value>)" in out
+    assert '  biases (default "added")' in out
+    assert "oracle" not in out

@@ -190,10 +190,22 @@ def _discover() -> None:
     _DISCOVERED = True
 
 
+_SAVES_ORDER = {"nothing": 0, "adapter": 1, "tensors": 2, "model": 3}
+
+
+def _listing_order(kind: type[MethodKind]) -> tuple[Any, ...]:
+    """Untrained kinds, then adapters, selected tensors, whole models; a variant after the
+    kind it extends (DoRA after LoRA), else by name."""
+    root = next(k for k in reversed(kind.__mro__) if k in _KINDS.values())
+    return (_SAVES_ORDER[kind.saves], kind.for_scratch, root.kind, kind is not root)
+
+
 def method_kinds(*, configurable_only: bool = False) -> dict[str, type[MethodKind]]:
-    """Every registered kind by name (``configurable_only``: those a config may use)."""
+    """Every registered kind by name (``configurable_only``: those a config may use), in a
+    reading order: untrained, adapters, selected tensors, whole models."""
     _discover()
-    return {k: v for k, v in _KINDS.items() if v.configurable or not configurable_only}
+    ordered = sorted(_KINDS.values(), key=_listing_order)
+    return {k.kind: k for k in ordered if k.configurable or not configurable_only}
 
 
 def method_kind(kind: str) -> type[MethodKind]:
