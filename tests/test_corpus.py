@@ -7,19 +7,15 @@ import numpy as np
 import pytest
 
 from vitalfm.errors import ConfigError
-from vitalfm.synthetic.corpus import (
-    GENERATORS,
-    CorpusConfig,
-    corpus_summary,
-    generate_corpus,
+from vitalfm.synthetic.corpus import CorpusConfig, corpus_summary, generate_corpus, series_sources
+from vitalfm.synthetic.corpus_kernels import (
     kernel_bank,
     periodic_kernel,
     rbf_kernel,
     sample_gaussian_process,
-    series_sources,
-    stable_ar_coefficients,
     white_noise_kernel,
 )
+from vitalfm.synthetic.corpus_shapes import GENERATORS, stable_ar_coefficients
 
 SMALL = CorpusConfig(n_series=60, length=64, seed=7)
 
