@@ -20,21 +20,11 @@ import pytest
 import yaml
 
 from vitalfm.testing import copy_checkout
+from vitalfm.testing_workflow import load_study_config, run_snakemake, study_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 CHRONOS = {"family": "chronos", "source": {"standin": "chronos-t5"}}
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--directory", str(workdir)]
-    return subprocess.run(
-        [*command, "--snakefile", str(workdir / "Snakefile"), *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def output_of(result: subprocess.CompletedProcess) -> str:
@@ -313,7 +303,7 @@ def test_bad_config_value_is_refused_before_any_job(
     change(config)
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config, allow_unicode=True))
-    result = snakemake(checkout, "-n", "--configfile", str(bad))
+    result = run_snakemake(checkout, "-n", "--configfile", str(bad))
     out = output_of(result)
     assert result.returncode != 0, out
     assert "Invalid configuration:" in out and "How to fix:" in out, out
@@ -326,7 +316,7 @@ def test_bad_config_value_is_refused_before_any_job(
 
 def test_missing_config_file_names_it(checkout: Path) -> None:
     """Snakemake reads --configfile before the Snakefile; its own message names the file."""
-    result = snakemake(checkout, "-n", "--configfile", "no-such-study.yaml")
+    result = run_snakemake(checkout, "-n", "--configfile", "no-such-study.yaml")
     out = output_of(result)
     assert result.returncode != 0
     assert "No such file or directory: 'no-such-study.yaml'" in out, out
@@ -344,7 +334,7 @@ def test_config_file_that_is_not_yaml_is_refused(checkout: Path, tmp_path: Path,
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(text)
-    result = snakemake(checkout, "-n", "--configfile", str(bad))
+    result = run_snakemake(checkout, "-n", "--configfile", str(bad))
     out = output_of(result)
     assert result.returncode != 0
     assert "Config file is not valid JSON or YAML" in out, out
@@ -367,19 +357,13 @@ def test_name_pattern_is_the_schema_pattern_and_levels_are_the_metric_levels() -
 
 # --- job cases: a small prepared study ---------------------------------------------------------
 
-TINY = "tiny.yaml"
+#: The persistence-only test study, relative to the study's folder.
+TINY = str(study_config_file("persistence"))
 
 
 def tiny_config() -> dict:
-    config = copy.deepcopy(BASE)
-    config["synthetic"]["n_patients"] = 30
-    config["models"] = {"persistence": BASE["models"]["persistence"]}
-    config["methods"] = {"zero_shot": {"kind": "zero_shot"}}
-    config["training"]["seeds"] = [0]
-    config["training"]["all_seeds_for"] = "all"
-    config["evaluation"]["oracle"] = False
-    config["evaluation"]["bootstrap"]["resamples"] = 20
-    return config
+    """The persistence-only test study (.test/config/persistence.yaml), to derive a variant."""
+    return load_study_config(REPO, "persistence")
 
 
 @pytest.fixture(scope="module")
@@ -387,8 +371,7 @@ def prepared(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny study run up to its metrics (about 15 s)."""
     study = tmp_path_factory.mktemp("prepared") / "study"
     shutil.copytree(checkout, study, symlinks=True)
-    (study / TINY).write_text(yaml.safe_dump(tiny_config()))
-    result = snakemake(
+    result = run_snakemake(
         study, "--configfile", TINY, "--cores", "2", "results/metrics/metrics.parquet"
     )
     assert result.returncode == 0, output_of(result)
@@ -461,7 +444,7 @@ def test_damaged_result_file_names_it_and_the_rule_that_remakes_it(
     study: Path, damaged: str, rule: str, target: str, fix: str, problem: str | None
 ) -> None:
     damage(study / damaged)
-    result = snakemake(study, "--configfile", TINY, "--cores", "1", "--forcerun", rule, target)
+    result = run_snakemake(study, "--configfile", TINY, "--cores", "1", "--forcerun", rule, target)
     out = output_of(result)
     assert result.returncode != 0
     problem = problem or f"{damaged}, an input of rule {rule}, is damaged and cannot be read"
@@ -473,7 +456,9 @@ def test_truncated_synthetic_csv_names_the_file_and_the_fix(study: Path) -> None
     csv = study / "results/database/synthetic_mimic/CHARTEVENTS.csv.gz"
     damage(csv, keep=csv.stat().st_size // 2)
     target = "results/vitals/vitals.parquet"
-    result = snakemake(study, "--configfile", TINY, "--cores", "1", "--forcerun", "vitals", target)
+    result = run_snakemake(
+        study, "--configfile", TINY, "--cores", "1", "--forcerun", "vitals", target
+    )
     out = output_of(result)
     assert result.returncode != 0
     assert_one_message(
@@ -510,7 +495,7 @@ def test_model_folder_with_bad_config_json(
     }
     (study / "local.yaml").write_text(yaml.safe_dump(config))
     target = "results/forecasts/test/local-chronos/zero_shot/seed-0.parquet"
-    result = snakemake(study, "--configfile", "local.yaml", "--cores", "1", target)
+    result = run_snakemake(study, "--configfile", "local.yaml", "--cores", "1", target)
     out = output_of(result)
     assert result.returncode != 0
     assert_one_message(out, "forecast", f"model folder {folder}", expected)
@@ -537,7 +522,7 @@ def test_external_table_missing_a_column_stops_check_database(
     bad = tmp_path / "external.yaml"
     bad.write_text(yaml.safe_dump(config))
     target = "results/database/external_database.json"
-    result = snakemake(checkout, "--configfile", str(bad), "--cores", "1", target)
+    result = run_snakemake(checkout, "--configfile", str(bad), "--cores", "1", target)
     out = output_of(result)
     assert result.returncode != 0, out
     assert_one_message(
@@ -577,7 +562,7 @@ def test_full_disk_names_the_folder_that_filled_up(study: Path) -> None:
     shutil.rmtree(windows)
     with tiny_tmpfs(windows):
         target = "results/windows/test.npz"
-        result = snakemake(study, "--configfile", TINY, "--cores", "1", target)
+        result = run_snakemake(study, "--configfile", TINY, "--cores", "1", target)
         out = output_of(result)
         assert result.returncode != 0
         assert_one_message(

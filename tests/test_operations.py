@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from vitalfm.testing import copy_checkout
+from vitalfm.testing_workflow import load_study_config
 
 pytestmark = pytest.mark.slow
 
@@ -51,23 +52,10 @@ def readme_block(marker: str) -> str:
 
 
 def tiny_study() -> dict:
-    """config.yaml shrunk to a minute: one stand-in with three settings, two baselines."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["synthetic"].update(n_patients=24, seed=7)
-    config["pretrain"].update(max_steps=10, eval_every=5)
-    config["pretrain"]["corpus"]["n_series"] = 100
-    config["training"].update(
-        max_steps=6, eval_every=3, checkpoint_every=3, seeds=[0], validation_forecast_series=16
-    )
-    config["forecast"]["num_samples"] = 8
-    config["evaluation"]["bootstrap"]["resamples"] = 50
-    bolt = {**config["models"]["chronos-bolt-standin"], "methods": ["zero_shot", "lora-r2", "dora"]}
-    config["models"] = {
-        "chronos-bolt-standin": bolt,
-        "persistence": config["models"]["persistence"],
-        "dlinear": config["models"]["dlinear"],
-    }
-    return config
+    """The tiny study (.test/config/tiny.yaml): config.yaml shrunk to a minute, one stand-in with
+    three settings, two baselines. The README's commands read config.yaml, so the tests write it
+    there."""
+    return load_study_config(REPO, "tiny")
 
 
 def changed(config: dict, key: str, value: object) -> dict:

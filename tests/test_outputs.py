@@ -9,8 +9,6 @@ import json
 import math
 import os
 import stat
-import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from importlib.metadata import distribution
@@ -19,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import yaml
 
 from vitalfm.io import atomic_dir, atomic_path, json_text, write_json, write_parquet, write_text
 from vitalfm.testing import assert_strict_json_tree, copy_checkout, strict_json_loads
+from vitalfm.testing_workflow import run_snakemake, study_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 # umask -> (file mode, folder mode), as touch and mkdir give them
@@ -75,28 +73,13 @@ def test_outputs_get_the_mode_the_umask_gives(tmp_path: Path, mask: int) -> None
 def test_workflow_outputs_are_readable_by_the_group(tmp_path: Path) -> None:
     """The data rules of a real (small) study under umask 027: group-readable, not private."""
     workdir = copy_checkout(REPO, tmp_path / "clone")
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["synthetic"] = {**config["synthetic"], "n_patients": 12}
-    (workdir / "c.yaml").write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--directory",
-            str(workdir),
-            "--snakefile",
-            str(workdir / "Snakefile"),
-            "--cores",
-            "2",
-            "results/splits/split_summary.tsv",
-            "--configfile",
-            "c.yaml",
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_snakemake(
+        workdir,
+        "--cores",
+        "2",
+        "results/splits/split_summary.tsv",
+        "--configfile",
+        str(study_config_file("data")),
         umask=0o027,
     )
     assert done.returncode == 0, done.stderr[-3000:]

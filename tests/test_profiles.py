@@ -29,9 +29,11 @@ from vitalfm.profiles import (
 )
 from vitalfm.study import standins, study_runs
 from vitalfm.testing import copy_checkout
+from vitalfm.testing_workflow import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+#: The environment every Snakemake run of this module adds: one OpenMP thread.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 PROFILES = REPO / "profiles"
 PAPER = REPO / "config" / "paper.yaml"
 GPU_RULES = {"pretrain", "finetune", "forecast"}
@@ -49,17 +51,6 @@ OFFLINE = {
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None):
-    return subprocess.run(
-        [*SNAKEMAKE, "--snakefile", str(workdir / "Snakefile"), "--directory", str(workdir), *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-    )
 
 
 def _dry_run_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
@@ -137,7 +128,7 @@ def test_slurm_dry_run_shows_gpu_jobs_asking_for_gpus_the_plugins_way(clone: Pat
     from snakemake_executor_plugin_slurm.utils import set_gres_string
     from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
 
-    done = _snakemake(clone, "-n", "--workflow-profile", "profiles/slurm")
+    done = run_snakemake(clone, "-n", "--workflow-profile", "profiles/slurm", env=ONE_THREAD)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = _dry_run_jobs(done.stdout)
     seen = {rule for rule, _ in jobs}
@@ -294,7 +285,9 @@ require_mappable_resources(workflow)
 def test_hook_stops_a_run_before_any_job(tmp_path: Path) -> None:
     (tmp_path / "Snakefile").write_text(HOOKED)
     args = ["-n", "--executor", "slurm", "--jobs", "1", "--set-resources"]
-    good = _snakemake(tmp_path, *args, "model:slurm_partition=gpu", "model:gpu_model=a100")
+    good = run_snakemake(
+        tmp_path, *args, "model:slurm_partition=gpu", "model:gpu_model=a100", env=ONE_THREAD
+    )
     assert good.returncode == 0, good.stderr[-2000:]
     bad = {
         "model:slurm_extra='--gres=gpu:1'": "passes --gres",
@@ -302,7 +295,7 @@ def test_hook_stops_a_run_before_any_job(tmp_path: Path) -> None:
         "model:gpus=1": "did you mean gpu?",
         "modle:gpu=1": "names rule 'modle'",
     }
-    done = _snakemake(tmp_path, *args, *bad)
+    done = run_snakemake(tmp_path, *args, *bad, env=ONE_THREAD)
     assert done.returncode != 0
     printed = done.stdout + done.stderr  # Snakemake logs errors to either
     assert "Resources that no executor can map" in printed
@@ -344,7 +337,7 @@ def test_paper_dry_run_lists_its_jobs_without_database_or_network(clone: Path) -
     """The README's command, as a dry run: jobs counted from the config, nothing reached."""
     cfg = load_config(PAPER)
     runs = study_runs(cfg)
-    done = _snakemake(
+    done = run_snakemake(
         clone,
         "-n",
         "--cores",
@@ -353,7 +346,7 @@ def test_paper_dry_run_lists_its_jobs_without_database_or_network(clone: Path) -
         "gpu=2",
         "--configfile",
         "config/paper.yaml",
-        env=OFFLINE,
+        env={**ONE_THREAD, **OFFLINE},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     stats = _job_stats(done.stdout)
@@ -502,8 +495,14 @@ def test_the_checker_warns_when_fine_tuning_would_lose_the_preemption_signal(
 def test_an_override_of_one_resource_keeps_the_preemption_signal(clone: Path) -> None:
     """A command-line --set-resources replaces the profile's set-resources (Snakemake's
     behaviour); the signal, declared by the training rules, stays with the job."""
-    done = _snakemake(
-        clone, "-n", "--workflow-profile", "profiles/slurm", "--set-resources", "finetune:gpu=0"
+    done = run_snakemake(
+        clone,
+        "-n",
+        "--workflow-profile",
+        "profiles/slurm",
+        "--set-resources",
+        "finetune:gpu=0",
+        env=ONE_THREAD,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = [res for rule, res in _dry_run_jobs(done.stdout) if rule == "finetune"]
@@ -515,14 +514,14 @@ def test_an_override_of_one_resource_keeps_the_preemption_signal(clone: Path) ->
     assert "replaced the profile's whole set-resources" in done.stderr
     assert "forecast: cpus_per_gpu, gpu, mem_mb, runtime, slurm_partition" in done.stderr
     assert "cp -r profiles/slurm profiles/my-site" in done.stderr
-    plain = _snakemake(clone, "-n", "--workflow-profile", "profiles/slurm")
+    plain = run_snakemake(clone, "-n", "--workflow-profile", "profiles/slurm", env=ONE_THREAD)
     assert "replaced the profile" not in plain.stderr
 
 
 def test_the_declared_resources_the_checker_assumes_are_the_rules_own(clone: Path) -> None:
     from vitalfm.profiles import WORKFLOW_DECLARED
 
-    done = _snakemake(clone, "-n", "--workflow-profile", "none")
+    done = run_snakemake(clone, "-n", "--workflow-profile", "none", env=ONE_THREAD)
     assert done.returncode == 0, done.stderr[-3000:]
     for rule, declared in WORKFLOW_DECLARED.items():
         jobs = [res for name, res in _dry_run_jobs(done.stdout) if name == rule]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from vitalfm.config import validate_config
 from vitalfm.db.dsn import check_dsn, redact_dsn
 from vitalfm.errors import ConfigError
 from vitalfm.testing import copy_checkout
+from vitalfm.testing_workflow import load_study_config, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 # Computed, so that no file of the copied checkout (this one included) holds it.
@@ -71,33 +71,12 @@ def _checkout(tmp_path: Path) -> Path:
 
 
 def _write_config(workdir: Path, source: str, dsn: str) -> None:
-    """A full config (--configfile replaces config.yaml): the default study, a small synthetic
-    database, and this database section."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    """A full config (--configfile replaces config.yaml): the test study of the data rules
+    (.test/config/data.yaml: the default study, a small synthetic database) with this database
+    section."""
+    config = load_study_config(REPO, "data")
     config["database"] = {**config["database"], "source": source, "dsn": dsn}
-    config["synthetic"] = {**config["synthetic"], "n_patients": 12}
     (workdir / "c.yaml").write_text(yaml.safe_dump(config))
-
-
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--directory",
-            str(workdir),
-            "--snakefile",
-            str(workdir / "Snakefile"),
-            "--cores",
-            "1",
-            *args,
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def _files_holding(workdir: Path, hidden: list[str], allowed: set[Path]) -> list[str]:
@@ -128,7 +107,7 @@ def test_password_in_config_file_is_refused_before_anything_is_stored(
     workdir = _checkout(tmp_path)
     _write_config(workdir, source, dsn)
     for args in (["-n"], [TARGETS[source]]):  # a dry run (the whole study), then a real one
-        done = _snakemake(workdir, *args, "--configfile", "c.yaml")
+        done = run_snakemake(workdir, "--cores", "1", *args, "--configfile", "c.yaml")
         _assert_refused(done, hidden)
     assert not (workdir / "results").exists()
     assert not (workdir / ".snakemake/metadata").exists() or not any(
@@ -145,7 +124,9 @@ def test_password_on_the_command_line_is_refused_before_anything_is_stored(
     _write_config(workdir, source, "")  # no password in any file
     override = "database=" + yaml.safe_dump({"source": source, "dsn": dsn}, default_flow_style=True)
     for args in (["-n"], [TARGETS[source]]):
-        done = _snakemake(workdir, *args, "--configfile", "c.yaml", "--config", override.strip())
+        done = run_snakemake(
+            workdir, "--cores", "1", *args, "--configfile", "c.yaml", "--config", override.strip()
+        )
         _assert_refused(done, hidden)
     assert not (workdir / "results").exists()
     assert _files_holding(workdir, hidden, allowed=set()) == []

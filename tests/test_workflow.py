@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,76 +15,28 @@ from vitalfm.config import validate_config
 from vitalfm.data.windows import WindowSet
 from vitalfm.study import study_runs
 from vitalfm.testing import assert_strict_json_tree, copy_checkout
+from vitalfm.testing_workflow import (
+    STUDY_CONFIGS,
+    load_study_config,
+    run_snakemake,
+    study_config_file,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-# The default study (config.yaml) reduced for CI: every family and the baselines, a rank sweep,
-# two seeds for the headline settings, validation and test, the oracle; fewer patients and
-# steps. The README's command runs the full default study.
-REDUCED = {
-    "synthetic": {"n_patients": 60, "seed": 11},
-    "pretrain": {"max_steps": 150, "corpus": {"n_series": 600}},
-    "training": {
-        "max_steps": 60,
-        "eval_every": 20,
-        "checkpoint_every": 20,
-        "seeds": [0, 1],
-        "validation_forecast_series": 128,
-    },
-    "forecast": {"num_samples": 20},
-    "evaluation": {"bootstrap": {"resamples": 200}},
-}
-REDUCED_METHODS = ["zero_shot", "lora", "bitfit", "full"]
-REDUCED_MODELS = {
-    "chronos-2-standin": ["zero_shot", "lora", "full"],
-    "moirai-standin": REDUCED_METHODS,
-    "lag-llama-standin": REDUCED_METHODS,
-    "persistence": None,  # baselines keep their own methods
-    "nhits": None,
-    "dlinear": None,
-}
+#: The default study reduced for CI (.test/config/config.yaml): every family and the baselines,
+#: a rank sweep, two seeds for the headline settings, validation and test, the oracle; fewer
+#: patients and steps. The README's command runs the full default study.
+STUDY = str(study_config_file("config"))
 MODEL = "chronos-2-standin"
 SETTINGS = ("zero_shot", "lora-r1", "lora-r2", "full")
 FAMILY_MODELS = {"moirai-standin": "moirai", "lag-llama-standin": "lag-llama"}
-
-
-def reduced_study() -> dict:
-    """config.yaml with the REDUCED settings and models: a complete config (it replaces)."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    for section, values in REDUCED.items():
-        for key, value in values.items():
-            current = config.setdefault(section, {}).get(key)
-            if isinstance(current, dict) and isinstance(value, dict):
-                config[section][key] = {**current, **value}
-            else:
-                config[section][key] = value
-    models = {}
-    for name, methods in REDUCED_MODELS.items():
-        entry = dict(config["models"][name])
-        if methods is not None:
-            entry["methods"] = methods
-        models[name] = entry
-    config["models"] = models
-    config["methods"]["lora"] = {**config["methods"]["lora"], "rank": [1, 2]}
-    return config
-
-
-def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*SNAKEMAKE, "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile"), *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole (reduced) default study, from a fresh clone: data to tables and figures."""
     workdir = copy_checkout(REPO, tmp_path_factory.mktemp("clone"))
-    (workdir / "study.yaml").write_text(yaml.safe_dump(reduced_study()))
-    done = _snakemake(workdir, "--cores", "2", "--configfile", "study.yaml", timeout=2400)
+    done = run_snakemake(workdir, "--cores", "2", "--configfile", STUDY, timeout=2400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return workdir
 
@@ -210,7 +161,7 @@ def test_every_family_adapts_its_pretrained_standin(study: Path, model: str) -> 
 
 @pytest.mark.slow
 def test_metrics_cover_every_run_on_both_splits_with_intervals(study: Path) -> None:
-    config = validate_config(yaml.safe_load((study / "study.yaml").read_text()))
+    config = validate_config(load_study_config(study, "config"))
     runs = {run.run_id: run for run in study_runs(config)}
     assert "oracle/oracle" in runs  # the synthetic study's bound
     metrics = pd.read_parquet(study / "results/metrics/metrics.parquet")
@@ -288,7 +239,7 @@ def test_tables_figures_and_report(study: Path) -> None:
         assert len(pd.read_csv(table)) > 0, table.name
     for figure in figures:
         assert figure.with_suffix(".pdf").stat().st_size > 0
-    done = _snakemake(study, "--report", "report.html", "--configfile", "study.yaml", timeout=600)
+    done = run_snakemake(study, "--report", "report.html", "--configfile", STUDY, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     html = (study / "report.html").read_text(errors="replace")
     assert len(html) > 100_000 and "Results" in html
@@ -302,7 +253,7 @@ def test_every_json_output_is_strict_json(study: Path) -> None:
 
 @pytest.mark.slow
 def test_model_jobs_declare_one_gpu(study: Path) -> None:
-    done = _snakemake(
+    done = run_snakemake(
         study,
         "results/forecasts/test/moirai-standin/lora-r4/seed-0.parquet",
         "--cores",
@@ -320,7 +271,7 @@ def test_model_jobs_declare_one_gpu(study: Path) -> None:
 
 @pytest.mark.slow
 def test_rerun_has_nothing_to_do(study: Path) -> None:
-    done = _snakemake(study, "--cores", "1", "--configfile", "study.yaml", "-n")
+    done = run_snakemake(study, "--cores", "1", "--configfile", STUDY, "-n")
     assert done.returncode == 0
     assert "Nothing to be done" in done.stdout + done.stderr
 
@@ -329,7 +280,7 @@ def test_rerun_has_nothing_to_do(study: Path) -> None:
 def test_empty_cohort_fails_cleanly(study: Path) -> None:
     """A user error inside a job: one clear message, non-zero exit, no finished-looking output."""
     (study / "empty.yaml").write_text(yaml.safe_dump({"cohort": {"icd9_codes": ["0010"]}}))
-    done = _snakemake(study, "cohort", "--cores", "1", "--configfile", "study.yaml", "empty.yaml")
+    done = run_snakemake(study, "cohort", "--cores", "1", "--configfile", STUDY, "empty.yaml")
     assert done.returncode != 0
     output = done.stdout + done.stderr
     assert "cohort is empty" in output and "How to fix" in output
@@ -339,23 +290,17 @@ def test_empty_cohort_fails_cleanly(study: Path) -> None:
 
 def _dry_run(tmp_path: Path, config: dict, *targets: str) -> subprocess.CompletedProcess:
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
-    return subprocess.run(
-        [
-            *SNAKEMAKE,
-            "-n",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(REPO),
-            *targets,
-            "--configfile",
-            str(tmp_path / "study.yaml"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    configfile = str(tmp_path / "study.yaml")
+    return run_snakemake(REPO, "-n", *targets, "--configfile", configfile, timeout=120)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / STUDY_CONFIGS).glob("*.yaml")))
+def test_every_test_study_plans_its_jobs(name: str) -> None:
+    """Each .test/config study parses and plans in the fast suite too (the slow tests run them)."""
+    path = REPO / study_config_file(name)
+    assert path.read_text().startswith("# "), f"{path}: say on its first line what it is for"
+    done = run_snakemake(REPO, "-n", "--configfile", str(path), timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
 
 def test_invalid_config_is_refused_before_any_job(tmp_path: Path) -> None:
@@ -367,13 +312,7 @@ def test_invalid_config_is_refused_before_any_job(tmp_path: Path) -> None:
 
 
 def test_lint_is_clean() -> None:
-    done = subprocess.run(
-        [*SNAKEMAKE, "--lint", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_snakemake(REPO, "--lint", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
