@@ -252,6 +252,14 @@ def test_option_errors() -> None:
 # --- training, saving, loading ------------------------------------------------------------------
 
 
+def test_an_adapter_wrapped_baseline_is_not_saved(tmp_path: Path) -> None:
+    model = build("nhits")
+    model.module.peft_config = {}  # what a peft wrapper carries
+    with pytest.raises(ModelError, match="adapter-wrapped"):
+        model.save_pretrained(tmp_path / "nhits")
+    assert not (tmp_path / "nhits").exists()
+
+
 def test_save_load_round_trip_gives_identical_forecasts(tmp_path: Path) -> None:
     contexts = holed_contexts()
     for family in TRAINED:

@@ -18,7 +18,12 @@ from vitalfm.engine.train import Trainer, TrainingConfig
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch
-from vitalfm.models.chronos import ChronosForecaster
+from vitalfm.models.chronos import (
+    Chronos2Forecaster,
+    ChronosBoltForecaster,
+    ChronosForecaster,
+    ChronosT5Forecaster,
+)
 from vitalfm.models.registry import forecaster_class
 from vitalfm.testing import (
     EVERY_SETTING,
@@ -61,6 +66,31 @@ def test_family_is_found_by_name() -> None:
     assert forecaster_class("chronos") is ChronosForecaster
     with pytest.raises(Exception, match="unknown model family 'nope'"):
         forecaster_class("nope")
+
+
+def test_the_checkpoint_config_chooses_the_variant_class(standin_dirs: dict[str, Path]) -> None:
+    """As chronos-forecasting picks its pipeline class: by the config's
+    chronos_pipeline_class, ChronosPipeline where there is none (released T5 checkpoints)."""
+    classes = {
+        "chronos-t5": ChronosT5Forecaster,
+        "chronos-bolt": ChronosBoltForecaster,
+        "chronos-2": Chronos2Forecaster,
+    }
+    assert ChronosForecaster.standin_names() == tuple(classes)
+    for name, variant in classes.items():
+        config = json.loads((standin_dirs[name] / "config.json").read_text())
+        assert ChronosForecaster.variant_for_config(config) is variant
+        forecaster = load(standin_dirs[name])
+        assert type(forecaster) is variant and forecaster.variant == variant.VARIANT == name
+    assert ChronosForecaster.variant_for_config({"chronos_config": {}}) is ChronosT5Forecaster
+    with pytest.raises(ModelError, match="Chronos3Pipeline is not a supported Chronos pipeline"):
+        ChronosForecaster.variant_for_config({"chronos_pipeline_class": "Chronos3Pipeline"})
+    with pytest.raises(ModelError, match="holds a chronos-t5 checkpoint, not a chronos-bolt"):
+        ChronosBoltForecaster.load(ModelSource(path=str(standin_dirs["chronos-t5"])), CPU)
+    with pytest.raises(ModelError, match="is not a supported Chronos pipeline for"):
+        ChronosBoltForecaster(load(standin_dirs["chronos-2"]).pipeline, ModelSource(path="x"))
+    with pytest.raises(ModelError, match="unknown Chronos stand-in 'chronos-3'"):
+        ChronosForecaster.standin("chronos-3", horizon=12, seed=0)
 
 
 @pytest.mark.parametrize("name", ["chronos-t5", "chronos-bolt", "chronos-2"])

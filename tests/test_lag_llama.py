@@ -23,7 +23,7 @@ from vitalfm.engine import runs
 from vitalfm.engine.train import Trainer, TrainingConfig
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
-from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, TimeAxis, forecaster_class
+from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, TimeAxis
 from vitalfm.models.lag_llama import (
     LagLlamaForecaster,
     released_model_kwargs,
@@ -44,6 +44,7 @@ from vitalfm.models.lag_llama.network import (
     RotaryEmbedding,
     apply_rope,
 )
+from vitalfm.models.registry import forecaster_class
 from vitalfm.testing import (
     EVERY_SETTING,
     run_every_setting,

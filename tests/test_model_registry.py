@@ -131,6 +131,12 @@ def test_no_module_outside_the_registry_lists_the_families() -> None:
     assert found == []
 
 
+def test_the_adapter_save_guard_is_written_once() -> None:
+    """Forecaster.save_pretrained refuses an adapter-wrapped module for every family."""
+    sources = [path.read_text() for path in MODELS.rglob("*.py")]
+    assert sum(text.count("cannot save an adapter-wrapped model") for text in sources) == 1
+
+
 def test_variants_refuse_a_second_class_under_one_name() -> None:
     variants: Variants[type] = Variants("toy")
 

@@ -20,7 +20,12 @@ from vitalfm.engine.train import Trainer, TrainingConfig
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch
-from vitalfm.models.moirai import MoiraiForecaster, moirai_inputs
+from vitalfm.models.moirai import (
+    Moirai1Forecaster,
+    Moirai2Forecaster,
+    MoiraiForecaster,
+    moirai_inputs,
+)
 from vitalfm.models.registry import forecaster_class
 from vitalfm.synthetic.corpus import CorpusConfig, generate_corpus
 from vitalfm.testing import (
@@ -124,6 +129,22 @@ def holed_contexts() -> np.ndarray:
 def test_family_is_found_by_name() -> None:
     assert forecaster_class("moirai") is MoiraiForecaster
     assert MoiraiForecaster.standin_names() == STANDINS
+
+
+def test_the_checkpoint_config_chooses_the_variant_class(standin_dirs: dict[str, Path]) -> None:
+    """MOIRAI 1.x configs have patch_sizes + distr_output, Moirai-2 configs patch_size +
+    quantile_levels; a module already built picks its class by its type."""
+    for name, variant in (("moirai", Moirai1Forecaster), ("moirai-2", Moirai2Forecaster)):
+        config = json.loads((standin_dirs[name] / "config.json").read_text())
+        assert MoiraiForecaster.variant_for_config(config, name) is variant
+        forecaster = load(standin_dirs[name])
+        assert type(forecaster) is variant and forecaster.variant == variant.VARIANT == name
+        again = MoiraiForecaster.for_module(forecaster.module, forecaster.source)
+        assert type(again) is variant
+    with pytest.raises(ModelError, match="Moirai2Module is not a MoiraiModule"):
+        Moirai1Forecaster(load(standin_dirs["moirai-2"]).module, ModelSource(path="x"))
+    with pytest.raises(ModelError, match="unknown MOIRAI stand-in 'moirai-3'"):
+        MoiraiForecaster.standin("moirai-3", horizon=12, seed=0)
 
 
 @pytest.mark.parametrize("name", STANDINS)
