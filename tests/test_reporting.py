@@ -28,7 +28,9 @@ from vitalfm.config import validate_config
 from vitalfm.engine.data import usable_rows
 from vitalfm.errors import DataError
 from vitalfm.reporting import FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
-from vitalfm.reporting.figures import build_figures, pareto_front, pick_examples
+from vitalfm.reporting.error_figures import pareto_front
+from vitalfm.reporting.figures import build_figures
+from vitalfm.reporting.forecast_figures import pick_examples
 from vitalfm.reporting.formatting import MISSING, parse_ci
 from vitalfm.reporting.tables import build_tables
 from vitalfm.study import study_runs
@@ -684,8 +686,8 @@ def test_report_builds_with_captions_config_and_versions(workflow: Path) -> None
 
 def test_tables_read_the_metrics_rules_own_files(tmp_path: Path) -> None:
     """The contract between the metrics rule and the report, with the metrics rule's code."""
-    from vitalfm.evaluation.aggregate import write_metrics
     from vitalfm.evaluation.scoring import score_run
+    from vitalfm.evaluation.summary import write_metrics
 
     cfg = validate_config({**RAW_CONFIG, "evaluation": {"bootstrap": {"resamples": 20}}})
     make_results(tmp_path, cfg)

@@ -326,7 +326,7 @@ def score_rows(errors: dict[int, list[float]]) -> Any:
     point errors: ``errors[subject_id]`` lists them; the min-max scale divides them by 100."""
     import pandas as pd
 
-    from vitalfm.evaluation.metrics import STATISTICS
+    from vitalfm.evaluation.metric_registry import STATISTICS
 
     rows = []
     for scale, unit in (("original", 1.0), ("minmax", 100.0)):

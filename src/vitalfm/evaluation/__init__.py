@@ -1,24 +1,17 @@
-"""Evaluation: metrics on observed target points, per-patient scores, the bootstrap.
+"""Evaluation: metrics on observed target points, per-patient scores, the study's summaries.
 
-- :mod:`~vitalfm.evaluation.metrics`: the metric definitions.
+Modules import downward only (quantiles <- metric_registry <- metrics <- scoring; bootstrap,
+metrics <- run_summary <- paired <- summary):
+
+- :mod:`~vitalfm.evaluation.quantiles`: the forecasts' quantile levels, intervals, columns.
+- :mod:`~vitalfm.evaluation.metric_registry`: every metric, one record each.
+- :mod:`~vitalfm.evaluation.metrics`: the registry's arithmetic (terms, ratios, comparisons).
 - :mod:`~vitalfm.evaluation.scoring`: rule ``score`` (forecasts -> per-patient sums).
-- :mod:`~vitalfm.evaluation.aggregate`: rule ``metrics`` (every run on validation and test,
-  intervals over patients and seeds, paired differences, the oracle gap).
 - :mod:`~vitalfm.evaluation.bootstrap`: resampling patients and seeds as count weights.
+- :mod:`~vitalfm.evaluation.run_summary`: one run on one split, over seeds and the bootstrap.
+- :mod:`~vitalfm.evaluation.paired`: differences against a reference, the oracle gap closed.
+- :mod:`~vitalfm.evaluation.summary`: rule ``metrics`` (every run on validation and test).
+
+Nothing is imported here, so that the config check can read the quantile levels while the
+Snakefile is parsed without loading numpy or pandas.
 """
-
-from vitalfm.config import minmax_ranges
-from vitalfm.evaluation.aggregate import study_metrics, write_metrics
-from vitalfm.evaluation.metrics import METRICS
-from vitalfm.evaluation.scoring import read_forecasts, read_scores, score_forecasts, score_run
-
-__all__ = [
-    "METRICS",
-    "minmax_ranges",
-    "read_forecasts",
-    "read_scores",
-    "score_forecasts",
-    "score_run",
-    "study_metrics",
-    "write_metrics",
-]

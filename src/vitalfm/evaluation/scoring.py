@@ -1,10 +1,11 @@
 """Rule ``score``: one run's forecasts -> per-patient sums, from which every metric follows.
 
 A score table has one row per (subject_id, scale, vital, step) with the sums of
-:data:`~vitalfm.evaluation.metrics.STATISTICS` over that patient's observed target points.
-``step`` 0 is the whole horizon and ``vital`` "all" every vital, so each cell of the metrics
-table is a plain sum over patients (``n_windows`` counts distinct windows, which is why the
-totals are stored rather than summed later). DTW sums live only in step-0 rows.
+:data:`~vitalfm.evaluation.metric_registry.STATISTICS` over that patient's observed target
+points: each registered metric's per-point sums, and its per-series sums for a series metric
+(DTW). ``step`` 0 is the whole horizon and ``vital`` "all" every vital, so each cell of the
+metrics table is a plain sum over patients (``n_windows`` counts distinct windows, which is why
+the totals are stored rather than summed later). Series sums live only in step-0 rows.
 """
 
 from __future__ import annotations
@@ -23,24 +24,21 @@ import pyarrow.parquet as pq
 from vitalfm.config import minmax_ranges
 from vitalfm.data.windows import WindowSet
 from vitalfm.errors import DataError
-from vitalfm.evaluation.metrics import (
-    CRPS_LEVELS,
-    INTERVALS,
-    POINT_TERMS,
-    SCALES,
+from vitalfm.evaluation.metric_registry import (
+    COUNT_SUMS,
+    POINT_SUMS,
+    REGISTRY,
     STATISTICS,
-    dtw_distances,
-    mase_scale,
-    point_terms,
-    quantile_column,
-    to_minmax,
 )
+from vitalfm.evaluation.metrics import SCALES, mase_scale, point_terms, to_minmax
+from vitalfm.evaluation.quantiles import CRPS_LEVELS, OPTIONAL_LEVELS, quantile_column
 
 log = logging.getLogger(__name__)
 
 KEYS = ("subject_id", "scale", "vital", "step")
 ALL = "all"
-#: Columns every forecast table must have; the 95% bounds are optional (NaN coverage_95).
+#: Columns every forecast table must have; the optional levels only add a metric (without
+#: the 95% interval's bounds, its coverage is NaN).
 REQUIRED_COLUMNS = (
     "window_id",
     "subject_id",
@@ -51,10 +49,8 @@ REQUIRED_COLUMNS = (
     "median",
     *(quantile_column(level) for level in CRPS_LEVELS),
 )
-OPTIONAL_LEVELS = tuple(
-    level for bounds in INTERVALS.values() for level in bounds if level not in CRPS_LEVELS
-)
-COUNT_COLUMNS = ("n_points", "n_windows", "n_ape", "n_ase", "n_cov80", "n_cov95", "n_dtw")
+#: Series metrics: {metric's value sum: the sum counting its series}.
+SERIES_COUNTS = {m.numerator: m.denominator for m in REGISTRY if m.series is not None}
 
 
 def forecast_path(results_dir: str | Path, split: str, replicate_id: str) -> Path:
@@ -136,16 +132,17 @@ def _check_points(frame: pd.DataFrame, windows: WindowSet, run_id: str, source: 
 def _aggregate(points: pd.DataFrame, series: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Sums of one scale's point terms over ``keys`` (a subset of subject_id, vital, step)."""
     groups = points.groupby(keys, observed=True, sort=False)
-    out = groups[list(POINT_TERMS)].sum()
+    out = groups[list(POINT_SUMS)].sum()
     out["n_points"] = groups.size()
     out["n_windows"] = groups["window_id"].nunique()
-    if "step" in keys:
-        out["dtw"] = 0.0
-        out["n_dtw"] = 0
-    else:  # DTW is per series (window, vital) over the whole horizon
-        by = series.groupby(keys, observed=True, sort=False)["dtw"]
-        out["dtw"] = by.sum()
-        out["n_dtw"] = by.count()
+    for value, count in SERIES_COUNTS.items():
+        if "step" in keys:
+            out[value] = 0.0
+            out[count] = 0
+        else:  # a series metric is per series (window, vital) over the whole horizon
+            by = series.groupby(keys, observed=True, sort=False)[value]
+            out[value] = by.sum()
+            out[count] = by.count()
     out = out.reset_index()
     if "vital" not in keys:
         out["vital"] = ALL
@@ -203,7 +200,11 @@ def score_forecasts(
                 {
                     "subject_id": windows.window_subject_ids()[wins].astype(np.int64),
                     "vital": name,
-                    "dtw": dtw_distances(truth, point, mask),
+                    **{
+                        metric.numerator: metric.series(truth, point, mask)
+                        for metric in REGISTRY
+                        if metric.series is not None
+                    },
                     "range": ranges[name][1] - ranges[name][0],
                 }
             )
@@ -218,15 +219,17 @@ def score_forecasts(
     for scale_name in SCALES:
         if scale_name == "original":
             terms = point_terms(y, median, quantiles, scale)
-            series = series_frame[["subject_id", "vital", "dtw"]]
+            series = series_frame[["subject_id", "vital", *SERIES_COUNTS]]
         else:
-            # min-max is linear per vital: quantiles stay quantiles, MASE's scale and DTW
-            # (a root of summed squared differences) shrink by the range.
+            # min-max is linear per vital: quantiles stay quantiles, MASE's scale and a series
+            # value (DTW: a root of summed squared differences) shrink by the range.
             scaled = {lv: to_minmax(q, low, high) for lv, q in quantiles.items()}
             terms = point_terms(
                 to_minmax(y, low, high), to_minmax(median, low, high), scaled, scale / (high - low)
             )
-            series = series_frame.assign(dtw=series_frame["dtw"] / series_frame["range"])
+            series = series_frame.assign(
+                **{value: series_frame[value] / series_frame["range"] for value in SERIES_COUNTS}
+            )
         points = keys.assign(**terms)
         for group in (["subject_id", "vital", "step"], ["subject_id", "vital"]):
             parts.append(_aggregate(points, series, group).assign(scale=scale_name))
@@ -235,7 +238,7 @@ def score_forecasts(
     table = pd.concat(parts, ignore_index=True)
     table = table[[*KEYS, *STATISTICS]]
     table["step"] = table["step"].astype(np.int16)
-    for name in COUNT_COLUMNS:
+    for name in COUNT_SUMS:
         table[name] = table[name].round().astype(np.int64)
     return table.sort_values(list(KEYS), kind="stable").reset_index(drop=True)
 
@@ -257,18 +260,19 @@ def score_run(
     table = score_forecasts(forecasts, windows, ranges, run_id, source=str(forecasts_path))
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), output_path)
     totals = table[(table["vital"] == ALL) & (table["step"] == 0)]
-    totals = totals[totals["scale"] == "original"][list(COUNT_COLUMNS)].sum()
+    totals = totals[totals["scale"] == "original"][list(COUNT_SUMS)].sum()
+    left_out = "".join(
+        f"; {m.label} leaves out {totals['n_points'] - totals[m.point_count]} point(s) {m.left_out}"
+        for m in REGISTRY
+        if m.left_out is not None
+    )
     log.info(
-        "run %s: %d observed points in %d windows of %d patients; MAPE leaves out %d point(s) "
-        "with y = 0, MASE %d point(s) of series with a flat or too short context, "
-        "coverage_95 %d point(s) without 0.025/0.975 quantiles (%.2f s)",
+        "run %s: %d observed points in %d windows of %d patients%s (%.2f s)",
         run_id,
         totals["n_points"],
         totals["n_windows"],
         table["subject_id"].nunique(),
-        totals["n_points"] - totals["n_ape"],
-        totals["n_points"] - totals["n_ase"],
-        totals["n_points"] - totals["n_cov95"],
+        left_out,
         time.perf_counter() - started,
     )
     return table

@@ -19,13 +19,8 @@ import numpy as np
 import pandas as pd
 
 from vitalfm.errors import DataError
-from vitalfm.evaluation.aggregate import (
-    GAP_COLUMNS,
-    METRICS_COLUMNS,
-    PAIRED_COLUMNS,
-    REPLICATE_COLUMNS,
-    REPORT_SPLIT,
-)
+from vitalfm.evaluation.paired import GAP_COLUMNS, PAIRED_COLUMNS
+from vitalfm.evaluation.run_summary import METRICS_COLUMNS, REPLICATE_COLUMNS, REPORT_SPLIT
 from vitalfm.study import Run
 
 
