@@ -348,7 +348,7 @@ def test_config_file_that_is_not_yaml_is_refused(checkout: Path, tmp_path: Path,
 def test_name_pattern_is_the_schema_pattern_and_levels_are_the_metric_levels() -> None:
     from vitalfm.config import load_schema
     from vitalfm.config_rules import NAME_MAX_LENGTH, NAME_PATTERN, REQUIRED_QUANTILE_LEVELS
-    from vitalfm.evaluation.metrics import CRPS_LEVELS
+    from vitalfm.evaluation.quantiles import CRPS_LEVELS
 
     name = load_schema()["$defs"]["name"]
     assert name["pattern"] == NAME_PATTERN and name["maxLength"] == NAME_MAX_LENGTH

@@ -583,8 +583,8 @@ def test_history_and_loss_curves_show_the_forecast_metric_and_the_kept_step(
 ) -> None:
     import pandas as pd
 
-    from vitalfm.reporting.figures import best_step_of, loss_figure
     from vitalfm.reporting.inputs import ResultsLayout
+    from vitalfm.reporting.training_figures import best_step_of, loss_figure
 
     trainer = make_trainer(tmp_path / "ck", max_steps=8)
     scripted_metrics(trainer, {0: 0.5, 3: 0.1, 6: 0.2, 8: 0.3}, {})

@@ -334,7 +334,7 @@ class Trainer:
         """CRPS and MAE of the current model's forecasts of the validation forecast set.
 
         As the study scores test forecasts (:mod:`vitalfm.evaluation`): quantiles at
-        :data:`~vitalfm.evaluation.metrics.CRPS_LEVELS` from the forecast
+        :data:`~vitalfm.evaluation.quantiles.CRPS_LEVELS` from the forecast
         (:func:`~vitalfm.engine.forecast.to_quantiles`), CRPS as their mean 2 x pinball loss
         and the absolute error of the forecast's median, on the min-max scale of each
         series' vital, pooled over observed target points. Each batch samples with a seed
@@ -344,7 +344,8 @@ class Trainer:
         if self.forecast_set is None:
             return {}
         from vitalfm.engine.forecast import to_quantiles
-        from vitalfm.evaluation.metrics import CRPS_LEVELS, point_terms, to_minmax
+        from vitalfm.evaluation.metrics import point_terms, to_minmax
+        from vitalfm.evaluation.quantiles import CRPS_LEVELS
 
         started = time.perf_counter()
         self.forecaster.module.eval()
