@@ -89,8 +89,8 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def measure_training(family: str, standin: str, method: str, steps: int, batch: int) -> dict:
-    from vitalfm.engine.data import WindowTrainingData
     from vitalfm.engine.train import Trainer, TrainingConfig
+    from vitalfm.engine.training_data import WindowTrainingData
     from vitalfm.methods import MethodSpec
     from vitalfm.methods.adapting import adapt, parameter_counts
 

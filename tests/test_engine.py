@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from vitalfm.engine.data import WindowTrainingData, usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
+from vitalfm.engine.training_data import WindowTrainingData, usable_rows
 from vitalfm.errors import ConfigError
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt
@@ -621,7 +621,7 @@ def test_history_and_loss_curves_show_the_forecast_metric_and_the_kept_step(
 
 
 def test_pretraining_on_the_corpus_selects_on_the_loss(tmp_path: Path) -> None:
-    from vitalfm.engine.data import CorpusTrainingData
+    from vitalfm.engine.training_data import CorpusTrainingData
     from vitalfm.synthetic.corpus import CorpusConfig, generate_corpus
 
     corpus = generate_corpus(CorpusConfig(n_series=64, length=96, seed=1))

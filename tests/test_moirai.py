@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from vitalfm.engine.data import CorpusTrainingData, WindowTrainingData, usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig
+from vitalfm.engine.training_data import CorpusTrainingData, WindowTrainingData, usable_rows
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch
@@ -29,7 +29,7 @@ from vitalfm.models.moirai import (
 from vitalfm.models.registry import forecaster_class
 from vitalfm.synthetic.corpus import CorpusConfig, generate_corpus
 from vitalfm.testing import (
-    EVERY_SETTING,
+    every_setting,
     run_every_setting,
     tiny_study_config,
     toy_window_files,
@@ -588,7 +588,7 @@ def test_every_method_runs_end_to_end(
     tmp_path: Path,
 ) -> None:
     cfg = tiny_study_config("moirai", standin, options, vitals=VITALS)
-    results = run_every_setting(cfg, EVERY_SETTING, window_files, standin_dirs[standin], tmp_path)
+    results = run_every_setting(cfg, every_setting(), window_files, standin_dirs[standin], tmp_path)
     for setting, (trained, _) in results.items():
         if trained is not None:
             assert trained["patch_size"] == options.get("patch_size", 16), setting

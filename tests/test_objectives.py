@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from vitalfm.data.windows import WindowSet
-from vitalfm.engine.data import WindowTrainingData
+from vitalfm.engine.training_data import WindowTrainingData
 from vitalfm.models.base import Forecaster, SeriesBatch, forecaster_class
 from vitalfm.testing import TINY_BASELINES, toy_windows
 

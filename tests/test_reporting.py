@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from vitalfm.config import validate_config
-from vitalfm.engine.data import usable_rows
+from vitalfm.engine.training_data import usable_rows
 from vitalfm.errors import DataError
 from vitalfm.reporting import FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
 from vitalfm.reporting.error_figures import pareto_front

@@ -3,14 +3,17 @@
 The same function serves zero-shot and adapted models: only the forecaster's module differs.
 Each row is one (window, vital, horizon step) with the truth, whether it is scorable
 (observed, not filled), the median and the study's quantile levels, all in original units.
+A :data:`Predictor` stands in for a forecaster where the forecasts come from elsewhere (the
+synthetic study's oracle, :func:`oracle_predictor`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,16 +21,18 @@ import torch
 from tqdm import tqdm
 
 from vitalfm.data.windows import WindowSet
-from vitalfm.engine.data import usable_rows
+from vitalfm.engine.training_data import usable_rows
+from vitalfm.evaluation.quantiles import FORECAST_LEVELS, quantile_column
 from vitalfm.models.base import Forecast, Forecaster, ModelError, TimeAxis
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEVELS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975)
+
+class ForecastError(ModelError):
+    """Forecasting cannot go on as configured (e.g. the GPU runs out of memory)."""
 
 
-def quantile_column(level: float) -> str:
-    return f"q{level:g}"
+DEFAULT_LEVELS = FORECAST_LEVELS
 
 
 def to_quantiles(forecast: Forecast, levels: Sequence[float]) -> torch.Tensor:
@@ -78,6 +83,33 @@ def replicate_seed(base: int, seed: int) -> int:
 #: ``predict(vital, rows, context, time, num_samples, batch_seed) -> Forecast`` for window
 #: rows of one vital: what :func:`forecast_windows` calls instead of a forecaster (the oracle).
 Predictor = Callable[[str, np.ndarray, torch.Tensor, TimeAxis, int, int], Forecast]
+
+
+def oracle_predictor(synthetic: Mapping[str, Any], windows: WindowSet) -> Predictor:
+    """The synthetic study's reference: samples of each horizon bin from the generator's own
+    state at the window's origin (:func:`vitalfm.synthetic.oracle.oracle_samples`);
+    ``synthetic`` is the generator's settings (the config's ``synthetic`` section)."""
+    from vitalfm.synthetic.oracle import oracle_samples
+
+    stays, origins = windows.window_icustay_ids(), windows.origin_seconds()
+
+    def predict(
+        vital: str, rows: np.ndarray, context: torch.Tensor, time: Any, samples: int, seed: int
+    ) -> Forecast:
+        drawn = oracle_samples(
+            synthetic,
+            stays[rows],
+            origins[rows],
+            vital,
+            windows.horizon_steps,
+            windows.frequency_minutes,
+            samples,
+            seed,
+        )
+        paths = torch.from_numpy(np.ascontiguousarray(drawn, dtype=np.float32))
+        return Forecast(median=paths.quantile(0.5, dim=1), samples=paths)
+
+    return predict
 
 
 def forecast_windows(

@@ -16,11 +16,12 @@ Data without min-max ranges (pretraining on the synthetic corpus) select on the 
 
 Resumption: a checkpoint (trainable weights, best weights, optimizer and scheduler state,
 counters) is written atomically every ``checkpoint_every`` steps and when SIGTERM arrives.
-Batches and dropout masks are pure functions of (seed, step) (see :mod:`vitalfm.engine.data`),
-so a job killed at any point (even by SIGKILL) and rerun resumes from its last checkpoint and
-ends, on CPU, with the same weights as an uninterrupted run. We keep our own loop rather
-than HF ``Trainer`` or Lightning because neither gives bit-identical resumption with
-step-addressed batches, and both add per-step overhead that the small models here feel.
+Batches and dropout masks are pure functions of (seed, step) (see
+:mod:`vitalfm.engine.training_data`), so a job killed at any point (even by SIGKILL) and rerun
+resumes from its last checkpoint and ends, on CPU, with the same weights as an uninterrupted
+run. The checkpoint folder's format is :mod:`vitalfm.engine.checkpoints`'s. We keep our own
+loop rather than HF ``Trainer`` or Lightning because neither gives bit-identical resumption
+with step-addressed batches, and both add per-step overhead that the small models here feel.
 """
 
 from __future__ import annotations
@@ -29,147 +30,33 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from vitalfm.engine.data import TrainingData, ValidationForecastSet
-from vitalfm.errors import ConfigError
-from vitalfm.io import atomic_dir, json_text, remove_partial_writes
-from vitalfm.models.base import Forecaster, ModelError, SeriesBatch, TimeAxis
+from vitalfm.engine.checkpoints import CheckpointFolder, number_or
+from vitalfm.engine.training_config import (
+    TrainingConfig,
+    TrainingError,
+    TrainingInterrupted,
+    TrainingResult,
+)
+from vitalfm.engine.training_data import TrainingData, ValidationForecastSet
+from vitalfm.models.base import Forecaster, SeriesBatch, TimeAxis
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 2  # 2: best tracking on the selection metric
-KEEP_CHECKPOINTS = 2
-SELECTION_METRICS = ("crps", "mae", "loss")
-
-
-def _number(value: float | None, missing: float) -> float:
-    """A number from a checkpoint's strict JSON, where NaN and infinities are written as null."""
-    return missing if value is None else float(value)
-
-
-class TrainingError(ModelError):
-    """Training cannot go on as configured (NaN loss, out of memory, bad checkpoint)."""
-
-
-class TrainingInterrupted(TrainingError):
-    """SIGTERM arrived; a checkpoint was written and a rerun resumes from it."""
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    max_steps: int = 200
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_fraction: float = 0.1
-    schedule: str = "linear"  # linear | cosine | constant (after warm-up)
-    min_lr_ratio: float = 0.0
-    grad_clip_norm: float = 1.0
-    eval_every: int = 25
-    patience: int = 4
-    min_delta: float = 0.0
-    checkpoint_every: int = 50
-    seed: int = 0
-    validation_batch_size: int = 256
-    #: What early stopping and the best checkpoint follow: the validation forecast's CRPS or
-    #: MAE (min-max scale, as the study scores), or the family's validation loss.
-    selection_metric: str = "crps"
-    #: Validation series forecast at every evaluation (fixed by the seed); 0: none.
-    validation_forecast_series: int = 256
-    #: Sample paths per series for the sampling families (Chronos-T5, MOIRAI 1.x, Lag-Llama).
-    validation_num_samples: int = 20
-
-    def __post_init__(self) -> None:
-        if self.selection_metric not in SELECTION_METRICS:
-            raise ConfigError(
-                f"config key training.selection_metric = {self.selection_metric!r} is unknown",
-                f"set it to one of {', '.join(SELECTION_METRICS)}",
-            )
-        if self.selection_metric != "loss" and self.validation_forecast_series < 1:
-            raise ConfigError(
-                f"config key training.selection_metric = {self.selection_metric} needs "
-                f"validation forecasts, but training.validation_forecast_series = "
-                f"{self.validation_forecast_series}",
-                "set training.validation_forecast_series to at least 1 (default 256), or "
-                "training.selection_metric to loss",
-            )
-        if self.validation_num_samples < 1:
-            raise ConfigError(
-                f"config key training.validation_num_samples = {self.validation_num_samples}",
-                "set it to at least 1 (default 20)",
-            )
-
-    @classmethod
-    def from_config(cls, entry: dict[str, Any], **overrides: Any) -> TrainingConfig:
-        """Settings from the config's ``training`` section; ``None`` overrides are ignored."""
-        known = set(cls.__dataclass_fields__)
-        given = {**entry, **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(**{k: v for k, v in given.items() if k in known})
-
-    @property
-    def warmup_steps(self) -> int:
-        return round(self.warmup_fraction * self.max_steps)
-
-    def lr_factor(self, step: int) -> float:
-        """Multiplier of the base learning rate for optimizer step ``step`` (0-based)."""
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        if self.schedule == "constant":
-            return 1.0
-        span = max(1, self.max_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        decay = (
-            1.0 - progress
-            if self.schedule == "linear"
-            else 0.5 * (1 + math.cos(math.pi * progress))
-        )
-        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay
-
-
-@dataclass
-class TrainingResult:
-    steps: int
-    best_step: int
-    #: The validation loss at ``best_step`` (its minimum when selecting on the loss).
-    best_validation_loss: float
-    initial_validation_loss: float
-    stopped_early: bool
-    resumed_from_step: int | None
-    wall_time_s: float
-    train_samples_per_s: float
-    #: One row per evaluation: step, train_loss, validation_loss, validation_crps,
-    #: validation_mae (NaN without validation forecasts), selection_metric, best_step (so
-    #: far), learning_rate, samples_per_s, validation_forecast_s.
-    history: list[dict[str, Any]] = field(default_factory=list)
-    #: Peak memory of the training process: its RSS and, on a GPU, torch's peak allocation.
-    peak_memory_mb: dict[str, float | None] = field(default_factory=dict)
-    #: The metric the best step was chosen on ("loss" where the data have no min-max ranges).
-    selection_metric: str = "loss"
-    best_validation_score: float = math.nan
-    initial_validation_score: float = math.nan
-    #: Series and sample paths of the validation forecasts, and their mean seconds per
-    #: evaluation (empty when there are none).
-    validation_forecast: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Trainer", "TrainingConfig", "TrainingError", "TrainingInterrupted", "TrainingResult"]
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
@@ -194,14 +81,6 @@ def _step_seed(seed: int, step: int) -> int:
 def _forecast_seed(seed: int, batch: int) -> int:
     """The sampling seed of validation-forecast batch ``batch``: the same at every evaluation."""
     return int(np.random.SeedSequence([seed, 5, batch]).generate_state(1)[0])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextmanager
@@ -280,6 +159,7 @@ class Trainer:
                 default=str,
             ).encode()
         ).hexdigest()
+        self.checkpoints = CheckpointFolder(self.checkpoint_dir, self.fingerprint)
         self.progress = progress
         self.params = trainable_parameters(forecaster.module)
         if not self.params:
@@ -451,38 +331,19 @@ class Trainer:
         )
         return self.step > 0 and self.bad_evals >= self.config.patience
 
-    # --- checkpoints ----------------------------------------------------------------------------
-
-    def _checkpoints(self) -> list[Path]:
-        if not self.checkpoint_dir.is_dir():
-            return []
-        found = [p for p in self.checkpoint_dir.glob("step-*") if p.is_dir()]
-        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    # --- checkpoints (the folder's format: vitalfm.engine.checkpoints) ---------------------------
 
     def save_checkpoint(self) -> Path:
-        target = self.checkpoint_dir / f"step-{self.step:07d}"
-        with atomic_dir(target) as tmp:
-            save_file(
-                {k: p.detach().cpu().contiguous() for k, p in self.params.items()},
-                tmp / "trainable.safetensors",
-            )
-            if self.best_state is not None:
-                save_file(
-                    {k: t.cpu().contiguous() for k, t in self.best_state.items()},
-                    tmp / "best.safetensors",
-                )
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                },
-                tmp / "optimizer.pt",
-            )
-            files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
-            state = {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": self.fingerprint,
-                "step": self.step,
+        return self.checkpoints.save(
+            self.step,
+            {k: p.detach().cpu().contiguous() for k, p in self.params.items()},
+            (
+                {k: t.cpu().contiguous() for k, t in self.best_state.items()}
+                if self.best_state is not None
+                else None
+            ),
+            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+            {
                 "selection_metric": self.selection_metric,
                 "best_score": self.best_score,
                 "best_loss": self.best_loss,
@@ -491,93 +352,37 @@ class Trainer:
                 "initial_score": self.initial_score,
                 "bad_evals": self.bad_evals,
                 "history": self.history,
-                "files": files,
-            }
-            (tmp / "state.json").write_text(json_text(state, indent=1))  # strict: NaN as null
-        for old in self._checkpoints()[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
-        return target
-
-    def _corrupt(self, path: Path, why: str) -> TrainingError:
-        return TrainingError(
-            f"the checkpoint {path} cannot be resumed: {why}",
-            f"delete {self.checkpoint_dir} to restart this run from step 0",
+            },
         )
-
-    def _set_aside(self, old_fingerprint: str) -> Path:
-        """Move checkpoints written for another configuration out of the way (never reuse
-        them, never delete a user's files): ``<folder>.set-aside-<their fingerprint>``."""
-        aside = self.checkpoint_dir.with_name(
-            f"{self.checkpoint_dir.name}.set-aside-{old_fingerprint[:12]}"
-        )
-        if aside.exists():
-            shutil.rmtree(aside)
-        os.replace(self.checkpoint_dir, aside)
-        log.warning(
-            "the checkpoints in %s were written for another configuration (model, method, data "
-            "or training settings changed); set aside as %s, training starts from step 0",
-            self.checkpoint_dir,
-            aside,
-        )
-        return aside
-
-    def _remove_partial_checkpoints(self) -> None:
-        """Checkpoint folders a kill interrupted mid-write (atomic_dir's temporaries)."""
-        for leftover in remove_partial_writes(self.checkpoint_dir):
-            log.info("removed %s, left by an interrupted checkpoint write", leftover)
 
     def load_latest_checkpoint(self) -> int | None:
-        self._remove_partial_checkpoints()
-        found = self._checkpoints()
-        if not found:
+        checkpoint = self.checkpoints.load_latest()
+        if checkpoint is None:
             return None
-        path = found[-1]
-        try:
-            state = json.loads((path / "state.json").read_text())
-        except (OSError, ValueError) as err:
-            raise self._corrupt(path, f"state.json is unreadable ({err})") from None
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise self._corrupt(path, f"unknown checkpoint format {state.get('format')!r}")
-        if state.get("fingerprint") != self.fingerprint:
-            self._set_aside(str(state.get("fingerprint")))
-            return None
-        for name, digest in state["files"].items():
-            file = path / name
-            if not file.is_file() or _sha256(file) != digest:
-                raise self._corrupt(path, f"{name} is missing or does not match its checksum")
-        try:
-            trained = load_file(path / "trainable.safetensors")
-            best = (
-                load_file(path / "best.safetensors")
-                if (path / "best.safetensors").is_file()
-                else None
-            )
-            opt_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        except (SafetensorError, RuntimeError, OSError, ValueError) as err:
-            raise self._corrupt(path, f"its tensors cannot be read ({err})") from None
+        trained, best, state = checkpoint.trainable, checkpoint.best, checkpoint.state
         if set(trained) != set(self.params):
-            raise self._corrupt(path, "its parameter names differ from the adapted model's")
+            raise self.checkpoints.corrupt(
+                checkpoint.path, "its parameter names differ from the adapted model's"
+            )
         with torch.no_grad():
             for name, param in self.params.items():
                 param.copy_(trained[name].to(param.device))
-        self.optimizer.load_state_dict(opt_state["optimizer"])
-        self.scheduler.load_state_dict(opt_state["scheduler"])
+        self.optimizer.load_state_dict(checkpoint.optimizer["optimizer"])
+        self.scheduler.load_state_dict(checkpoint.optimizer["scheduler"])
         self.best_state = (
             {k: t.to(self.device) for k, t in best.items()} if best is not None else None
         )
         self.step = int(state["step"])
-        self.best_score = _number(state["best_score"], math.inf)
-        self.best_loss = _number(state["best_loss"], math.inf)
+        self.best_score = number_or(state["best_score"], math.inf)
+        self.best_loss = number_or(state["best_loss"], math.inf)
         self.best_step = int(state["best_step"])
-        self.initial_loss = _number(state["initial_loss"], math.nan)
-        self.initial_score = _number(state["initial_score"], math.nan)
+        self.initial_loss = number_or(state["initial_loss"], math.nan)
+        self.initial_score = number_or(state["initial_score"], math.nan)
         self.bad_evals = int(state["bad_evals"])
         self.history = [
             {k: math.nan if v is None else v for k, v in row.items()} for row in state["history"]
         ]
         return self.step
-
-    # --- the loop -------------------------------------------------------------------------------
 
     def fit(self, stop_after_steps: int | None = None) -> TrainingResult:
         """Train to ``max_steps`` or early stop; ``stop_after_steps`` is for tests (a crash)."""

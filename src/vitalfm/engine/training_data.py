@@ -1,5 +1,8 @@
 """Training data for the engine: batches that are a pure function of (seed, step).
 
+(Named apart from the :mod:`vitalfm.data` package, which builds the study's windows; this
+module turns windows or a pretraining corpus into training batches.)
+
 Drawing batch ``step`` from ``np.random.default_rng([seed, step])`` instead of iterating an
 epoch-based loader means a job resumed at step ``k`` sees exactly the batches an
 uninterrupted job would have seen, with no sampler state to checkpoint.
