@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vitalfm.errors import ConfigError
+from vitalfm.evaluation.quantiles import CRPS_LEVELS, OPTIONAL_LEVELS
 
 #: The one pattern for names that become parts of file paths: models, methods and stand-ins.
 #: It must match ``$defs.name`` in schemas/config.schema.yaml (a test checks that it does).
@@ -28,10 +29,10 @@ NAME_RULE = (
     "paths)"
 )
 #: Quantile levels the scores need: CRPS and wQL average the pinball loss over them and the
-#: 80% interval is 0.1-0.9. Equal to vitalfm.evaluation.metrics.CRPS_LEVELS (a test checks).
-REQUIRED_QUANTILE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: 80% interval is 0.1-0.9 (vitalfm.evaluation.quantiles, plain Python like this module).
+REQUIRED_QUANTILE_LEVELS = CRPS_LEVELS
 #: Levels that only add a metric (the 95% interval's coverage); left out, coverage_95 is NaN.
-OPTIONAL_QUANTILE_LEVELS = (0.025, 0.975)
+OPTIONAL_QUANTILE_LEVELS = OPTIONAL_LEVELS
 
 #: Patterns of the schema, in words.
 _PATTERN_WORDS = {

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 
 import torch
 
+from vitalfm.evaluation.quantiles import FORECAST_LEVELS
+
 #: The study's quantile levels (as ``vitalfm.engine.forecast.DEFAULT_LEVELS``).
-QUANTILE_LEVELS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975)
+QUANTILE_LEVELS = FORECAST_LEVELS
 #: A series' scale is at least this share of its level (and at least SCALE_FLOOR): a flat
 #: context (SpO2 at 100 %, a filled gap) would otherwise blow its errors up by orders of
 #: magnitude and outweigh the whole batch.
