@@ -77,7 +77,7 @@ def main() -> None:
     import torch
 
     from vitalfm.config import validate_config
-    from vitalfm.engine.runs import finetune
+    from vitalfm.steps.standalone import finetune
 
     torch.set_num_threads(args.threads)
     cfg = validate_config(yaml.safe_load(args.config.read_text()))

@@ -1,6 +1,9 @@
 """Rule check_database: confirm the user's MIMIC-III server can serve the study."""
 
-from vitalfm.snakemake_script import config_of, run
-from vitalfm.steps import check_external_database
+from vitalfm.snakemake_script import operations_of, run, settings_of
+from vitalfm.steps.database import check_database
 
-run(snakemake, lambda sm: check_external_database(config_of(sm), sm.output[0]))  # noqa: F821
+run(
+    snakemake,  # noqa: F821
+    lambda sm: check_database(settings_of(sm), operations_of(sm), sm.output[0]),
+)

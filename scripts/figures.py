@@ -2,15 +2,15 @@
 
 from pathlib import Path
 
-from vitalfm.snakemake_script import config_of, run
+from vitalfm.snakemake_script import run, settings_of
 
 
 def step(sm):
-    from vitalfm.reporting.figures import build_figures
+    from vitalfm.steps.report import figures
 
     results = Path(sm.input.metrics).parents[1]  # results/metrics/metrics.parquet
-    build_figures(
-        config_of(sm),
+    figures(
+        settings_of(sm),
         results,
         Path(sm.output.rank_sweep_png).parent,
         n_examples=int(sm.params.examples),

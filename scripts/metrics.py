@@ -1,16 +1,12 @@
 """Rule metrics: every replicate's scores -> metrics, paired differences and per-seed values."""
 
-from vitalfm.snakemake_script import config_of, run
+from vitalfm.snakemake_script import run, settings_of
 
 
 def step(sm):
-    from vitalfm.evaluation.aggregate import write_metrics
+    from vitalfm.steps.evaluation import metrics
 
-    write_metrics(
-        config_of(sm),
-        {tuple(key): path for key, path in zip(sm.params.scored, sm.input.scores, strict=True)},
-        dict(sm.output.items()),
-    )
+    metrics(settings_of(sm), sm.params.scored, sm.input.scores, dict(sm.output.items()))
 
 
 run(snakemake, step)  # noqa: F821

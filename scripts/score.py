@@ -1,14 +1,14 @@
 """Rule score: one replicate's forecasts of a split -> per-patient sums of every metric's terms."""
 
-from vitalfm.snakemake_script import config_of, run
+from vitalfm.snakemake_script import run, settings_of
 
 
 def step(sm):
-    from vitalfm.evaluation.scoring import score_run
+    from vitalfm.steps.evaluation import score
 
     wc = sm.wildcards
-    score_run(
-        config_of(sm),
+    score(
+        settings_of(sm),
         f"{wc.model}/{wc.setting}/seed-{wc.seed} ({wc.split})",
         sm.input.forecasts,
         sm.input.windows,

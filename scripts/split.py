@@ -1,9 +1,9 @@
 """Rule split: assign every patient to train, validation or test."""
 
-from vitalfm.snakemake_script import config_of, run
-from vitalfm.steps import make_splits
+from vitalfm.snakemake_script import run, settings_of
+from vitalfm.steps.preprocess import split
 
 run(
     snakemake,  # noqa: F821
-    lambda sm: make_splits(config_of(sm), sm.input.grid, sm.output.manifest, sm.output.summary),
+    lambda sm: split(settings_of(sm), sm.input.grid, sm.output.manifest, sm.output.summary),
 )

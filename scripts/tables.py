@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from vitalfm.snakemake_script import config_of, run
+from vitalfm.snakemake_script import run, settings_of
 
 
 def step(sm):
-    from vitalfm.reporting.tables import build_tables
+    from vitalfm.steps.report import tables
 
     results = Path(sm.input.metrics).parents[1]  # results/metrics/metrics.parquet
-    build_tables(config_of(sm), results, Path(sm.output.study_config).parent)
+    tables(settings_of(sm), results, Path(sm.output.study_config).parent)
 
 
 run(snakemake, step)  # noqa: F821

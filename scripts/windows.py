@@ -1,12 +1,12 @@
 """Rule windows: index the forecasting windows of one split."""
 
-from vitalfm.snakemake_script import config_of, run
-from vitalfm.steps import make_windows
+from vitalfm.snakemake_script import run, settings_of
+from vitalfm.steps.preprocess import windows
 
 run(
     snakemake,  # noqa: F821
-    lambda sm: make_windows(
-        config_of(sm),
+    lambda sm: windows(
+        settings_of(sm),
         sm.wildcards.split,
         sm.input.grid,
         sm.input.manifest,

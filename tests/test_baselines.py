@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from vitalfm.config import validate_config
-from vitalfm.engine import runs
 from vitalfm.engine.forecast import DEFAULT_LEVELS
 from vitalfm.errors import ConfigError
 from vitalfm.methods import MethodSpec
@@ -40,6 +39,7 @@ from vitalfm.models.baselines.nhits import NHitsForecaster
 from vitalfm.models.baselines.persistence import PersistenceForecaster, random_walk_sigma
 from vitalfm.models.baselines.residual import ResidualBlock
 from vitalfm.models.registry import forecaster_class
+from vitalfm.steps import standalone
 from vitalfm.study import study_runs
 from vitalfm.testing import TINY_BASELINES, tiny_baseline_config, toy_windows
 
@@ -303,7 +303,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         run_dir = work / "runs" / run.model
         meta = None
         if run.trains:
-            meta = runs.finetune(
+            meta = standalone.finetune(
                 cfg,
                 run.model,
                 run.setting,
@@ -313,7 +313,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 work / "ck" / run.model,
             )
         parquet = work / "forecasts" / f"{run.model}.parquet"
-        forecast = runs.forecast(
+        forecast = standalone.forecast(
             cfg,
             run.model,
             run.setting,
@@ -365,7 +365,9 @@ def test_scratch_runs_flow_through_the_engine(trained: dict[str, Any], family: s
     model = forecaster_class(family).load(ModelSource(path=str(run_dir / "model")), CPU)
     cfg, files = trained["cfg"], trained["files"]
     again = trained["work"] / f"again-{family}.parquet"
-    runs.forecast(cfg, family, "scratch", files["test"], again, again.with_suffix(".json"), run_dir)
+    standalone.forecast(
+        cfg, family, "scratch", files["test"], again, again.with_suffix(".json"), run_dir
+    )
     assert np.array_equal(pq.read_table(again).column("median").to_numpy(), table["median"])
     assert {k: meta["architecture"][k] for k in model.architecture} == model.architecture
 
@@ -382,7 +384,7 @@ def test_persistence_forecasts_without_a_run_folder(trained: dict[str, Any]) -> 
     last = [row[np.isfinite(row)][-1] for row in contexts]
     assert np.allclose(first["median"].to_numpy(), last)
     with pytest.raises(ModelError, match="zero-shot and has nothing to train"):
-        runs.finetune(
+        standalone.finetune(
             trained["cfg"],
             "persistence",
             "zero_shot",
@@ -483,7 +485,7 @@ def test_a_killed_scratch_run_resumes_to_the_same_model(
     cfg, files = tiny_baseline_config(max_steps=6), trained["files"]
 
     def finetune(name: str, stop: int | None = None) -> dict[str, Any]:
-        return runs.finetune(
+        return standalone.finetune(
             cfg,
             "nhits",
             "scratch",

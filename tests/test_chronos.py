@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from vitalfm.engine import runs
-from vitalfm.engine.data import usable_rows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows
 from vitalfm.engine.train import Trainer, TrainingConfig
+from vitalfm.engine.training_data import WindowTrainingData, usable_rows
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch
@@ -218,7 +217,7 @@ def test_lora_training_leaves_base_weights_bit_identical(
     base = {k: v.clone() for k, v in forecaster.module.state_dict().items()}
     spec = MethodSpec(name="lora-r2", kind="lora", rank=2, alpha=16, dropout=0.05)
     forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
-    data = runs.WindowTrainingData(
+    data = WindowTrainingData(
         toy_windows(), toy_windows("validation", seed=1), VITALS, seed=0, validation_max_series=32
     )
     Trainer(
@@ -247,7 +246,7 @@ def test_adapter_round_trip_gives_identical_forecasts(
     forecaster = load(standin_dirs["chronos-2"])
     spec = MethodSpec(name="dora-r2", kind="dora", rank=2, alpha=16)
     forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
-    data = runs.WindowTrainingData(
+    data = WindowTrainingData(
         toy_windows(), toy_windows("validation", seed=1), VITALS, seed=0, validation_max_series=32
     )
     Trainer(

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from vitalfm import job_settings
 from vitalfm.config import validate_config
 from vitalfm.db.connection import check_mimic_schema, connect
 from vitalfm.db.dsn import redact_dsn
 from vitalfm.db.embedded import EmbeddedPostgres
 from vitalfm.errors import ConfigError, DatabaseError
-from vitalfm.steps import check_external_database
+from vitalfm.steps.database import check_database
 
 SECRET = "s3cret-Pa55"
 
@@ -69,7 +70,9 @@ def test_password_from_environment_never_reaches_outputs(
     )
     # secure_reader may not read the tables yet: a clear privilege message
     with pytest.raises(DatabaseError, match="may not read") as info:
-        check_external_database(cfg, tmp_path / "check.json")
+        check_database(
+            job_settings.check_database(cfg), job_settings.operations(cfg), tmp_path / "check.json"
+        )
     assert "GRANT" in info.value.fix
     assert SECRET not in str(info.value)
     assert not (tmp_path / "check.json").exists()
@@ -117,7 +120,7 @@ def test_external_check_writes_facts_without_secrets(
         {"database": {"source": "external", "dsn": pg_server.dsn(), "schema": mimic_schema}}
     )
     out = tmp_path / "check.json"
-    check_external_database(cfg, out)
+    check_database(job_settings.check_database(cfg), job_settings.operations(cfg), out)
     facts = json.loads(out.read_text())
     assert facts["schema"] == mimic_schema
     assert facts["chartevents_icustay_index"] in (True, False)

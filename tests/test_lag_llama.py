@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import vitalfm.models.lag_llama as lag_llama_module
-from vitalfm.engine import runs
 from vitalfm.engine.train import Trainer, TrainingConfig
+from vitalfm.engine.training_data import WindowTrainingData
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt, load_adapted, merge_for_inference, save_adapted
 from vitalfm.models.base import ModelError, ModelSource, SeriesBatch, TimeAxis
@@ -526,8 +526,8 @@ def test_options_are_validated_and_rope_defaults_to_upstreams_rule() -> None:
 # --- adaptation -------------------------------------------------------------------------------
 
 
-def window_data() -> runs.WindowTrainingData:
-    return runs.WindowTrainingData(
+def window_data() -> WindowTrainingData:
+    return WindowTrainingData(
         toy_windows(), toy_windows("validation", seed=1), VITALS, seed=0, validation_max_series=32
     )
 

@@ -9,13 +9,24 @@ jobs whose settings hold it, and their descendants, and ``snakemake -n`` says wh
 changed since last execution"). Params rather than a settings file per job: no extra rule or
 files to keep in step, and Snakemake itself stores, compares and reports them.
 
+The same string is all a job reads of the config: its step (:mod:`vitalfm.steps`) parses it and
+takes every value from there, so a value a job computes from but its rerun trigger does not
+hold cannot exist. Where a step needs something resolved (a replicate's run and seed, the
+training settings with its method's overrides, a stand-in's family), the settings hold it
+resolved. The settings of the ``metrics``, ``tables`` and ``figures`` rules keep the config's
+order instead of sorting (:func:`ordered`): the order of ``models`` and ``methods`` is the order
+of the runs in their tables, so reordering those rerun these three quick jobs.
+
 The settings hold values, never secrets: a ``database.dsn`` with a password is refused when the
 config is read (:mod:`vitalfm.config`), before any job or metadata exists.
 
 Left out on purpose, because they change how a job runs, not what it computes (changing them
 reruns nothing): ``device`` (where a job runs; results are the same up to floating point),
 ``training.checkpoint_every`` and ``training.keep_checkpoints`` (resuming gives the same weights),
-``vitals.stays_per_query`` (query batching), ``database.connect_timeout_s``.
+``vitals.stays_per_query`` (query batching), ``database.connect_timeout_s``. A job gets these as
+:class:`Operations` (:func:`operations`), read from the config by its script
+(:func:`vitalfm.snakemake_script.operations_of`) and never through ``params``, which are
+Snakemake's rerun trigger.
 
 This module stays free of torch and pandas: the Snakefile calls it for every job when it builds
 the DAG.
@@ -25,10 +36,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from vitalfm.config_rules import horizon_steps
-from vitalfm.study import Run
+from vitalfm.errors import ConfigError
+from vitalfm.study import Run, standins
 
 #: ``training`` keys that do not change a trained replicate (see the module docstring), and
 #: those that choose which replicates exist rather than what one of them computes.
@@ -41,6 +54,40 @@ TRAINING_OVERRIDES = ("learning_rate", "max_steps")
 def canonical(settings: Mapping[str, Any]) -> str:
     """The settings as one JSON string with sorted keys: what Snakemake records and compares."""
     return json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def ordered(settings: Mapping[str, Any]) -> str:
+    """The settings as one JSON string in the config's order, for the rules whose outputs
+    follow it (the runs of the tables are in the order of ``models`` and ``methods``)."""
+    return json.dumps(settings, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Operations:
+    """How a job runs, not what it computes: never part of its settings or rerun trigger."""
+
+    #: ``device.preference`` (auto, cpu, cuda, cuda:N) and ``device.lock_dir`` ("": default).
+    device_preference: str
+    device_lock_dir: str
+    #: ``training.checkpoint_every`` and ``training.keep_checkpoints``.
+    checkpoint_every: int
+    keep_checkpoints: bool
+    #: ``vitals.stays_per_query``: ICU stays per chartevents query.
+    stays_per_query: int
+    #: ``database.connect_timeout_s``: for the user's server.
+    connect_timeout_s: int
+
+
+def operations(cfg: Mapping[str, Any]) -> Operations:
+    """The operational keys of a validated config (see the module docstring)."""
+    return Operations(
+        device_preference=cfg["device"]["preference"],
+        device_lock_dir=cfg["device"]["lock_dir"],
+        checkpoint_every=cfg["training"]["checkpoint_every"],
+        keep_checkpoints=cfg["training"]["keep_checkpoints"],
+        stays_per_query=cfg["vitals"]["stays_per_query"],
+        connect_timeout_s=cfg["database"]["connect_timeout_s"],
+    )
 
 
 def _vital_names(cfg: Mapping[str, Any]) -> list[str]:
@@ -106,9 +153,13 @@ def windows(cfg: Mapping[str, Any]) -> str:
 
 
 def pretrain(cfg: Mapping[str, Any], standin: str) -> str:
+    used = standins(cfg)
+    if standin not in used:
+        raise ConfigError(f"no model in this config uses stand-in {standin!r}", "check `models`")
     return canonical(
         {
             "standin": standin,
+            "family": used[standin],
             "pretrain": cfg["pretrain"],
             "horizon_steps": horizon_steps(cfg),
             "frequency_minutes": cfg["grid"]["frequency_minutes"],
@@ -132,7 +183,7 @@ def training(cfg: Mapping[str, Any], run: Run) -> dict[str, Any]:
     """The ``training`` section as it applies to ``run`` (its method's overrides applied)."""
     dropped = (*TRAINING_OPERATIONAL, *TRAINING_REPLICATES)
     resolved = {k: v for k, v in cfg["training"].items() if k not in dropped}
-    resolved.update({k: run.method[k] for k in TRAINING_OVERRIDES if k in run.method})
+    resolved.update({k: run.method[k] for k in TRAINING_OVERRIDES if run.method.get(k) is not None})
     return resolved
 
 
@@ -162,22 +213,28 @@ def score(cfg: Mapping[str, Any]) -> str:
     return canonical({"minmax_ranges": _ranges(cfg)})
 
 
-def metrics(cfg: Mapping[str, Any], runs: list[Run]) -> str:
-    evaluation = {k: v for k, v in cfg["evaluation"].items() if k != "minmax_ranges"}
-    described = [
-        {k: v for k, v in _run(run, 0).items() if k != "seed"} | {"seeds": list(run.seeds)}
-        for run in runs
-    ]
-    return canonical({"evaluation": evaluation, "runs": described})
+def metrics(cfg: Mapping[str, Any]) -> str:
+    """The sections the study's runs are expanded from (:func:`vitalfm.study.study_runs`), in
+    the config's order, and the evaluation settings (less the ranges: the scores hold them)."""
+    training = cfg["training"]
+    return ordered(
+        {
+            "database": {"source": cfg["database"]["source"]},
+            "models": cfg["models"],
+            "methods": cfg["methods"],
+            "training": {k: training[k] for k in TRAINING_REPLICATES if k in training},
+            "evaluation": {k: v for k, v in cfg["evaluation"].items() if k != "minmax_ranges"},
+        }
+    )
 
 
 def report(cfg: Mapping[str, Any]) -> str:
-    """Tables and figures: the whole effective config (``study_config.yaml`` records it),
-    less what only says how jobs ran."""
+    """Tables and figures: the whole effective config in its order (``study_config.yaml``
+    records it), less what only says how jobs ran."""
     settings = {k: v for k, v in cfg.items() if k != "device"}
     settings["training"] = {
         k: v for k, v in cfg["training"].items() if k not in TRAINING_OPERATIONAL
     }
     settings["vitals"] = {k: v for k, v in cfg["vitals"].items() if k != "stays_per_query"}
     settings["database"] = {k: v for k, v in cfg["database"].items() if k != "connect_timeout_s"}
-    return canonical(settings)
+    return ordered(settings)

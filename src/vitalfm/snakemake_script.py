@@ -1,9 +1,10 @@
 """Glue for the thin scripts in ``scripts/``: log to the rule's log file, fail with one message.
 
-Each script calls :func:`run` with a function of the ``snakemake`` object. Output goes to the
-rule's ``log:`` file; a :class:`~vitalfm.errors.VitalfmError` becomes one "ERROR: problem /
-How to fix" message in the log and on the terminal, and exit status 1 (Snakemake then removes
-the job's outputs, so nothing half-written looks finished).
+Each script calls :func:`run` with a function of the ``snakemake`` object that hands one step
+of :mod:`vitalfm.steps` its settings (:func:`settings_of`), operations (:func:`operations_of`)
+and paths. Output goes to the rule's ``log:`` file; a :class:`~vitalfm.errors.VitalfmError`
+becomes one "ERROR: problem / How to fix" message in the log and on the terminal, and exit
+status 1 (Snakemake then removes the job's outputs, so nothing half-written looks finished).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vitalfm.errors import VitalfmError
+from vitalfm.job_settings import Operations, operations
 
 
 def run(snakemake: Any, step: Callable[[Any], None]) -> None:
@@ -112,9 +114,21 @@ def _remove_leftovers(snakemake: Any) -> None:
             logging.getLogger(__name__).info("removed %s, left by an interrupted write", path)
 
 
-def config_of(snakemake: Any) -> dict[str, Any]:
-    """The validated study config (Snakemake passes it as a plain dict)."""
-    return dict(snakemake.config)
+def settings_of(snakemake: Any) -> str:
+    """The job's settings: its rule's ``params: settings=`` (see :mod:`vitalfm.steps`)."""
+    return str(snakemake.params.settings)
+
+
+def operations_of(snakemake: Any) -> Operations:
+    """How the job runs (device, checkpoints, query batching, timeout): the only values a job
+    reads from the config itself, since they are no rerun trigger (:mod:`vitalfm.steps`)."""
+    return operations(snakemake.config)
+
+
+def synthetic_dir_of(snakemake: Any) -> str | None:
+    """The synthetic CSV directory when the database input is one (source: synthetic)."""
+    database = str(snakemake.input.database)
+    return database if not database.endswith(".json") else None
 
 
 def optional_input(snakemake: Any, name: str) -> str | None:

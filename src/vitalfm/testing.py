@@ -195,8 +195,8 @@ def run_every_setting(
     import pyarrow.parquet as pq
     import torch
 
-    from vitalfm.engine import runs
     from vitalfm.models.base import ModelSource, forecaster_class
+    from vitalfm.steps import standalone
 
     family = forecaster_class(cfg["models"]["m"]["family"])
     base = family.load(ModelSource(path=str(standin_dir)), torch.device("cpu"))
@@ -206,7 +206,7 @@ def run_every_setting(
         run_dir = work / "runs" / setting
         trained = None
         if setting != "zero_shot":
-            trained = runs.finetune(
+            trained = standalone.finetune(
                 cfg,
                 "m",
                 setting,
@@ -222,7 +222,7 @@ def run_every_setting(
             assert trained["training"]["steps"] == 2 and trained["standin"] is True
             assert (run_dir / "history.tsv").is_file()
         out = work / "forecasts" / f"{setting}.parquet"
-        forecast = runs.forecast(
+        forecast = standalone.forecast(
             cfg,
             "m",
             setting,

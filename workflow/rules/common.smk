@@ -10,6 +10,7 @@ from vitalfm.profiles import PREEMPTION_SIGNAL
 from vitalfm.reporting import FIGURE_FORMATS, FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
 from vitalfm.study import ORACLE, SPLITS_SCORED, find_replicate, standins, study_runs
 
+# The config is validated here, once, when the Snakefile is parsed; no job validates it again.
 # Our validator first: it names the key, the value and what is allowed in one line.
 try:
     _validated = validate_config(config)
@@ -64,12 +65,22 @@ def oracle_input(wildcards):
     return SYNTHETIC_DIR if _run(wildcards).is_oracle else []
 
 
-# Each job's settings (vitalfm.job_settings), given to Snakemake as `params: settings=`: a job
-# reruns when the config it is computed from changes, and only then.
+# What `params:` mean in the rules (vitalfm.steps):
+# - `settings=`: the job's settings (vitalfm.job_settings), a JSON string resolved from the
+#   validated config. It is Snakemake's rerun trigger (a job reruns when the config it is
+#   computed from changes, and only then) and all the job's step reads of the config: the
+#   script hands it to the step, which never reads `snakemake.config`.
+# - other params: paths and constants of the rule (they rerun the job too when they change).
+# How a job runs (device, training.checkpoint_every and keep_checkpoints,
+# vitals.stays_per_query, database.connect_timeout_s) is no rerun trigger, so it is no param:
+# the script reads those keys alone from the config (vitalfm.snakemake_script.operations_of).
 
 
 def pretrain_settings(wildcards):
-    return job_settings.pretrain(config, wildcards.standin)
+    try:
+        return job_settings.pretrain(config, wildcards.standin)
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
 
 
 def finetune_settings(wildcards):

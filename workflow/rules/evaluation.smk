@@ -53,7 +53,7 @@ rule metrics:
         gap="results/metrics/oracle_gap.parquet",
         gap_csv="results/metrics/oracle_gap.csv",
     params:
-        settings=job_settings.metrics(config, RUNS),
+        settings=job_settings.metrics(config),
         # (split, run id, seed) of each score file, in input order
         scored=[
             (split, run.run_id, seed)

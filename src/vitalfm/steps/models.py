@@ -1,0 +1,427 @@
+"""Steps of ``workflow/rules/models.smk``: pretrain a stand-in, fine-tune, forecast.
+
+The orchestration of the model half: which run a job is (rebuilt from its settings), which
+files it reads and writes, and what it records beside them (metadata, provenance, the loss
+history). The training loop, the training data, forecasting and devices are the
+:mod:`vitalfm.engine` library's. Checkpoints live outside the outputs
+(``results/checkpoints/...``) so that a rerun resumes.
+
+A run is fine-tuned and forecast once per seed (a replicate, see :mod:`vitalfm.study`): the
+seed sets the initialisation of adapters and from-scratch models, the order of the training
+batches, dropout, and (mixed with ``forecast.seed``) the forecast's sample paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vitalfm.config import check_minmax_ranges
+from vitalfm.data.vitals import vital_names_from_config
+from vitalfm.data.windows import WindowSet
+from vitalfm.engine.checkpoints import finish_checkpoints
+from vitalfm.engine.devices import DeviceClaim, claim_device, describe_environment
+from vitalfm.engine.forecast import (
+    ForecastConfig,
+    ForecastError,
+    forecast_windows,
+    oracle_predictor,
+    replicate_seed,
+)
+from vitalfm.engine.train import Trainer
+from vitalfm.engine.training_config import TrainingConfig, history_tsv
+from vitalfm.engine.training_data import CorpusTrainingData, WindowTrainingData
+from vitalfm.io import atomic_dir, write_json, write_parquet
+from vitalfm.job_settings import Operations
+from vitalfm.methods import MethodSpec
+from vitalfm.methods.adapting import (
+    adapt,
+    load_adapted,
+    merge_for_inference,
+    parameter_counts,
+    save_adapted,
+)
+from vitalfm.models.base import Forecaster, ModelError, ModelSource
+from vitalfm.models.registry import forecaster_class
+from vitalfm.provenance import git_revision, software_versions
+from vitalfm.steps import Settings, settings_for
+from vitalfm.study import Run
+from vitalfm.synthetic.corpus import CorpusConfig, corpus_summary, generate_corpus
+
+log = logging.getLogger(__name__)
+
+#: What the finetune and forecast settings hold of a replicate (vitalfm.job_settings._run).
+REPLICATE_KEYS = ("run", "seed", "family", "source", "options", "method")
+
+
+def replicate_of(settings: dict[str, Any]) -> tuple[Run, int]:
+    """The run and seed of the replicate a job's settings describe."""
+    model, setting = settings["run"].split("/", 1)
+    seed = int(settings["seed"])
+    run = Run(
+        model=model,
+        family=settings["family"],
+        source=dict(settings["source"]),
+        setting=setting,
+        method=dict(settings["method"]),
+        options=dict(settings["options"]),
+        seeds=(seed,),
+    )
+    return run, seed
+
+
+def _vitals(settings: dict[str, Any]) -> list[str]:
+    """The settings' vital names in the canonical order files use."""
+    return vital_names_from_config({"names": settings["vitals"]})
+
+
+def _claim(operations: Operations) -> DeviceClaim:
+    claim = claim_device(operations.device_preference, lock_dir=operations.device_lock_dir or None)
+    log.info("device: %s", claim.reason)
+    return claim
+
+
+def _source(run: Run, standin_dir: str | None) -> ModelSource:
+    source = ModelSource.from_config(run.source)
+    if source.is_standin:
+        if standin_dir is None:
+            raise ModelError(f"run {run.run_id} needs its stand-in folder", "pass standin_dir")
+        source = ModelSource(standin=source.standin, standin_dir=str(standin_dir))
+    return source
+
+
+def load_base(
+    run: Run,
+    standin_dir: str | None,
+    device: torch.device,
+    steps: tuple[int, int] | None = None,
+    seed: int = 0,
+) -> Forecaster:
+    """The run's model before training: its pretrained weights, or for a baseline
+    (``source: {scratch: true}``) a new model for ``steps`` = (context, horizon) window
+    lengths from a random init seeded by ``seed``."""
+    family = forecaster_class(run.family)
+    source = _source(run, standin_dir)
+    if source.is_scratch:
+        if steps is None:
+            raise ModelError(
+                f"run {run.run_id} builds its model from scratch and needs the window lengths",
+                "pass steps=(context_steps, horizon_steps)",
+            )
+        forecaster = family.from_scratch(run.options, steps[0], steps[1], seed)
+    else:
+        forecaster = family.load(source, device)
+    forecaster.configure(run.options)
+    forecaster.module.to(device)
+    return forecaster
+
+
+def method_spec(run: Run) -> MethodSpec:
+    """The adaptation spec of a run (its method entry minus the engine's own keys)."""
+    return MethodSpec.from_config(run.setting, run.method)
+
+
+# --- stand-ins ------------------------------------------------------------------------------
+
+
+def pretrain(
+    settings: Settings, operations: Operations, out_dir: str | Path, checkpoint_dir: str | Path
+) -> None:
+    """Rule pretrain: train a stand-in from random weights on the synthetic corpus and save it
+    in the released format."""
+    cfg = settings_for(
+        settings,
+        "pretrain",
+        ["standin", "family", "pretrain", "horizon_steps", "frequency_minutes"],
+    )
+    name = cfg["standin"]
+    family = forecaster_class(cfg["family"])
+    if name not in family.standin_names():
+        raise ModelError(
+            f"family {cfg['family']} has no stand-in {name!r}",
+            f"use one of {', '.join(family.standin_names()) or '(none)'}",
+        )
+    pre = cfg["pretrain"]
+    horizon = cfg["horizon_steps"]
+    with _claim(operations) as claim:
+        started = time.perf_counter()
+        corpus = generate_corpus(CorpusConfig(**pre["corpus"]))
+        data = CorpusTrainingData(
+            corpus,
+            pre["min_context_steps"],
+            pre["max_context_steps"],
+            horizon,
+            pre["seed"],
+            step_s=cfg["frequency_minutes"] * 60,
+        )
+        forecaster = family.standin(name, horizon=horizon, seed=pre["seed"])
+        forecaster.module.to(claim.device)
+        for param in forecaster.module.parameters():
+            param.requires_grad_(True)
+        config = TrainingConfig(
+            max_steps=pre["max_steps"],
+            batch_size=pre["batch_size"],
+            learning_rate=pre["learning_rate"],
+            warmup_fraction=0.05,
+            schedule="cosine",
+            min_lr_ratio=0.1,
+            eval_every=pre["eval_every"],
+            patience=1_000_000,  # pretraining runs its budget; validation is only reported
+            checkpoint_every=max(pre["eval_every"], 100),
+            seed=pre["seed"],
+        )
+        trainer = Trainer(
+            forecaster,
+            data,
+            config,
+            claim.device,
+            Path(checkpoint_dir),
+            fingerprint={"standin": name, "pretrain": pre, "horizon": horizon},
+        )
+        result = trainer.fit()
+        forecaster.module.to("cpu")
+        trainable, total = parameter_counts(forecaster.module)
+        with atomic_dir(out_dir) as tmp:
+            forecaster.save_pretrained(tmp)
+            write_json(
+                {
+                    "standin": name,
+                    "note": "a small model of the family's architecture, pretrained here on a "
+                    "synthetic corpus that contains no vital signs; not a released checkpoint",
+                    **forecaster.describe(),
+                    "parameters": total,
+                    "corpus": {**pre["corpus"], **corpus_summary(corpus)},
+                    "data": data.describe(),
+                    "training": result.to_dict(),
+                    "device": claim.describe(),
+                    "software": software_versions(),
+                    "git_revision": git_revision(),
+                    "wall_time_s": time.perf_counter() - started,
+                },
+                tmp / "standin.json",
+            )
+            (tmp / "history.tsv").write_text(history_tsv(result.history))
+        assert trainable == total
+    finish_checkpoints(checkpoint_dir, operations.keep_checkpoints)
+
+
+# --- fine-tuning -----------------------------------------------------------------------------
+
+
+def finetune(
+    settings: Settings,
+    operations: Operations,
+    train_windows: str | Path,
+    validation_windows: str | Path,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    standin_dir: str | None = None,
+    stop_after_steps: int | None = None,
+) -> dict[str, Any]:
+    """Rule finetune: adapt one model with one method setting and one seed; write the adapter
+    (or full model) + metadata. ``stop_after_steps`` simulates a crash (tests)."""
+    cfg = settings_for(
+        settings, "finetune", [*REPLICATE_KEYS, "training", "vitals", "minmax_ranges"]
+    )
+    run, seed = replicate_of(cfg)
+    if not run.trains:
+        raise ModelError(
+            f"run {run.run_id} is zero-shot and has nothing to train", "forecast it directly"
+        )
+    spec = method_spec(run)
+    # the settings' training section has the method's overrides applied already
+    training = TrainingConfig.from_config(
+        {**cfg["training"], "checkpoint_every": operations.checkpoint_every}, seed=seed
+    )
+    vitals = _vitals(cfg)
+    ranges = {vital: r for vital, r in cfg["minmax_ranges"].items() if r is not None}
+    with _claim(operations) as claim:
+        started = time.perf_counter()
+        data = WindowTrainingData(
+            WindowSet.load(train_windows),
+            WindowSet.load(validation_windows),
+            vitals,
+            seed=training.seed,
+            validation_max_series=cfg["training"]["validation_max_series"],
+            # the validation forecast metric is scored as the study scores (min-max scale)
+            ranges=check_minmax_ranges(ranges, vitals),
+        )
+        forecaster = load_base(
+            run,
+            standin_dir,
+            claim.device,
+            steps=(data.context_steps, data.horizon_steps),
+            seed=training.seed,
+        )
+        _, base_total = parameter_counts(forecaster.module)
+        torch.manual_seed(training.seed)
+        forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
+        trainable, total = parameter_counts(forecaster.module)
+        log.info("%s: %d trainable of %d parameters", run.run_id, trainable, total)
+        trainer = Trainer(
+            forecaster,
+            data,
+            training,
+            claim.device,
+            Path(checkpoint_dir),
+            fingerprint={
+                "run": run.run_id,
+                "method": run.method,
+                "source": run.source,
+                "data": data.describe(),
+                "vitals": list(vitals),
+            },
+        )
+        result = trainer.fit(stop_after_steps=stop_after_steps)
+        forecaster.module.to("cpu")
+        meta = {
+            "run": run.run_id,
+            "model": run.model,
+            "setting": run.setting,
+            "seed": seed,
+            **forecaster.describe(),
+            "method": spec.to_dict(),
+            "parameters": {"trainable": trainable, "total": total, "base_total": base_total},
+            "training_config": training.__dict__,
+            "data": data.describe(),
+            "training": result.to_dict(),
+            "device": claim.describe(),
+            "environment": describe_environment(),
+            "software": software_versions(),
+            "git_revision": git_revision(),
+            "wall_time_s": time.perf_counter() - started,
+        }
+        with atomic_dir(out_dir) as tmp:
+            if spec.method.saves == "model":  # full and scratch: the whole model
+                forecaster.save_pretrained(tmp / "model")
+            else:
+                save_adapted(forecaster.module, spec, tmp / "model")
+            write_json(meta, tmp / "metadata.json")
+            (tmp / "history.tsv").write_text(history_tsv(result.history))
+    finish_checkpoints(checkpoint_dir, operations.keep_checkpoints)
+    return meta
+
+
+# --- forecasting -----------------------------------------------------------------------------
+
+
+def load_for_forecast(
+    run: Run,
+    run_dir: str | Path | None,
+    standin_dir: str | None,
+    device: torch.device,
+    steps: tuple[int, int] | None = None,
+    seed: int = 0,
+) -> Forecaster:
+    """The model a run forecasts with: the base for zero-shot, the saved model for full and
+    scratch, else base + merged adaptation. ``steps`` and ``seed`` build a zero-shot
+    baseline (persistence), as in :func:`load_base`."""
+    spec = method_spec(run)
+    if not run.trains:
+        return load_base(run, standin_dir, device, steps=steps, seed=seed)
+    if run_dir is None:
+        raise ModelError(
+            f"run {run.run_id} needs its fine-tuned model folder", "run the finetune rule first"
+        )
+    model_dir = Path(run_dir) / "model"
+    if spec.method.saves == "model":
+        family = forecaster_class(run.family)
+        original = _source(run, standin_dir)
+        forecaster = family.load(ModelSource(path=str(model_dir)), device)
+        forecaster.configure(run.options)
+        forecaster.source = original
+        return forecaster
+    forecaster = load_base(run, standin_dir, device)
+    merged = load_adapted(forecaster.module, spec, model_dir)
+    forecaster.set_module(merge_for_inference(merged))
+    return forecaster
+
+
+def forecast(
+    settings: Settings,
+    operations: Operations,
+    windows_path: str | Path,
+    out_parquet: str | Path,
+    out_json: str | Path,
+    run_dir: str | Path | None = None,
+    standin_dir: str | None = None,
+) -> dict[str, Any]:
+    """Rule forecast: forecast every window of a split (``windows_path``: its window file) with
+    one replicate of a run; parquet table + metadata JSON."""
+    cfg = settings_for(settings, "forecast", [*REPLICATE_KEYS, "forecast", "vitals"])
+    run, seed = replicate_of(cfg)
+    fc = cfg["forecast"]
+    config = ForecastConfig(
+        num_samples=fc["num_samples"],
+        batch_size=fc["batch_size"],
+        quantile_levels=tuple(fc["quantile_levels"]),
+        seed=replicate_seed(fc["seed"], seed),
+    )
+    vitals = _vitals(cfg)
+    with _claim(operations) as claim:
+        windows = WindowSet.load(windows_path)
+        if run.is_oracle:
+            forecaster = None
+            synthetic = settings_for(cfg, "forecast", ["synthetic"])["synthetic"]
+            predictor = oracle_predictor(synthetic, windows)
+        else:
+            predictor = None
+            forecaster = load_for_forecast(
+                run,
+                run_dir,
+                standin_dir,
+                claim.device,
+                steps=(windows.context_steps, windows.horizon_steps),
+                seed=seed,
+            )
+        try:
+            table, facts = forecast_windows(
+                forecaster, windows, vitals, config, predictor=predictor
+            )
+        except torch.OutOfMemoryError:
+            raise ForecastError(
+                f"the GPU ran out of memory forecasting batches of {config.batch_size} series",
+                f"lower forecast.batch_size (e.g. to {max(1, config.batch_size // 2)})",
+            ) from None
+        if table.num_rows == 0:
+            raise ModelError(
+                f"run {run.run_id} produced no forecasts",
+                "check that the test split has windows with observed horizons",
+            )
+        if run.trains and run_dir is not None:
+            parameters = json.loads((Path(run_dir) / "metadata.json").read_text())["parameters"]
+        else:
+            total = parameter_counts(forecaster.module)[1] if forecaster is not None else 0
+            parameters = {"trainable": 0, "total": total, "base_total": total}
+        described = (
+            forecaster.describe()
+            if forecaster is not None
+            else {"family": "oracle", "source": "the synthetic generator's latent state"}
+        )
+        meta = {
+            "run": run.run_id,
+            "model": run.model,
+            "setting": run.setting,
+            "seed": seed,
+            "split": windows.split,
+            **described,
+            "method": run.method,
+            "parameters": parameters,
+            "forecast_config": {**config.__dict__, "quantile_levels": list(config.quantile_levels)},
+            "forecast": facts,
+            "median_finite_fraction": float(
+                np.isfinite(table.column("median").to_numpy(zero_copy_only=False)).mean()
+            ),
+            "device": claim.describe(),
+            "software": software_versions(),
+            "git_revision": git_revision(),
+        }
+        write_parquet(table, out_parquet)
+        write_json(meta, out_json)
+        return meta
