@@ -17,7 +17,6 @@ Torch-free at import: the torch side is imported inside the methods.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,8 +40,6 @@ class PeftMethod(MethodKind):
     peft_type: ClassVar[str]
     #: Shown when peft refuses the targets.
     peft_hint: ClassVar[str] = "fix `target_modules` in config to name supported layers (nn.Linear)"
-    #: peft warnings (message prefixes) this kind has checked are harmless, silenced.
-    harmless_warnings: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def peft_config(cls, module: Any, spec: Any, targets: Any, patterns: tuple[str, ...]) -> Any:
@@ -74,10 +71,7 @@ class PeftMethod(MethodKind):
         config = cls.peft_config(module, spec, targets, patterns)
         modules.patch_input_embeddings(module)
         try:
-            with warnings.catch_warnings():
-                for message in cls.harmless_warnings:
-                    warnings.filterwarnings("ignore", message=message)
-                return peft.get_peft_model(module, config)
+            return peft.get_peft_model(module, config)
         except ValueError as err:
             raise _model_error(
                 spec,

@@ -5,33 +5,32 @@ normalisation layers in the attention modules, i.e. the family's ``TargetModules
 (for T5: the ``layer_norm`` of the self- and cross-attention sub-layers) or the method's
 ``target_modules``. Every matched module must be a normalisation layer.
 
-Built by peft's ``LNTuningConfig``, which tunes exactly those parameters: it swaps a trainable
-copy of each targeted norm in beside the frozen original and merges it back for forecasting.
-Training through it gives bit-identical weights to tuning the norms in place (checked on a
-tiny T5 with the trainer's clipped AdamW), and saves them as a peft adapter folder.
+Tuned in place and saved as those tensors (``tuned_parameters.*``), not through peft's
+``LNTuningConfig``. peft's LN tuning trains the same parameters (a trainable copy of each
+targeted norm swapped in beside the frozen original; on a T5 the weights come out bit-identical
+to tuning in place), but merging it back assumes every norm holds a parameter named ``weight``:
+Lag-Llama's RMSNorm names its one parameter ``scale`` (as the released checkpoint does), and
+peft's merge fails on it with an AttributeError. ``tests/test_method_kinds.py`` checks both
+facts, so a peft release that lifts the limit shows up there.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from vitalfm.methods.bases import PeftMethod
+from vitalfm.methods.bases import SelectiveMethod
 from vitalfm.methods.registry import TARGET_MODULES, TRAINING_OVERRIDES, register
 
 
 @register
-class LayerNorm(PeftMethod):
+class LayerNorm(SelectiveMethod):
     kind = "layernorm"
     summary = "normalisation layers of the attention blocks only (LayerNorm tuning)"
     fields = (TARGET_MODULES, *TRAINING_OVERRIDES)
-    peft_type = "LN_TUNING"
     marker = "X"
-    # peft lists only torch's own norm classes; a family's (T5LayerNorm, RMSNorm) is copied
-    # and swapped the same way, as the bit-identity check above shows.
-    harmless_warnings = ("Unsupported layer type",)
 
     @classmethod
-    def patterns(cls, module: Any, spec: Any, targets: Any) -> tuple[str, ...]:
+    def select(cls, module: Any, spec: Any, targets: Any) -> None:
         from vitalfm.methods import modules
         from vitalfm.models.base import ModelError
 
@@ -42,8 +41,10 @@ class LayerNorm(PeftMethod):
                 "set `target_modules` for this method in config to the norm layers' names",
             )
         modules.check_patterns(module, spec, tuple(patterns), "norm", norms=True)
-        matched = [n for n, _ in module.named_modules() if n and modules.matches_any(n, patterns)]
-        wrong = [n for n in matched if not modules.is_norm(module.get_submodule(n))]
+        matched = [
+            (n, m) for n, m in module.named_modules() if n and modules.matches_any(n, patterns)
+        ]
+        wrong = [n for n, m in matched if not modules.is_norm(m)]
         if wrong:
             raise ModelError(
                 f"method {spec.name!r}: layernorm patterns {list(patterns)} also match modules "
@@ -51,12 +52,6 @@ class LayerNorm(PeftMethod):
                 "narrow `target_modules` in config to norm layers; this model's are: "
                 + modules.sample_norm_names(module),
             )
-        return tuple(patterns)
-
-    @classmethod
-    def peft_config(cls, module: Any, spec: Any, targets: Any, patterns: tuple[str, ...]) -> Any:
-        import peft
-
-        from vitalfm.methods.modules import peft_targets
-
-        return peft.LNTuningConfig(target_modules=peft_targets(patterns))
+        for _, norm in matched:
+            for param in norm.parameters():
+                param.requires_grad_(True)
