@@ -25,7 +25,7 @@ from vitalfm.models.chronos import (
 )
 from vitalfm.models.registry import forecaster_class
 from vitalfm.testing import (
-    EVERY_SETTING,
+    every_setting,
     run_every_setting,
     tiny_study_config,
     toy_window_files,
@@ -283,7 +283,7 @@ def window_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize(
     ("standin", "settings"),
     [
-        ("chronos-t5", EVERY_SETTING),
+        ("chronos-t5", every_setting()),
         ("chronos-bolt", ["lora-r2", "bitfit", "full"]),
         ("chronos-2", ["vera-r16", "layernorm", "full"]),
     ],

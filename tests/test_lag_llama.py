@@ -46,7 +46,7 @@ from vitalfm.models.lag_llama.network import (
 )
 from vitalfm.models.registry import forecaster_class
 from vitalfm.testing import (
-    EVERY_SETTING,
+    every_setting,
     run_every_setting,
     tiny_study_config,
     toy_window_files,
@@ -619,7 +619,7 @@ def test_every_method_runs_end_to_end(window_files: dict[str, Path], tmp_path: P
     standin_dir = tmp_path / "standin"
     tiny().save_pretrained(standin_dir)
     cfg = tiny_study_config("lag_llama", "lag-llama", vitals=VITALS)
-    results = run_every_setting(cfg, EVERY_SETTING, window_files, standin_dir, tmp_path)
+    results = run_every_setting(cfg, every_setting(), window_files, standin_dir, tmp_path)
     for setting, (trained, _) in results.items():
         if trained is not None:
             assert np.isfinite(trained["training"]["best_validation_loss"]), setting

@@ -117,28 +117,33 @@ def toy_windows(
 
 # --- every adaptation method end to end, for any family -----------------------------------
 
-#: One entry per method kind, small enough for CPU tests.
-EVERY_METHOD: dict[str, dict[str, Any]] = {
-    "zero_shot": {"kind": "zero_shot"},
-    "lora": {"kind": "lora", "rank": 2, "alpha": 16},
-    "dora": {"kind": "dora", "rank": 2},
-    "vera": {"kind": "vera", "rank": 16},
-    "fourierft": {"kind": "fourierft", "n_frequency": 20},
-    "bitfit": {"kind": "bitfit"},
-    "layernorm": {"kind": "layernorm"},
-    "full": {"kind": "full"},
+#: Values small enough for CPU tests where a kind's defaults are not (a kind not named here
+#: runs with its defaults).
+SMALL_METHOD_VALUES: dict[str, dict[str, Any]] = {
+    "lora": {"rank": 2, "alpha": 16},
+    "dora": {"rank": 2},
+    "vera": {"rank": 16},
+    "fourierft": {"n_frequency": 20},
 }
-#: The run settings :data:`EVERY_METHOD` expands to.
-EVERY_SETTING = (
-    "zero_shot",
-    "lora-r2",
-    "dora-r2",
-    "vera-r16",
-    "fourierft-n20",
-    "bitfit",
-    "layernorm",
-    "full",
-)
+
+
+def every_method() -> dict[str, dict[str, Any]]:
+    """One method entry per kind a pretrained model may use (from the registry, so a new kind
+    is run end to end on every family without being listed here)."""
+    from vitalfm.methods import method_kinds
+
+    return {
+        name: {"kind": name, **SMALL_METHOD_VALUES.get(name, {})}
+        for name, kind in method_kinds(configurable_only=True).items()
+        if kind.for_pretrained
+    }
+
+
+def every_setting() -> tuple[str, ...]:
+    """The run settings :func:`every_method` expands to (``lora-r2``, ``vera-r16``, ...)."""
+    from vitalfm.methods import expand_method
+
+    return tuple(s for name, entry in every_method().items() for s in expand_method(name, entry))
 
 
 def toy_window_files(root: Any) -> dict[str, Any]:
@@ -166,7 +171,7 @@ def tiny_study_config(
         {
             "vitals": {"names": list(vitals)},
             "models": {"m": model},
-            "methods": EVERY_METHOD,
+            "methods": every_method(),
             "training": {
                 "max_steps": 2,
                 "batch_size": 8,
@@ -195,9 +200,12 @@ def run_every_setting(
     import pyarrow.parquet as pq
     import torch
 
+    from vitalfm.methods import method_kind
     from vitalfm.models.base import ModelSource, forecaster_class
     from vitalfm.steps import standalone
+    from vitalfm.study import method_settings
 
+    kinds = {setting: method_kind(entry["kind"]) for setting, entry in method_settings(cfg).items()}
     family = forecaster_class(cfg["models"]["m"]["family"])
     base = family.load(ModelSource(path=str(standin_dir)), torch.device("cpu"))
     base_total = sum(p.numel() for p in base.module.parameters())
@@ -205,7 +213,7 @@ def run_every_setting(
     for setting in settings:
         run_dir = work / "runs" / setting
         trained = None
-        if setting != "zero_shot":
+        if kinds[setting].trains:
             trained = standalone.finetune(
                 cfg,
                 "m",
@@ -218,7 +226,8 @@ def run_every_setting(
             )
             params = trained["parameters"]
             assert 0 < params["trainable"] <= params["total"], setting
-            assert (params["trainable"] == params["total"]) == (setting == "full"), setting
+            whole = kinds[setting].saves == "model"
+            assert (params["trainable"] == params["total"]) == whole, setting
             assert trained["training"]["steps"] == 2 and trained["standin"] is True
             assert (run_dir / "history.tsv").is_file()
         out = work / "forecasts" / f"{setting}.parquet"
@@ -229,7 +238,7 @@ def run_every_setting(
             window_files["test"],
             out,
             out.with_suffix(".json"),
-            run_dir=None if setting == "zero_shot" else run_dir,
+            run_dir=run_dir if kinds[setting].trains else None,
             standin_dir=str(standin_dir),
         )
         assert pq.read_table(out).num_rows == forecast["forecast"]["rows"] > 0
