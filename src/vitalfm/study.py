@@ -64,6 +64,11 @@ class Run:
         return method_kind(self.method["kind"]).trains
 
     @property
+    def is_zero_shot(self) -> bool:
+        """The run its model's adapted runs are compared with (paired differences)."""
+        return method_kind(self.method["kind"]).is_zero_shot
+
+    @property
     def is_oracle(self) -> bool:
         """The synthetic study's reference bound, not a model."""
         return not method_kind(self.method["kind"]).configurable

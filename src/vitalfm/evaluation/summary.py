@@ -41,8 +41,12 @@ from vitalfm.evaluation.run_summary import (
     summarise_run,
 )
 from vitalfm.evaluation.scoring import read_scores, score_path
+from vitalfm.methods import zero_shot_kind
+from vitalfm.models.registry import naive_reference_family
 
 log = logging.getLogger(__name__)
+#: The reference label of paired differences against each model's zero-shot run.
+ZERO_SHOT = zero_shot_kind()
 
 #: (split, run id, seed) -> a score table.
 ScoreKey = tuple[str, str, int]
@@ -102,7 +106,7 @@ def study_tables(
             parts["metrics"].append(metric_rows(run_facts(run), split, summary))
             parts["rep"].append(replicate_rows(run, split, summary))
 
-    zero_shot = {r.model: r for r in runs if r.method["kind"] == "zero_shot"}
+    zero_shot = {r.model: r for r in runs if r.is_zero_shot}
     for model in dict.fromkeys(r.model for r in runs if not r.is_oracle):
         if model not in zero_shot:
             log.info("model %s has no zero_shot run: no paired rows against zero-shot", model)
@@ -112,7 +116,8 @@ def study_tables(
         log.info("no baseline run in this study: no paired rows against the best baseline")
     else:
         log.info("best baseline on %s (lowest min-max MAE): %s", selection, baseline.run_id)
-    persistence = next((r for r in runs if r.family == "persistence"), None)
+    naive = naive_reference_family()
+    persistence = next((r for r in runs if r.family == naive), None)
     oracle = next((r for r in runs if r.is_oracle), None)
     for split in splits:
         by_id = summaries[split]
@@ -121,7 +126,7 @@ def study_tables(
             ref = zero_shot.get(run.model)
             if ref is not None and ref.run_id != run.run_id:
                 parts["paired"].append(
-                    paired_rows(run, split, summary, "zero_shot", ref, by_id[ref.run_id], "")
+                    paired_rows(run, split, summary, ZERO_SHOT, ref, by_id[ref.run_id], "")
                 )
             if baseline is not None and baseline.run_id != run.run_id and not run.is_oracle:
                 parts["paired"].append(

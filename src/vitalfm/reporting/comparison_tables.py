@@ -10,10 +10,12 @@ from __future__ import annotations
 import pandas as pd
 
 from vitalfm.evaluation.metric_registry import CRPS, MAE
+from vitalfm.models.registry import naive_reference_family
 from vitalfm.reporting import TABLES
 from vitalfm.reporting.formatting import MISSING, Table, fmt_count, fmt_int, fmt_percent
 from vitalfm.reporting.lookups import (
     RANKED_KINDS,
+    ZERO_SHOT,
     best_baseline_run,
     chosen_on_validation,
     gap_for,
@@ -50,8 +52,8 @@ def _swept(info: pd.DataFrame) -> pd.DataFrame:
 
 def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) -> Table:
     mae, crps = overall(metrics, MAE.name), overall(metrics, CRPS.name)
-    d_mae = paired_for(paired, "zero_shot", MAE.name)
-    d_crps = paired_for(paired, "zero_shot", CRPS.name)
+    d_mae = paired_for(paired, ZERO_SHOT, MAE.name)
+    d_crps = paired_for(paired, ZERO_SHOT, CRPS.name)
     swept = _swept(info)
     rows, bold_rows = [], []
     for model in model_order(swept):
@@ -118,7 +120,7 @@ def method_comparison(
     metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame, gap: pd.DataFrame
 ) -> Table:
     mae, crps = overall(metrics, MAE.name), overall(metrics, CRPS.name)
-    vs_zero = paired_for(paired, "zero_shot", MAE.name)
+    vs_zero = paired_for(paired, ZERO_SHOT, MAE.name)
     vs_base = paired_for(paired, "best_baseline", MAE.name)
     closed = gap_for(gap)
     baseline = best_baseline_run(paired)
@@ -204,7 +206,7 @@ def findings(
     """Per foundation model: zero-shot against its best adapted setting (chosen on validation,
     scored on test), the best baseline, and the share of the persistence-to-oracle gap."""
     mae = overall(metrics, MAE.name)
-    vs_zero = paired_for(paired, "zero_shot", MAE.name)
+    vs_zero = paired_for(paired, ZERO_SHOT, MAE.name)
     vs_base = paired_for(paired, "best_baseline", MAE.name)
     closed = gap_for(gap)
     baseline = best_baseline_run(paired)
@@ -214,7 +216,7 @@ def findings(
         runs = info[info["model"] == model]
         if runs["baseline"].any():
             continue
-        zero = runs.loc[runs["kind"] == "zero_shot", "run"]
+        zero = runs.loc[runs["kind"] == ZERO_SHOT, "run"]
         zero_id = zero.iloc[0] if len(zero) else None
         adapted = runs[runs["trains"]]
         best = chosen_on_validation(metrics, list(adapted["run"])) if len(adapted) else None
@@ -238,7 +240,7 @@ def findings(
             }
         )
     oracles = oracle_runs(info)
-    persistence = info.loc[info["family"] == "persistence", "run"]
+    persistence = info.loc[info["family"] == naive_reference_family(), "run"]
     notes = [
         "For each foundation model, its adapted setting with the lowest validation min-max MAE "
         "(all vitals and horizon steps, mean over seeds) set against its zero-shot forecast on "

@@ -21,13 +21,13 @@ from matplotlib.lines import Line2D
 
 from vitalfm.evaluation.metric_registry import MAE
 from vitalfm.evaluation.run_summary import REPORT_SPLIT
-from vitalfm.reporting.lookups import RANKED_KINDS
+from vitalfm.reporting.lookups import RANKED_KINDS, ZERO_SHOT
 from vitalfm.reporting.plotting import (
     ERROR_LABEL,
-    KIND_MARKERS,
     best_of,
     draw_references,
     family_colors,
+    kind_marker,
     models_only,
     panel_grid,
     placeholder,
@@ -68,12 +68,12 @@ def rank_sweep_figure(data: pd.DataFrame) -> plt.Figure:
                 group["rank"],
                 group["value"],
                 yerr=yerr(group),
-                marker=KIND_MARKERS.get(group["kind"].iloc[0], "o"),
+                marker=kind_marker(group["kind"].iloc[0]),
                 color=color,
                 capsize=3,
                 label=f"{model} {method}",
             )
-            zero = data[(data["model"] == model) & (data["kind"] == "zero_shot")]
+            zero = data[(data["model"] == model) & (data["kind"] == ZERO_SHOT)]
             if len(zero) and np.isfinite(zero["value"].iloc[0]):
                 ax.axhline(zero["value"].iloc[0], color=color, ls="--", lw=1, alpha=0.8)
         draw_references(ax, data)
@@ -121,7 +121,7 @@ def pareto_figure(data: pd.DataFrame) -> plt.Figure:
             x,
             row["value"],
             yerr=yerr(data.loc[[i]]),
-            marker=KIND_MARKERS.get(row["kind"], "o"),
+            marker=kind_marker(row["kind"]),
             color=colors[row["family"]],
             mfc=colors[row["family"]] if not row["baseline"] else "white",
             ms=7,
@@ -163,8 +163,7 @@ def pareto_figure(data: pd.DataFrame) -> plt.Figure:
     handles = [Line2D([], [], color=c, marker="o", ls="none", label=f) for f, c in colors.items()]
     kinds = list(dict.fromkeys(data["kind"]))
     handles += [
-        Line2D([], [], color="gray", marker=KIND_MARKERS.get(k, "o"), ls="none", label=k)
-        for k in kinds
+        Line2D([], [], color="gray", marker=kind_marker(k), ls="none", label=k) for k in kinds
     ]
     handles.append(Line2D([], [], color="black", alpha=0.6, label="Pareto front"))
     handles += [Line2D([], [], lw=1, label=label, **style) for label, _, style in oracle_lines]
@@ -198,7 +197,7 @@ def horizon_figure(metrics: pd.DataFrame, data: pd.DataFrame, frequency_minutes:
     best_base = chosen["run"] if chosen is not None else None
     fig, axes = panel_grid(len(models), height=3.0)
     cmap = plt.get_cmap("tab10")
-    methods = list(dict.fromkeys(data.loc[data["kind"] != "zero_shot", "method"]))
+    methods = list(dict.fromkeys(data.loc[data["kind"] != ZERO_SHOT, "method"]))
     hours = frequency_minutes / 60
     legend: dict[str, Line2D] = {}
 
@@ -213,10 +212,10 @@ def horizon_figure(metrics: pd.DataFrame, data: pd.DataFrame, frequency_minutes:
 
     for ax, model in zip(axes, models, strict=True):
         runs = data[data["model"] == model]
-        for _, run in runs[runs["kind"] == "zero_shot"].iterrows():
+        for _, run in runs[runs["kind"] == ZERO_SHOT].iterrows():
             draw(ax, run["run"], "zero-shot", "black")
         picked = []
-        for method, group in runs[runs["kind"] != "zero_shot"].groupby("method", sort=False):
+        for method, group in runs[runs["kind"] != ZERO_SHOT].groupby("method", sort=False):
             best = group.iloc[0]
             if len(group) > 1 and best_of(group) is not None:
                 best = best_of(group)

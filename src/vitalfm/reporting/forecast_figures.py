@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 
 from vitalfm.evaluation.quantiles import CENTRAL_INTERVALS, quantile_column
 from vitalfm.reporting.inputs import ResultsLayout, require
+from vitalfm.reporting.lookups import ZERO_SHOT
 from vitalfm.reporting.plotting import best_of, models_only, placeholder
 
 #: Vitals the examples show, in turn (the study's targets); else the first configured vital.
@@ -43,12 +44,12 @@ def _example_runs(data: pd.DataFrame) -> list[tuple[str, list[tuple[str, str]]]]
         best = best_of(runs[runs["trains"]])
         chosen: list[tuple[str, str]] = []
         if best is not None:
-            zero = runs[(runs["model"] == best["model"]) & (runs["kind"] == "zero_shot")]
+            zero = runs[(runs["model"] == best["model"]) & (runs["kind"] == ZERO_SHOT)]
             if len(zero):
                 chosen.append(("zero-shot", zero["first_replicate"].iloc[0]))
             chosen.append(("best adapted", best["first_replicate"]))
         else:
-            zero = best_of(runs[runs["kind"] == "zero_shot"])
+            zero = best_of(runs[runs["kind"] == ZERO_SHOT])
             if zero is not None:
                 chosen.append(("zero-shot", zero["first_replicate"]))
         if chosen:

@@ -17,11 +17,14 @@ import pandas as pd
 
 from vitalfm.evaluation.metric_registry import MAE, REGISTRY, SELECTION_METRIC, Metric
 from vitalfm.evaluation.run_summary import REPORT_SPLIT, SELECTION_SCALE, SELECTION_SPLIT
+from vitalfm.methods import ranked_kinds, zero_shot_kind
 from vitalfm.reporting.inputs import ResultsLayout, run_table
 from vitalfm.study import Run
 
 #: Method kinds with a rank (swept in the rank-sweep table and figure).
-RANKED_KINDS = ("lora", "dora", "vera")
+RANKED_KINDS = ranked_kinds()
+#: The method kind (and paired-difference reference) every adapted run is compared with.
+ZERO_SHOT = zero_shot_kind()
 
 
 def overall(

@@ -21,23 +21,19 @@ import pandas as pd
 from vitalfm.evaluation.metric_registry import MAE, SELECTION_METRIC
 from vitalfm.evaluation.run_summary import SELECTION_SCALE, SELECTION_SPLIT
 from vitalfm.io import atomic_path
+from vitalfm.methods import method_kinds
+from vitalfm.models.registry import naive_reference_family
 from vitalfm.reporting import FIGURE_FORMATS
 from vitalfm.reporting.lookups import overall
 
 #: The error every figure plots: test MAE on the min-max scale, all vitals pooled.
 ERROR_LABEL = f"{MAE.label} (min-max scale, all vitals)"
-#: Marker of each method kind.
-KIND_MARKERS = {
-    "zero_shot": "o",
-    "lora": "s",
-    "dora": "D",
-    "vera": "^",
-    "fourierft": "v",
-    "bitfit": "P",
-    "layernorm": "X",
-    "full": "*",
-    "scratch": "h",
-}
+
+
+def kind_marker(kind: str) -> str:
+    """The matplotlib marker a method kind declares (``o`` for a kind no longer registered)."""
+    kinds = method_kinds()
+    return kinds[kind].marker if kind in kinds else "o"
 
 
 def family_colors(families: Sequence[str]) -> dict[str, Any]:
@@ -107,7 +103,7 @@ def references(data: pd.DataFrame) -> list[tuple[str, float, dict[str, Any]]]:
     for _, run in data.iterrows():
         if run.get("oracle") and np.isfinite(run["value"]):
             lines.append(("oracle (bound)", run["value"], {"color": "black", "ls": ":"}))
-        elif run["family"] == "persistence" and np.isfinite(run["value"]):
+        elif run["family"] == naive_reference_family() and np.isfinite(run["value"]):
             lines.append(("persistence", run["value"], {"color": "0.45", "ls": "-."}))
     return lines
 
