@@ -72,7 +72,7 @@ def _released_lag_llama() -> Any:
 
 def _forecaster(family: str, standin: str, device: torch.device) -> Any:
     """A stand-in by name; ``lag_llama:released`` is Lag-Llama in the released shape."""
-    from vitalfm.models.base import forecaster_class
+    from vitalfm.models.registry import forecaster_class
 
     if (family, standin) == ("lag_llama", "released"):
         forecaster = _released_lag_llama()

@@ -21,7 +21,8 @@ from vitalfm.data.grid import resample_stays
 from vitalfm.data.windows import WindowSet, build_windows
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows
 from vitalfm.engine.training_data import SeriesPairs, WindowTrainingData
-from vitalfm.models.base import Forecaster, forecaster_class
+from vitalfm.models.base import Forecaster
+from vitalfm.models.registry import forecaster_class
 
 T0 = pd.Timestamp("2150-03-01 00:00:00")
 FREQ = 15

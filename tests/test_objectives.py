@@ -23,7 +23,8 @@ import torch
 
 from vitalfm.data.windows import WindowSet
 from vitalfm.engine.training_data import WindowTrainingData
-from vitalfm.models.base import Forecaster, SeriesBatch, forecaster_class
+from vitalfm.models.base import Forecaster, SeriesBatch
+from vitalfm.models.registry import forecaster_class
 from vitalfm.testing import TINY_BASELINES, toy_windows
 
 VITALS = ("heart_rate", "mbp")

@@ -201,7 +201,8 @@ def run_every_setting(
     import torch
 
     from vitalfm.methods import method_kind
-    from vitalfm.models.base import ModelSource, forecaster_class
+    from vitalfm.models.base import ModelSource
+    from vitalfm.models.registry import forecaster_class
     from vitalfm.steps import standalone
     from vitalfm.study import method_settings
 

@@ -23,10 +23,6 @@ import torch
 from torch import nn
 
 from vitalfm.errors import ConfigError, VitalfmError
-from vitalfm.models import registry
-
-# Callers may keep importing it from here: the registry holds it.
-from vitalfm.models.registry import forecaster_class as forecaster_class
 
 
 class ModelError(VitalfmError):
@@ -247,11 +243,10 @@ class Forecaster(ABC):
         Pretrained families have no such form; the baseline families
         (:mod:`vitalfm.models.baselines`) override this.
         """
-        *others, last = registry.baseline_families()
         raise ModelError(
             f"family {cls.family} is a pretrained family and cannot be built from scratch",
-            "give it a hub, path or standin source; from-scratch baselines are the families "
-            f"{', '.join(others)} and {last}",
+            "give it a hub, path or standin source (the from-scratch baselines are the families "
+            "registered with baseline=True in src/vitalfm/models/registry.py)",
         )
 
     def save_pretrained(self, directory: Path) -> None:
