@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_reporting import RAW_CONFIG, make_results
+from reporting_testing import RAW_CONFIG, make_results
 
 from vitalfm import job_settings
 from vitalfm.config import validate_config
