@@ -52,6 +52,7 @@ from vitalfm.engine.training_config import (
     TrainingResult,
 )
 from vitalfm.engine.training_data import TrainingData, ValidationForecastSet
+from vitalfm.evaluation.metric_registry import CRPS, MAE
 from vitalfm.models.base import Forecaster, SeriesBatch, TimeAxis
 
 log = logging.getLogger(__name__)
@@ -259,12 +260,12 @@ class Trainer:
                     },
                     np.full(int(observed.sum()), np.nan),
                 )
-                crps += float(terms["crps"].sum())
-                abs_error += float(terms["ae"].sum())
+                crps += float(terms[CRPS.numerator].sum())
+                abs_error += float(terms[MAE.numerator].sum())
                 points += int(observed.sum())
         return {
-            "crps": crps / points if points else math.nan,
-            "mae": abs_error / points if points else math.nan,
+            CRPS.name: crps / points if points else math.nan,
+            MAE.name: abs_error / points if points else math.nan,
             "seconds": time.perf_counter() - started,
         }
 
@@ -320,8 +321,8 @@ class Trainer:
                 "step": self.step,
                 "train_loss": train_loss,
                 "validation_loss": loss,
-                "validation_crps": metrics.get("crps", math.nan),
-                "validation_mae": metrics.get("mae", math.nan),
+                f"validation_{CRPS.name}": metrics.get(CRPS.name, math.nan),
+                f"validation_{MAE.name}": metrics.get(MAE.name, math.nan),
                 "selection_metric": self.selection_metric,
                 "best_step": self.best_step,
                 "learning_rate": self.scheduler.get_last_lr()[0],

@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vitalfm.errors import ConfigError
+from vitalfm.evaluation.metric_registry import CRPS, MAE
 from vitalfm.models.base import ModelError
 
-SELECTION_METRICS = ("crps", "mae", "loss")
+#: What early stopping may watch: a validation forecast metric, or the objective itself.
+SELECTION_METRICS = (CRPS.name, MAE.name, "loss")
 
 
 class TrainingError(ModelError):
@@ -46,7 +48,7 @@ class TrainingConfig:
     validation_batch_size: int = 256
     #: What early stopping and the best checkpoint follow: the validation forecast's CRPS or
     #: MAE (min-max scale, as the study scores), or the family's validation loss.
-    selection_metric: str = "crps"
+    selection_metric: str = CRPS.name
     #: Validation series forecast at every evaluation (fixed by the seed); 0: none.
     validation_forecast_series: int = 256
     #: Sample paths per series for the sampling families (Chronos-T5, MOIRAI 1.x, Lag-Llama).
