@@ -41,14 +41,15 @@ from typing import Any
 
 from vitalfm.config_rules import horizon_steps
 from vitalfm.errors import ConfigError
+from vitalfm.methods.registry import TRAINING_OVERRIDES as METHOD_TRAINING_OVERRIDES
 from vitalfm.study import Run, standins
 
 #: ``training`` keys that do not change a trained replicate (see the module docstring), and
 #: those that choose which replicates exist rather than what one of them computes.
 TRAINING_OPERATIONAL = ("checkpoint_every", "keep_checkpoints")
 TRAINING_REPLICATES = ("seeds", "all_seeds_for")
-#: Method-entry keys that override ``training`` for one run.
-TRAINING_OVERRIDES = ("learning_rate", "max_steps")
+#: Method-entry keys that override ``training`` for one run (declared by the method registry).
+TRAINING_OVERRIDES = tuple(field.name for field in METHOD_TRAINING_OVERRIDES)
 
 
 def canonical(settings: Mapping[str, Any]) -> str:

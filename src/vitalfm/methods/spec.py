@@ -19,7 +19,7 @@ import jsonschema
 
 from vitalfm.config_rules import describe
 from vitalfm.errors import ConfigError
-from vitalfm.methods.registry import MethodKind, method_kind, method_kinds
+from vitalfm.methods.registry import MethodKind, iter_fields, method_kind, method_kinds
 
 #: The key of an expanded setting that names the method entry it came from.
 METHOD_KEY = "method"
@@ -83,7 +83,7 @@ class MethodSpec:
                 f"a method needs a non-empty name, got {name!r}", "name it, e.g. lora-r2"
             )
         method = _kind_of(name, kind)
-        names = sorted({f.name for k in method_kinds().values() for f in k.fields})
+        names = sorted(f.name for f in iter_fields())
         unknown = sorted(set(values) - set(names))
         if unknown:
             raise _config_error(
