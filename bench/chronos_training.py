@@ -30,8 +30,24 @@ What is timed, per run (see ``timings`` in the JSON):
   evaluations and the final checkpoint); library: the whole ``fit`` call. Model loading from
   disk is excluded on both sides.
 
-Engine and library runs alternate (order swapped on every repeat) so that load on the shared
-machine hits both alike; the load average is recorded around each run. Usage:
+A third side, the **floor** (:func:`run_floor`), runs only the work every step must do
+(forward, backward, clipping, fused AdamW, the schedule) on batches built before its clock
+starts: the ceiling of any loop around the same model, so ``floor / library`` says how far a
+faster loop could go and ``engine / floor`` how close the engine is.
+
+Loss curves: ``fit`` logs its mean training loss every ``LOSS_WINDOW`` steps
+(``logging_steps``; its default is 100, so this adds a few log events per run); the engine's
+and the floor's per-step losses are averaged over the same windows. The sides crop different
+windows (``fit`` draws with its own sampler), so the curves agree within batch noise, not bit
+for bit; the engine and floor draw the same crops.
+
+``--compile`` also measures ``torch.compile`` of the engine's loss (:func:`measure_compile`):
+the first compiled step (cold, then with the on-disk cache filled), the steady step time
+against eager, and the number of steps after which compiling pays.
+
+The sides run in turn, the order rotated every repeat so that each runs first, second and
+third and load on the shared machine hits all alike; the load average is recorded around each
+run. Usage:
 
     .venv/bin/python bench/chronos_training.py            # default, a few minutes
     .venv/bin/python bench/chronos_training.py --quick    # smoke run
@@ -60,6 +76,10 @@ TARGETS = ("self_attention.q", "self_attention.k", "self_attention.v", "self_att
 # A larger Chronos-2 shape, built the same way as the stand-in (released amazon/chronos-2 is
 # d_model 768, 12 layers).
 LARGER_SHAPE = dict(d_model=256, d_kv=64, d_ff=1024, num_layers=4, num_heads=4)
+# Steps per point of the loss curves: ``fit`` logs its mean loss every LOSS_WINDOW steps
+# (``logging_steps``), the engine's per-step losses are averaged over the same windows.
+LOSS_WINDOW = 10
+SIDES = ("engine", "library", "floor")
 
 
 @dataclass(frozen=True)
@@ -164,7 +184,69 @@ class CropData:
         return {"source": "bench series", "train_series": len(self.values)}
 
 
-# --- the two runs ----------------------------------------------------------------------------
+def window_means(values: list[float], window: int) -> list[float]:
+    return [float(np.mean(values[i : i + window])) for i in range(0, len(values), window)]
+
+
+# --- the three runs --------------------------------------------------------------------------
+
+
+def adapted_forecaster(model_dir: Path, lora: Lora) -> Any:
+    """The checkpoint, loaded on CPU and wrapped with LoRA as the study's ``adapt`` does."""
+    from vitalfm.methods import MethodSpec
+    from vitalfm.methods.adapting import adapt
+    from vitalfm.models.base import ModelSource
+    from vitalfm.models.chronos import ChronosForecaster
+
+    forecaster = ChronosForecaster.load(ModelSource(path=str(model_dir)), torch.device("cpu"))
+    spec = MethodSpec(
+        name="lora",
+        kind="lora",
+        rank=lora.rank,
+        alpha=lora.alpha,
+        dropout=lora.dropout,
+        target_modules=TARGETS,
+    )
+    forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
+    return forecaster
+
+
+def run_floor(
+    model_dir: Path, series: list[np.ndarray], case: Case, lora: Lora, lr: float, seed: int
+) -> dict[str, Any]:
+    """The work every training step must do and nothing else: forward, backward, clipping,
+    fused AdamW and the schedule, on batches built before the clock starts. A ceiling for
+    what any loop around the same model can reach; not a usable trainer."""
+    forecaster = adapted_forecaster(model_dir, lora)
+    data = CropData(series, case.context, case.horizon, min_past=case.horizon, seed=seed)
+    batches = [data.train_batch(step, case.batch_size) for step in range(case.steps)]
+    params = [p for p in forecaster.module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / case.steps)
+    forecaster.module.train()
+    losses = []
+    load_before = load()
+    started = time.perf_counter()
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss = forecaster.loss(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.detach())
+    loop = time.perf_counter() - started
+    curve = [float(v) for v in losses]
+    return {
+        "loop_samples_per_s": case.steps * case.batch_size / loop,
+        "loop_s": loop,
+        "median_step_s": loop / case.steps,  # no per-step clock inside the floor loop
+        "wall_s": loop,
+        "mean_train_loss": float(np.mean(curve)),
+        "loss_curve": window_means(curve, LOSS_WINDOW),
+        "load_before": load_before,
+        "load_after": load(),
+    }
 
 
 def run_engine(
@@ -220,6 +302,7 @@ def run_engine(
         "setup_s": setup_s,
         "fit_wall_s": result.wall_time_s,
         "mean_train_loss": result.history[-1]["train_loss"],
+        "loss_curve": window_means(trainer.train_losses, LOSS_WINDOW),
         "trainable_parameters": trainable,
         "total_parameters": total,
         "load_before": load_before,
@@ -239,6 +322,7 @@ def run_library(
             self.begin = self.end = math.nan
             self.steps: list[float] = []
             self.logs: dict[str, float] = {}
+            self.curve: list[float] = []
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.begin = time.perf_counter()
@@ -253,6 +337,8 @@ def run_library(
             self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
         ) -> None:
             self.logs.update(logs or {})
+            if logs and "loss" in logs:  # the mean training loss since the last log
+                self.curve.append(float(logs["loss"]))
 
     pipeline = Chronos2Pipeline.from_pretrained(
         str(model_dir), device_map="cpu", dtype=torch.float32
@@ -285,6 +371,7 @@ def run_library(
             seed=seed,
             weight_decay=0.0,
             max_grad_norm=1.0,
+            logging_steps=LOSS_WINDOW,
         )
         wall = time.perf_counter() - started
     loop = clock.end - clock.begin
@@ -296,8 +383,96 @@ def run_library(
         "wall_s": wall,
         "hf_train_samples_per_second": clock.logs.get("train_samples_per_second"),
         "mean_train_loss": clock.logs.get("train_loss"),
+        "loss_curve": clock.curve,
         "load_before": load_before,
         "load_after": load(),
+    }
+
+
+def measure_compile(
+    case: Case, model_dir: Path, series: list[np.ndarray], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Does ``torch.compile`` of the training loss pay for a short fine-tune?
+
+    Two engine Trainers on the same model and batches, one with ``forecaster.loss`` compiled
+    (inductor, ``fallback_random`` so that dropout draws the same numbers as eager). The first
+    compiled step is timed on its own (tracing and code generation); then both train blocks of
+    ``LOSS_WINDOW`` steps, alternately, and the per-step losses must agree before timing.
+    """
+    import torch._inductor.config as inductor_config
+
+    from vitalfm.engine.train import Trainer, TrainingConfig
+
+    inductor_config.fallback_random = True
+    steps = 2 + 2 * args.repeats * LOSS_WINDOW
+    cache = tempfile.TemporaryDirectory()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache.name  # a cold compile: nothing cached yet
+    torch._dynamo.reset()
+    config = TrainingConfig(
+        max_steps=steps,
+        batch_size=case.batch_size,
+        learning_rate=args.lr,
+        weight_decay=0.0,
+        warmup_fraction=0.0,
+        grad_clip_norm=1.0,
+        eval_every=steps + 1,
+        checkpoint_every=steps + 1,
+        seed=args.seed,
+    )
+    trainers = {}
+    with tempfile.TemporaryDirectory() as tmp, cache:
+        for name in ("eager", "compiled", "warm"):
+            forecaster = adapted_forecaster(model_dir, Lora())
+            data = CropData(series, case.context, case.horizon, case.horizon, args.seed)
+            trainers[name] = Trainer(
+                forecaster, data, config, torch.device("cpu"), Path(tmp) / name, {}, False
+            )
+        compiled = trainers["compiled"]
+        compiled.forecaster.loss = torch.compile(compiled.forecaster.loss)
+        trainers["eager"]._train_step()
+        started = time.perf_counter()
+        compiled._train_step()
+        first_step_s = time.perf_counter() - started
+        trainers["eager"]._train_step()
+        compiled._train_step()  # the first step after compiling runs new code paths once more
+        times: dict[str, list[float]] = {"eager": [], "compiled": []}
+        loads = [load()]
+        for block in range(2 * args.repeats):
+            order = ("eager", "compiled") if block % 2 == 0 else ("compiled", "eager")
+            for name in order:
+                started = time.perf_counter()
+                for _ in range(LOSS_WINDOW):
+                    trainers[name]._train_step()
+                times[name].append((time.perf_counter() - started) / LOSS_WINDOW)
+        loads.append(load())
+        # a later job on the same machine: the on-disk inductor cache is filled
+        torch._dynamo.reset()
+        warm = trainers["warm"]
+        warm.forecaster.loss = torch.compile(warm.forecaster.loss)
+        started = time.perf_counter()
+        warm._train_step()
+        warm_first_step_s = time.perf_counter() - started
+    eager_losses = np.array(trainers["eager"].train_losses)
+    compiled_losses = np.array(compiled.train_losses)
+    largest = float(np.max(np.abs(eager_losses - compiled_losses) / np.abs(eager_losses)))
+    if largest > 1e-3:
+        raise RuntimeError(f"compiled losses differ from eager by up to {largest:.2g} (relative)")
+    eager_s, compiled_s = (float(np.median(times[n])) for n in ("eager", "compiled"))
+    overhead = first_step_s - eager_s
+    gain = eager_s - compiled_s
+    return {
+        "first_compiled_step_s": first_step_s,
+        "first_compiled_step_warm_cache_s": warm_first_step_s,
+        "eager_step_s": summarise(times["eager"]),
+        "compiled_step_s": summarise(times["compiled"]),
+        "speedup": eager_s / compiled_s,
+        "largest_relative_loss_difference": largest,
+        # steps after which compiling has paid for itself (inf: never)
+        "break_even_steps": overhead / gain if gain > 0 else math.inf,
+        "break_even_steps_warm_cache": (
+            (warm_first_step_s - eager_s) / gain if gain > 0 else math.inf
+        ),
+        "load": loads,
     }
 
 
@@ -308,13 +483,14 @@ def measure_case(
     case: Case, model_dir: Path, series: list[np.ndarray], args: argparse.Namespace
 ) -> dict[str, Any]:
     lora = Lora()
-    engine_runs, library_runs = [], []
+    runners = {"engine": run_engine, "library": run_library, "floor": run_floor}
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     for repeat in range(args.repeats):
-        order = ("engine", "library") if repeat % 2 == 0 else ("library", "engine")
+        # rotate the order every repeat, so that each side runs first, second and third
+        order = SIDES[repeat % len(SIDES) :] + SIDES[: repeat % len(SIDES)]
         for side in order:
-            run = run_engine if side == "engine" else run_library
-            result = run(model_dir, series, case, lora, args.lr, args.seed + repeat)
-            (engine_runs if side == "engine" else library_runs).append(result)
+            result = runners[side](model_dir, series, case, lora, args.lr, args.seed + repeat)
+            runs[side].append(result)
             print(
                 f"    {side:7s} repeat {repeat}: {result['loop_samples_per_s']:7.1f} samples/s "
                 f"(median step {1000 * result['median_step_s']:.1f} ms, wall "
@@ -322,32 +498,52 @@ def measure_case(
                 flush=True,
             )
 
-    def ratio(key: str, invert: bool = False) -> dict[str, float]:
+    def ratio(side: str, key: str, invert: bool = False) -> dict[str, float]:
+        """Per repeat ``side`` / library (paired runs of the same repeat), then median and
+        range; ``invert`` for times (library / side)."""
         pairs = [
-            (lib[key] / eng[key]) if invert else (eng[key] / lib[key])
-            for eng, lib in zip(engine_runs, library_runs, strict=True)
+            (lib[key] / other[key]) if invert else (other[key] / lib[key])
+            for other, lib in zip(runs[side], runs["library"], strict=True)
         ]
         return summarise(pairs)
 
     summary = {
         side: {
-            key: summarise([r[key] for r in runs])
+            key: summarise([r[key] for r in side_runs])
             for key in ("loop_samples_per_s", "median_step_s", "wall_s")
         }
-        for side, runs in (("engine", engine_runs), ("library", library_runs))
+        for side, side_runs in runs.items()
+    }
+    curves = {
+        side: [
+            float(np.median(point))
+            for point in zip(*(r["loss_curve"] for r in side_runs), strict=False)
+        ]
+        for side, side_runs in runs.items()
     }
     return {
         "case": asdict(case),
         "lora": {**asdict(lora), "target_modules": list(TARGETS)},
         "learning_rate": args.lr,
-        "engine_runs": engine_runs,
-        "library_runs": library_runs,
+        "engine_runs": runs["engine"],
+        "library_runs": runs["library"],
+        "floor_runs": runs["floor"],
         "summary": summary,
+        # median over repeats of the mean training loss in each LOSS_WINDOW-step window
+        "loss_curves": {"window_steps": LOSS_WINDOW, **curves},
         "speedup": {
             # per repeat: engine / library throughput (paired runs), then median and range
-            "loop_samples_per_s": ratio("loop_samples_per_s"),
-            "median_step": ratio("median_step_s", invert=True),
-            "wall_with_setup": ratio("wall_s", invert=True),
+            "loop_samples_per_s": ratio("engine", "loop_samples_per_s"),
+            "median_step": ratio("engine", "median_step_s", invert=True),
+            "wall_with_setup": ratio("engine", "wall_s", invert=True),
+            # the ceiling: a loop with no work beyond the step's own (see run_floor)
+            "floor_loop_samples_per_s": ratio("floor", "loop_samples_per_s"),
+            "engine_share_of_floor": summarise(
+                [
+                    e["loop_samples_per_s"] / f["loop_samples_per_s"]
+                    for e, f in zip(runs["engine"], runs["floor"], strict=True)
+                ]
+            ),
         },
     }
 
@@ -367,6 +563,11 @@ def main() -> None:
         nargs="+",
         default=[2],
         help="torch threads, the same for both sides; several values: one pass each",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile of the engine's loss (first --threads value only)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/chronos_training.json")
     args = parser.parse_args()
@@ -404,15 +605,29 @@ def main() -> None:
             )
             result = {"threads": threads, **measure_case(case, model_dir, series, args)}
             result["model"] = shapes[case.model]
+            if args.compile and threads == args.threads[0]:
+                result["compile"] = measure_compile(case, model_dir, series, args)
+                c = result["compile"]
+                print(
+                    f"  torch.compile: first step {c['first_compiled_step_s']:.1f} s, then "
+                    f"x{c['speedup']:.2f} per step; pays after {c['break_even_steps']:.0f} steps "
+                    f"({c['first_compiled_step_warm_cache_s']:.1f} s and "
+                    f"{c['break_even_steps_warm_cache']:.0f} steps with a warm cache)",
+                    flush=True,
+                )
             runs.append(result)
             s = result["speedup"]
             print(
                 f"  engine/library: loop x{s['loop_samples_per_s']['median']:.2f} "
                 f"(range {s['loop_samples_per_s']['min']:.2f}-{s['loop_samples_per_s']['max']:.2f})"
                 f", median step x{s['median_step']['median']:.2f}, wall with setup "
-                f"x{s['wall_with_setup']['median']:.2f}",
+                f"x{s['wall_with_setup']['median']:.2f}; floor/library loop "
+                f"x{s['floor_loop_samples_per_s']['median']:.2f}",
                 flush=True,
             )
+            for side in SIDES:
+                curve = " ".join(f"{v:.2f}" for v in result["loss_curves"][side])
+                print(f"  loss every {LOSS_WINDOW} steps, {side:7s}: {curve}", flush=True)
     write_report(
         args.out,
         "chronos_training",
@@ -423,6 +638,7 @@ def main() -> None:
             "series_length": args.length,
             "missing_fraction": 0.05,
             "threads": args.threads,
+            "compile": args.compile,
             "optimiser": "AdamW, no weight decay, linear decay, no warm-up, clip 1.0",
             "timed": "see the module docstring of bench/chronos_training.py",
         },
