@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import struct
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from vitalfm.config import validate_config
+from vitalfm.data import vitals
 from vitalfm.data.cohort import build_cohort, fetch_icu_stays
 from vitalfm.data.vitals import extract_vitals
 from vitalfm.db.embedded import EmbeddedPostgres
-from vitalfm.errors import DataError
+from vitalfm.errors import DatabaseError, DataError
 
 T0 = datetime(2150, 3, 1, 8, 0, 0)
 ALL_VITALS = ["heart_rate", "sbp", "dbp", "mbp", "resp_rate", "spo2", "temperature"]
@@ -275,3 +278,107 @@ def test_read_only_role_suffices(
             cur.execute(f"REVOKE ALL ON SCHEMA {schema} FROM mimic_reader")
             cur.execute("DROP ROLE mimic_reader")
         conn.commit()
+
+
+def _sorted_rows(path: Path) -> pd.DataFrame:
+    keys = ["icustay_id", "charttime", "itemid", "value"]
+    frame = pq.read_table(path).to_pandas().astype({"vital": str})
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def test_one_query_for_the_cohort_equals_one_query_per_stay(
+    case_db: tuple[Any, str], tmp_path: Path
+) -> None:
+    conn, schema = case_db
+    _chart(
+        conn,
+        schema,
+        [
+            (100, 0, 211, 80.0, "BPM", None),
+            (100, 30, 211, None, "BPM", None),
+            (101, 0, 51, 120.0, "mmHg", None),
+            (101, 5, 51, 400.0, "mmHg", None),
+            (200, 0, 220045, 95.0, "bpm", 0),
+            (200, 15, 220045, 20.0, "bpm", 1),
+            (300, 0, 220045, 70.0, "bpm", 0),
+        ],
+    )
+    stays, names = [200, 100, 101], ["heart_rate", "sbp"]
+    per_stay = extract_vitals(conn, schema, stays, names, tmp_path / "a.parquet", stays_per_query=1)
+    whole = extract_vitals(conn, schema, stays, names, tmp_path / "b.parquet")
+    assert whole.rows == per_stay.rows == 3
+    pd.testing.assert_frame_equal(whole.summary, per_stay.summary)
+    pd.testing.assert_frame_equal(
+        _sorted_rows(tmp_path / "b.parquet"), _sorted_rows(tmp_path / "a.parquet")
+    )
+    with conn.cursor() as cur:  # jit is turned off for the extraction's transaction only
+        cur.execute("SHOW jit")
+        assert cur.fetchone()[0] == "on"
+
+
+def _binary_copy(rows: list[tuple[int, int, int, float, bool, int]]) -> bytes:
+    """PostgreSQL's binary COPY of (icustay_id, charttime in us since 2000, itemid, valuenum,
+    valuenum is NULL, error), written independently of the decoder under test."""
+    body = b"".join(
+        struct.pack(">hiiiqiiidibii", 6, 4, s, 8, t, 4, i, 8, v, 1, n, 4, e)
+        for s, t, i, v, n, e in rows
+    )
+    return b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) + body + struct.pack(">h", -1)
+
+
+def test_binary_copy_stream_decodes_the_same_however_it_is_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(vitals, "_BLOCK_BYTES", 200)  # several blocks of whole rows
+    rows = [(100 + k % 3, k * 60_000_000, 211, 60.0 + k, k % 5 == 0, k % 7 == 0) for k in range(40)]
+    data = _binary_copy(rows)
+    for step in (1, 13, 55, len(data)):
+        blocks: list[vitals.RawRows] = []
+        decoder = vitals._BinaryCopyDecoder(blocks.append)
+        for start in range(0, len(data), step):
+            decoder.feed(data[start : start + step])
+        decoder.feed(b"", final=True)
+        assert len(blocks) > 1 or step == len(data)
+        icustay = np.concatenate([b.icustay_id for b in blocks])
+        charttime = np.concatenate([b.charttime_us for b in blocks])
+        assert icustay.tolist() == [r[0] for r in rows]
+        assert charttime[1] - charttime[0] == 60_000_000
+        assert np.concatenate([b.valuenum for b in blocks]).tolist() == [r[3] for r in rows]
+        assert np.concatenate([b.valuenum_null for b in blocks]).tolist() == [r[4] for r in rows]
+        assert np.concatenate([b.error for b in blocks]).tolist() == [int(r[5]) for r in rows]
+
+
+def test_a_cut_short_binary_copy_stream_is_an_error() -> None:
+    data = _binary_copy([(100, 0, 211, 60.0, False, 0)] * 3)
+    decoder = vitals._BinaryCopyDecoder(lambda raw: None)
+    decoder.feed(data[:-1])
+    with pytest.raises(DatabaseError, match="trailer"):
+        decoder.feed(b"", final=True)
+
+
+def test_a_failure_while_writing_stops_the_copy_and_leaves_no_file(
+    case_db: tuple[Any, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn, schema = case_db
+    with conn.cursor() as cur:  # more rows than the pipe holds, so the server is mid-COPY
+        cur.execute(
+            f"INSERT INTO {schema}.chartevents (row_id, subject_id, icustay_id, itemid, "
+            "charttime, valuenum) SELECT g, 1, 100, 211, %s + g * interval '1 s', 80 "
+            "FROM generate_series(1, 60000) g",
+            (T0,),
+        )
+    conn.commit()
+    monkeypatch.setattr(vitals, "_BLOCK_BYTES", 64 << 10)
+
+    def disk_full(*args: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(vitals, "clean_block", disk_full)
+    out = tmp_path / "vitals.parquet"
+    with pytest.raises(OSError, match="disk full"):
+        extract_vitals(conn, schema, [100], ["heart_rate"], out)
+    assert list(tmp_path.iterdir()) == []
+    conn.rollback()
+    with conn.cursor() as cur:  # the connection is still usable
+        cur.execute(f"SELECT count(*) FROM {schema}.chartevents")
+        assert cur.fetchone()[0] == 60000
