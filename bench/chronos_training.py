@@ -26,6 +26,10 @@ What is timed, per run (see ``timings`` in the JSON):
   HF loop: dataloader, forward, backward, clipping, optimiser, callbacks, logging).
 * ``median_step_s``: median period between consecutive steps (engine: calls of
   ``train_batch``; library: ``on_step_end`` events), robust to load spikes on a shared machine.
+* ``median_step_cpu_s``: the same periods in the main thread's CPU time
+  (``time.thread_time``). At 1 thread all of a step's work runs on that thread (``fit``'s
+  dataloader has no workers), so this is the figure least moved by other processes on a
+  shared machine; at 2 threads it misses the second OpenMP thread's work.
 * ``wall_s``: engine: ``adapt`` + Trainer construction + ``Trainer.fit`` (with the two
   evaluations and the final checkpoint); library: the whole ``fit`` call. Model loading from
   disk is excluded on both sides.
@@ -156,6 +160,7 @@ class CropData:
         self.context_steps, self.horizon_steps = context, horizon
         self.min_past, self.seed = min_past, seed
         self.calls: list[float] = []  # perf_counter at each train_batch: step periods
+        self.cpu_calls: list[float] = []  # this thread's CPU time at each train_batch
         self.validation = self._crops(np.random.default_rng([seed, 1]), 64)
 
     def _crops(self, rng: np.random.Generator, n: int) -> Any:
@@ -175,6 +180,7 @@ class CropData:
 
     def train_batch(self, step: int, batch_size: int) -> Any:
         self.calls.append(time.perf_counter())
+        self.cpu_calls.append(time.thread_time())
         return self._crops(np.random.default_rng([self.seed, 0, step]), batch_size)
 
     def validation_batches(self, batch_size: int) -> Any:
@@ -227,6 +233,7 @@ def run_floor(
     losses = []
     load_before = load()
     started = time.perf_counter()
+    clocks, cpu_clocks = [started], [time.thread_time()]
     for batch in batches:
         optimizer.zero_grad(set_to_none=True)
         loss = forecaster.loss(batch)
@@ -235,12 +242,15 @@ def run_floor(
         optimizer.step()
         scheduler.step()
         losses.append(loss.detach())
+        clocks.append(time.perf_counter())
+        cpu_clocks.append(time.thread_time())
     loop = time.perf_counter() - started
     curve = [float(v) for v in losses]
     return {
         "loop_samples_per_s": case.steps * case.batch_size / loop,
         "loop_s": loop,
-        "median_step_s": loop / case.steps,  # no per-step clock inside the floor loop
+        "median_step_s": float(np.median(np.diff(clocks))),
+        "median_step_cpu_s": float(np.median(np.diff(cpu_clocks))),
         "wall_s": loop,
         "mean_train_loss": float(np.mean(curve)),
         "loss_curve": window_means(curve, LOSS_WINDOW),
@@ -294,10 +304,12 @@ def run_engine(
         wall = time.perf_counter() - started
     trainable, total = parameter_counts(forecaster.module)
     periods = np.diff(data.calls)
+    cpu_periods = np.diff(data.cpu_calls)
     return {
         "loop_samples_per_s": result.train_samples_per_s,
         "loop_s": case.steps * case.batch_size / result.train_samples_per_s,
         "median_step_s": float(np.median(periods)),
+        "median_step_cpu_s": float(np.median(cpu_periods)),
         "wall_s": wall,
         "setup_s": setup_s,
         "fit_wall_s": result.wall_time_s,
@@ -321,6 +333,7 @@ def run_library(
         def __init__(self) -> None:
             self.begin = self.end = math.nan
             self.steps: list[float] = []
+            self.cpu_steps: list[float] = []
             self.logs: dict[str, float] = {}
             self.curve: list[float] = []
 
@@ -329,6 +342,7 @@ def run_library(
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.steps.append(time.perf_counter())
+            self.cpu_steps.append(time.thread_time())
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.end = time.perf_counter()
@@ -380,6 +394,7 @@ def run_library(
         "loop_samples_per_s": case.steps * case.batch_size / loop,
         "loop_s": loop,
         "median_step_s": float(np.median(np.diff(clock.steps))),
+        "median_step_cpu_s": float(np.median(np.diff(clock.cpu_steps))),
         "wall_s": wall,
         "hf_train_samples_per_second": clock.logs.get("train_samples_per_second"),
         "mean_train_loss": clock.logs.get("train_loss"),
@@ -493,7 +508,8 @@ def measure_case(
             runs[side].append(result)
             print(
                 f"    {side:7s} repeat {repeat}: {result['loop_samples_per_s']:7.1f} samples/s "
-                f"(median step {1000 * result['median_step_s']:.1f} ms, wall "
+                f"(median step {1000 * result['median_step_s']:.1f} ms, "
+                f"{1000 * result['median_step_cpu_s']:.1f} ms CPU, wall "
                 f"{result['wall_s']:.1f} s, load {result['load_before']:.1f})",
                 flush=True,
             )
@@ -510,7 +526,7 @@ def measure_case(
     summary = {
         side: {
             key: summarise([r[key] for r in side_runs])
-            for key in ("loop_samples_per_s", "median_step_s", "wall_s")
+            for key in ("loop_samples_per_s", "median_step_s", "median_step_cpu_s", "wall_s")
         }
         for side, side_runs in runs.items()
     }
@@ -535,6 +551,8 @@ def measure_case(
             # per repeat: engine / library throughput (paired runs), then median and range
             "loop_samples_per_s": ratio("engine", "loop_samples_per_s"),
             "median_step": ratio("engine", "median_step_s", invert=True),
+            "median_step_cpu": ratio("engine", "median_step_cpu_s", invert=True),
+            "floor_median_step_cpu": ratio("floor", "median_step_cpu_s", invert=True),
             "wall_with_setup": ratio("engine", "wall_s", invert=True),
             # the ceiling: a loop with no work beyond the step's own (see run_floor)
             "floor_loop_samples_per_s": ratio("floor", "loop_samples_per_s"),
@@ -588,6 +606,28 @@ def main() -> None:
     series = make_series(args.series, args.length, args.seed)
     runs, shapes = [], {}
     started = time.perf_counter()
+
+    def report(complete: bool) -> None:
+        """Written after every case, so that a run stopped early keeps what it measured."""
+        write_report(
+            args.out,
+            "chronos_training",
+            {
+                "quick": args.quick,
+                "repeats": args.repeats,
+                "series": args.series,
+                "series_length": args.length,
+                "missing_fraction": 0.05,
+                "threads": args.threads,
+                "compile": args.compile,
+                "optimiser": "AdamW, no weight decay, linear decay, no warm-up, clip 1.0",
+                "timed": "see the module docstring of bench/chronos_training.py",
+            },
+            complete=complete,
+            total_seconds=time.perf_counter() - started,
+            runs=runs,
+        )
+
     with tempfile.TemporaryDirectory() as tmp:
         for threads, case in itertools.product(args.threads, cases):
             torch.set_num_threads(threads)
@@ -622,29 +662,16 @@ def main() -> None:
                 f"(range {s['loop_samples_per_s']['min']:.2f}-{s['loop_samples_per_s']['max']:.2f})"
                 f", median step x{s['median_step']['median']:.2f}, wall with setup "
                 f"x{s['wall_with_setup']['median']:.2f}; floor/library loop "
-                f"x{s['floor_loop_samples_per_s']['median']:.2f}",
+                f"x{s['floor_loop_samples_per_s']['median']:.2f}; median step CPU time: engine "
+                f"x{s['median_step_cpu']['median']:.2f}, floor "
+                f"x{s['floor_median_step_cpu']['median']:.2f}",
                 flush=True,
             )
             for side in SIDES:
                 curve = " ".join(f"{v:.2f}" for v in result["loss_curves"][side])
                 print(f"  loss every {LOSS_WINDOW} steps, {side:7s}: {curve}", flush=True)
-    write_report(
-        args.out,
-        "chronos_training",
-        {
-            "quick": args.quick,
-            "repeats": args.repeats,
-            "series": args.series,
-            "series_length": args.length,
-            "missing_fraction": 0.05,
-            "threads": args.threads,
-            "compile": args.compile,
-            "optimiser": "AdamW, no weight decay, linear decay, no warm-up, clip 1.0",
-            "timed": "see the module docstring of bench/chronos_training.py",
-        },
-        total_seconds=time.perf_counter() - started,
-        runs=runs,
-    )
+            report(complete=False)
+    report(complete=True)
 
 
 if __name__ == "__main__":
