@@ -22,9 +22,11 @@ from typing import Any
 
 from vitalfm.errors import VitalfmError
 from vitalfm.job_settings import Operations, operations
+from vitalfm.job_timing import start_job_clock
 
 
 def run(snakemake: Any, step: Callable[[Any], None]) -> None:
+    clock = start_job_clock()
     terminal = sys.__stderr__
     log_path = snakemake.log[0] if len(snakemake.log) else None
     stream = open(log_path, "w", buffering=1) if log_path else sys.stderr  # noqa: SIM115
@@ -47,6 +49,9 @@ def run(snakemake: Any, step: Callable[[Any], None]) -> None:
         if explained is None:
             raise
         _fail(snakemake, explained, stream, terminal)
+    else:  # where the job's time went (bench/study_walltime.py adds these up)
+        with contextlib.suppress(OSError):
+            print(clock.log_line(), file=stream, flush=True)
     finally:
         with contextlib.suppress(OSError):  # the log's own disk may be the full one
             stream.flush()
