@@ -1,4 +1,5 @@
-"""Rule forecast: forecast every window of a split with one replicate of a run."""
+"""Rule forecast: forecast every window of the validation and test splits with one replicate
+of a run."""
 
 from vitalfm.snakemake_script import (
     operations_of,
@@ -16,9 +17,9 @@ def step(sm):
     forecast(
         settings_of(sm),
         operations_of(sm),
-        sm.input.windows,
-        sm.output.forecasts,
-        sm.output.metadata,
+        list(sm.input.windows),
+        list(sm.output.forecasts),
+        list(sm.output.metadata),
         run_dir=optional_input(sm, "run"),
         standin_dir=optional_input(sm, "standin"),
     )

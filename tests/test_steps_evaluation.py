@@ -52,9 +52,9 @@ def scored(cfg: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dic
         models.forecast(
             job_settings.forecast(cfg, run, 0),
             job_settings.operations(cfg),
-            files[split],
-            forecasts,
-            forecasts.with_suffix(".json"),
+            [files[split]],
+            [forecasts],
+            [forecasts.with_suffix(".json")],
         )
         out = work / "scores" / f"{split}.parquet"
         evaluation.score(

@@ -139,19 +139,35 @@ def test_a_replicate_is_finetuned_and_forecast_from_its_settings(
     assert meta["data"]["minmax_ranges"] == {"heart_rate": [0.0, 300.0], "mbp": [0.0, 190.0]}
     assert not (tmp_path / "ck").exists()  # a finished run clears its checkpoints
 
-    out = tmp_path / "test.parquet"
-    forecast = models.forecast(
+    # one job forecasts both scored splits with one model load, each split as its own job would
+    outs = [tmp_path / "validation.parquet", tmp_path / "test.parquet"]
+    forecasts = models.forecast(
         replicate_settings(cfg, "forecast", "bolt", "lora-r2", 1),
         operations,
-        files["test"],
-        out,
-        out.with_suffix(".json"),
+        [files["validation"], files["test"]],
+        outs,
+        [path.with_suffix(".json") for path in outs],
         run_dir=tmp_path / "run",
         standin_dir=str(standin),
     )
+    assert [meta["split"] for meta in forecasts] == ["validation", "test"]
+    for path, written in zip(outs, forecasts, strict=True):
+        assert json.loads(path.with_suffix(".json").read_text())["split"] == written["split"]
+    forecast, out = forecasts[1], outs[1]
     assert forecast["seed"] == 1 and forecast["parameters"] == meta["parameters"]
     assert forecast["forecast_config"]["seed"] == replicate_seed(cfg["forecast"]["seed"], 1)
     assert forecast["forecast_config"]["num_samples"] == 8
+    alone = tmp_path / "alone.parquet"
+    models.forecast(
+        replicate_settings(cfg, "forecast", "bolt", "lora-r2", 1),
+        operations,
+        [files["test"]],
+        [alone],
+        [alone.with_suffix(".json")],
+        run_dir=tmp_path / "run",
+        standin_dir=str(standin),
+    )
+    assert pq.read_table(alone).to_pandas().equals(pq.read_table(out).to_pandas())
     # the files' order of the vitals, whatever order the settings list them in
     assert list(dict.fromkeys(pq.read_table(out).column("vital").to_pylist())) == [
         "heart_rate",
@@ -163,12 +179,12 @@ def test_a_zero_shot_baseline_forecasts_without_a_run_folder(
     cfg: dict[str, Any], files: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "persistence.parquet"
-    meta = models.forecast(
+    (meta,) = models.forecast(
         replicate_settings(cfg, "forecast", "persistence", "zero_shot", 0),
         job_settings.operations(cfg),
-        files["test"],
-        out,
-        out.with_suffix(".json"),
+        [files["test"]],
+        [out],
+        [out.with_suffix(".json")],
     )
     assert meta["parameters"] == {"trainable": 0, "total": 0, "base_total": 0}
     assert json.loads(out.with_suffix(".json").read_text())["run"] == "persistence/zero_shot"
@@ -214,7 +230,7 @@ def test_steps_refuse_settings_that_lack_what_they_compute_from(
     oracle = {**json.loads(forecast_settings), "method": {"kind": "oracle", "method": "oracle"}}
     with pytest.raises(SettingsError, match="lack synthetic"):
         models.forecast(
-            oracle, operations, files["test"], tmp_path / "o.parquet", tmp_path / "o.json"
+            oracle, operations, [files["test"]], [tmp_path / "o.parquet"], [tmp_path / "o.json"]
         )
     assert not (tmp_path / "o.parquet").exists()
 
@@ -230,9 +246,9 @@ def test_a_forecast_out_of_memory_is_a_forecast_error(
         models.forecast(
             replicate_settings(cfg, "forecast", "persistence", "zero_shot", 0),
             job_settings.operations(cfg),
-            files["test"],
-            tmp_path / "f.parquet",
-            tmp_path / "f.json",
+            [files["test"]],
+            [tmp_path / "f.parquet"],
+            [tmp_path / "f.json"],
         )
     assert not isinstance(err.value, TrainingError) and isinstance(err.value, ModelError)
     assert "batches of 32 series" in err.value.problem

@@ -13,6 +13,7 @@ import yaml
 
 from vitalfm.config import validate_config
 from vitalfm.data.windows import WindowSet
+from vitalfm.job_timing import read_log_timing
 from vitalfm.study import study_runs
 from vitalfm.testing import assert_strict_json_tree, copy_checkout
 from vitalfm.testing_workflow import (
@@ -249,6 +250,20 @@ def test_tables_figures_and_report(study: Path) -> None:
 def test_every_json_output_is_strict_json(study: Path) -> None:
     """jq and browsers refuse NaN: every JSON file the study wrote parses with a strict parser."""
     assert assert_strict_json_tree(study / "results") > 50
+
+
+@pytest.mark.slow
+def test_every_job_log_says_where_its_time_went(study: Path) -> None:
+    """Each job of a real Snakemake run ends its log with its time per phase (issue 15)."""
+    logs = sorted((study / "results/logs").rglob("*.log"))
+    timings = {log.relative_to(study).as_posix(): read_log_timing(log.read_text()) for log in logs}
+    assert not [path for path, timing in timings.items() if timing is None]
+    for path, timing in timings.items():
+        parts = sum(value for key, value in timing.items() if key not in ("total_s", "overhead_s"))
+        assert parts == pytest.approx(timing["total_s"], abs=0.01), path
+        assert timing["interpreter and imports_s"] > 0, path
+    forecasts = [t for path, t in timings.items() if "/forecast/" in path and "oracle" not in path]
+    assert forecasts and all(t["compute_s"] > 0 and t["model loading_s"] > 0 for t in forecasts)
 
 
 @pytest.mark.slow

@@ -59,22 +59,28 @@ rule finetune:
 
 
 rule forecast:
+    # One job per replicate forecasts every scored split (validation and test): the model's
+    # libraries are imported and the model is loaded once.
     input:
-        windows="results/windows/{split}.npz",
+        windows=expand("results/windows/{split}.npz", split=SPLITS_SCORED),
         run=run_input,
         standin=standin_input,
         database=oracle_input,
     output:
-        forecasts="results/forecasts/{split}/{model}/{setting}/seed-{seed}.parquet",
-        metadata="results/forecasts/{split}/{model}/{setting}/seed-{seed}.json",
+        forecasts=expand(
+            "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.parquet",
+            split=SPLITS_SCORED,
+        ),
+        metadata=expand(
+            "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.json",
+            split=SPLITS_SCORED,
+        ),
     params:
         settings=forecast_settings,
     log:
-        "results/logs/forecast/{split}/{model}/{setting}/seed-{seed}.log",
+        "results/logs/forecast/{model}/{setting}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/forecast/{split}/{model}/{setting}/seed-{seed}.tsv"
-    wildcard_constraints:
-        split="validation|test",
+        "results/benchmarks/forecast/{model}/{setting}/seed-{seed}.tsv"
     threads: 1
     resources:
         gpu=model_job_gpus,

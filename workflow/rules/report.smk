@@ -21,7 +21,7 @@ FIRST_REPLICATES = [run.replicate_ids[0] for run in RUNS]
 REPORT_RUN_INPUTS = {
     "forecast_meta": [f"results/forecasts/test/{rep}.json" for rep in FIRST_REPLICATES],
     "forecast_benchmarks": [
-        f"results/benchmarks/forecast/test/{rep}.tsv" for rep in FIRST_REPLICATES
+        f"results/benchmarks/forecast/{rep}.tsv" for rep in FIRST_REPLICATES
     ],
     "runs": [f"results/runs/{rep}" for run, rep in REPLICATES if run.trains],
     "finetune_benchmarks": [

@@ -223,7 +223,8 @@ def parameter_efficiency(metrics: pd.DataFrame, info: pd.DataFrame) -> Table:
         "zero-shot and persistence train nothing).",
         "Train time and steps: the training loop's wall time and steps, mean over the run's "
         "seeds (from each replicate's metadata, else the finetune job's Snakemake benchmark); "
-        "forecast time and forecast peak RSS: the first seed's test forecast job's benchmark.",
+        "forecast time: the first seed's forecast of the test windows (model loading excluded); "
+        "forecast peak RSS: its forecast job's benchmark (validation and test in one job).",
         "Train peak RSS: "
         + (
             "the trainer's own record of the process' peak RSS"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from vitalfm.engine.training_config import TrainingConfig, history_tsv
 from vitalfm.engine.training_data import CorpusTrainingData, WindowTrainingData
 from vitalfm.io import atomic_dir, write_json, write_parquet
 from vitalfm.job_settings import Operations
+from vitalfm.job_timing import phase
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import (
     adapt,
@@ -346,14 +348,25 @@ def load_for_forecast(
 def forecast(
     settings: Settings,
     operations: Operations,
-    windows_path: str | Path,
-    out_parquet: str | Path,
-    out_json: str | Path,
+    windows_paths: Sequence[str | Path],
+    out_parquets: Sequence[str | Path],
+    out_jsons: Sequence[str | Path],
     run_dir: str | Path | None = None,
     standin_dir: str | None = None,
-) -> dict[str, Any]:
-    """Rule forecast: forecast every window of a split (``windows_path``: its window file) with
-    one replicate of a run; parquet table + metadata JSON."""
+) -> list[dict[str, Any]]:
+    """Rule forecast: forecast every window of each split (``windows_paths``: one window file
+    per split, the validation and the test split in the study) with one replicate of a run;
+    one parquet table + metadata JSON per split.
+
+    One job forecasts all the splits so that it imports the model's libraries and loads the
+    model once: apart from the windows the forecasts are the same as one job per split would
+    make (the same sampling seed for each split).
+    """
+    if not len(windows_paths) == len(out_parquets) == len(out_jsons) > 0:
+        raise ModelError(
+            "the forecast step needs one parquet and one JSON output per window file",
+            "fix the forecast rule's input and output lists",
+        )
     cfg = settings_for(settings, "forecast", [*REPLICATE_KEYS, "forecast", "vitals"])
     run, seed = replicate_of(cfg)
     fc = cfg["forecast"]
@@ -364,64 +377,89 @@ def forecast(
         seed=replicate_seed(fc["seed"], seed),
     )
     vitals = _vitals(cfg)
+    if run.is_oracle:
+        synthetic = settings_for(cfg, "forecast", ["synthetic"])["synthetic"]
     with _claim(operations) as claim:
-        windows = WindowSet.load(windows_path)
-        if run.is_oracle:
-            forecaster = None
-            synthetic = settings_for(cfg, "forecast", ["synthetic"])["synthetic"]
-            predictor = oracle_predictor(synthetic, windows)
-        else:
-            predictor = None
-            forecaster = load_for_forecast(
-                run,
-                run_dir,
-                standin_dir,
-                claim.device,
-                steps=(windows.context_steps, windows.horizon_steps),
-                seed=seed,
-            )
-        try:
-            table, facts = forecast_windows(
-                forecaster, windows, vitals, config, predictor=predictor
-            )
-        except torch.OutOfMemoryError:
-            raise ForecastError(
-                f"the GPU ran out of memory forecasting batches of {config.batch_size} series",
-                f"lower forecast.batch_size (e.g. to {max(1, config.batch_size // 2)})",
-            ) from None
-        if table.num_rows == 0:
-            raise ModelError(
-                f"run {run.run_id} produced no forecasts",
-                "check that the test split has windows with observed horizons",
-            )
-        if run.trains and run_dir is not None:
-            parameters = json.loads((Path(run_dir) / "metadata.json").read_text())["parameters"]
-        else:
-            total = parameter_counts(forecaster.module)[1] if forecaster is not None else 0
-            parameters = {"trainable": 0, "total": total, "base_total": total}
-        described = (
-            forecaster.describe()
-            if forecaster is not None
-            else {"family": "oracle", "source": "the synthetic generator's latent state"}
+        with phase("data loading"):
+            splits = [WindowSet.load(path) for path in windows_paths]
+        first = splits[0]
+        forecaster = None
+        if not run.is_oracle:
+            with phase("model loading"):
+                forecaster = load_for_forecast(
+                    run,
+                    run_dir,
+                    standin_dir,
+                    claim.device,
+                    steps=(first.context_steps, first.horizon_steps),
+                    seed=seed,
+                )
+        written = []
+        for windows, out_parquet, out_json in zip(splits, out_parquets, out_jsons, strict=True):
+            predictor = oracle_predictor(synthetic, windows) if run.is_oracle else None
+            with phase("compute"):
+                table, facts = _forecast_split(run, forecaster, predictor, windows, vitals, config)
+            meta = {
+                "run": run.run_id,
+                "model": run.model,
+                "setting": run.setting,
+                "seed": seed,
+                "split": windows.split,
+                **_described(forecaster),
+                "method": run.method,
+                "parameters": _forecast_parameters(run, run_dir, forecaster),
+                "forecast_config": {
+                    **config.__dict__,
+                    "quantile_levels": list(config.quantile_levels),
+                },
+                "forecast": facts,
+                "median_finite_fraction": float(
+                    np.isfinite(table.column("median").to_numpy(zero_copy_only=False)).mean()
+                ),
+                "device": claim.describe(),
+                "software": software_versions(),
+                "git_revision": git_revision(),
+            }
+            with phase("writing"):
+                write_parquet(table, out_parquet)
+                write_json(meta, out_json)
+            written.append(meta)
+        return written
+
+
+def _forecast_split(
+    run: Run,
+    forecaster: Forecaster | None,
+    predictor: Any,
+    windows: WindowSet,
+    vitals: list[str],
+    config: ForecastConfig,
+) -> tuple[Any, dict[str, Any]]:
+    try:
+        table, facts = forecast_windows(forecaster, windows, vitals, config, predictor=predictor)
+    except torch.OutOfMemoryError:
+        raise ForecastError(
+            f"the GPU ran out of memory forecasting batches of {config.batch_size} series",
+            f"lower forecast.batch_size (e.g. to {max(1, config.batch_size // 2)})",
+        ) from None
+    if table.num_rows == 0:
+        raise ModelError(
+            f"run {run.run_id} produced no forecasts of the {windows.split} split",
+            f"check that the {windows.split} split has windows with observed horizons",
         )
-        meta = {
-            "run": run.run_id,
-            "model": run.model,
-            "setting": run.setting,
-            "seed": seed,
-            "split": windows.split,
-            **described,
-            "method": run.method,
-            "parameters": parameters,
-            "forecast_config": {**config.__dict__, "quantile_levels": list(config.quantile_levels)},
-            "forecast": facts,
-            "median_finite_fraction": float(
-                np.isfinite(table.column("median").to_numpy(zero_copy_only=False)).mean()
-            ),
-            "device": claim.describe(),
-            "software": software_versions(),
-            "git_revision": git_revision(),
-        }
-        write_parquet(table, out_parquet)
-        write_json(meta, out_json)
-        return meta
+    return table, facts
+
+
+def _forecast_parameters(
+    run: Run, run_dir: str | Path | None, forecaster: Forecaster | None
+) -> dict[str, Any]:
+    if run.trains and run_dir is not None:
+        return json.loads((Path(run_dir) / "metadata.json").read_text())["parameters"]
+    total = parameter_counts(forecaster.module)[1] if forecaster is not None else 0
+    return {"trainable": 0, "total": total, "base_total": total}
+
+
+def _described(forecaster: Forecaster | None) -> dict[str, Any]:
+    if forecaster is None:
+        return {"family": "oracle", "source": "the synthetic generator's latent state"}
+    return forecaster.describe()

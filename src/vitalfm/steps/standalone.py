@@ -76,15 +76,17 @@ def forecast(
     standin_dir: str | None = None,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """Rule forecast's step for replicate ``model/setting/seed-<seed>`` of ``cfg``."""
+    """Rule forecast's step for replicate ``model/setting/seed-<seed>`` of ``cfg``, on one
+    split's windows (the rule's job forecasts every scored split in one call)."""
     cfg = validate_config(cfg)
     run, seed = replicate(cfg, model, setting, seed)
-    return models.forecast(
+    (meta,) = models.forecast(
         job_settings.forecast(cfg, run, seed),
         job_settings.operations(cfg),
-        windows_path,
-        out_parquet,
-        out_json,
+        [windows_path],
+        [out_parquet],
+        [out_json],
         run_dir=run_dir,
         standin_dir=standin_dir,
     )
+    return meta
