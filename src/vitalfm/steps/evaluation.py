@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vitalfm.job_timing import phase
 from vitalfm.steps import Settings, settings_for
 
 
@@ -25,13 +26,14 @@ def score(
     # the library reads the ranges where the config keeps them; a vital without one stays
     # missing, so that scoring names it
     present = {vital: r for vital, r in ranges.items() if r is not None}
-    score_run(
-        {"evaluation": {"minmax_ranges": present}},
-        replicate,
-        forecasts_path,
-        windows_path,
-        out_path,
-    )
+    with phase("compute"):  # reading the two small inputs and writing the sums included
+        score_run(
+            {"evaluation": {"minmax_ranges": present}},
+            replicate,
+            forecasts_path,
+            windows_path,
+            out_path,
+        )
 
 
 def metrics(

@@ -153,17 +153,19 @@ def pretrain(
     horizon = cfg["horizon_steps"]
     with _claim(operations) as claim:
         started = time.perf_counter()
-        corpus = generate_corpus(CorpusConfig(**pre["corpus"]))
-        data = CorpusTrainingData(
-            corpus,
-            pre["min_context_steps"],
-            pre["max_context_steps"],
-            horizon,
-            pre["seed"],
-            step_s=cfg["frequency_minutes"] * 60,
-        )
-        forecaster = family.standin(name, horizon=horizon, seed=pre["seed"])
-        forecaster.module.to(claim.device)
+        with phase("data loading"):  # the synthetic corpus is generated, not read
+            corpus = generate_corpus(CorpusConfig(**pre["corpus"]))
+            data = CorpusTrainingData(
+                corpus,
+                pre["min_context_steps"],
+                pre["max_context_steps"],
+                horizon,
+                pre["seed"],
+                step_s=cfg["frequency_minutes"] * 60,
+            )
+        with phase("model loading"):
+            forecaster = family.standin(name, horizon=horizon, seed=pre["seed"])
+            forecaster.module.to(claim.device)
         for param in forecaster.module.parameters():
             param.requires_grad_(True)
         config = TrainingConfig(
@@ -186,10 +188,11 @@ def pretrain(
             Path(checkpoint_dir),
             fingerprint={"standin": name, "pretrain": pre, "horizon": horizon},
         )
-        result = trainer.fit()
+        with phase("compute"):
+            result = trainer.fit()
         forecaster.module.to("cpu")
         trainable, total = parameter_counts(forecaster.module)
-        with atomic_dir(out_dir) as tmp:
+        with phase("writing"), atomic_dir(out_dir) as tmp:
             forecaster.save_pretrained(tmp)
             write_json(
                 {
@@ -245,25 +248,27 @@ def finetune(
     ranges = {vital: r for vital, r in cfg["minmax_ranges"].items() if r is not None}
     with _claim(operations) as claim:
         started = time.perf_counter()
-        data = WindowTrainingData(
-            WindowSet.load(train_windows),
-            WindowSet.load(validation_windows),
-            vitals,
-            seed=training.seed,
-            validation_max_series=cfg["training"]["validation_max_series"],
-            # the validation forecast metric is scored as the study scores (min-max scale)
-            ranges=check_minmax_ranges(ranges, vitals),
-        )
-        forecaster = load_base(
-            run,
-            standin_dir,
-            claim.device,
-            steps=(data.context_steps, data.horizon_steps),
-            seed=training.seed,
-        )
-        _, base_total = parameter_counts(forecaster.module)
-        torch.manual_seed(training.seed)
-        forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
+        with phase("data loading"):
+            data = WindowTrainingData(
+                WindowSet.load(train_windows),
+                WindowSet.load(validation_windows),
+                vitals,
+                seed=training.seed,
+                validation_max_series=cfg["training"]["validation_max_series"],
+                # the validation forecast metric is scored as the study scores (min-max scale)
+                ranges=check_minmax_ranges(ranges, vitals),
+            )
+        with phase("model loading"):
+            forecaster = load_base(
+                run,
+                standin_dir,
+                claim.device,
+                steps=(data.context_steps, data.horizon_steps),
+                seed=training.seed,
+            )
+            _, base_total = parameter_counts(forecaster.module)
+            torch.manual_seed(training.seed)
+            forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
         trainable, total = parameter_counts(forecaster.module)
         log.info("%s: %d trainable of %d parameters", run.run_id, trainable, total)
         trainer = Trainer(
@@ -280,7 +285,8 @@ def finetune(
                 "vitals": list(vitals),
             },
         )
-        result = trainer.fit(stop_after_steps=stop_after_steps)
+        with phase("compute"):  # validation forecasts and checkpoints included
+            result = trainer.fit(stop_after_steps=stop_after_steps)
         forecaster.module.to("cpu")
         meta = {
             "run": run.run_id,
@@ -299,7 +305,7 @@ def finetune(
             "git_revision": git_revision(),
             "wall_time_s": time.perf_counter() - started,
         }
-        with atomic_dir(out_dir) as tmp:
+        with phase("writing"), atomic_dir(out_dir) as tmp:
             if spec.method.saves == "model":  # full and scratch: the whole model
                 forecaster.save_pretrained(tmp / "model")
             else:
