@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from vitalfm.engine import forecast as engine_forecast
 from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
 from vitalfm.engine.training_data import WindowTrainingData, usable_rows
@@ -20,6 +21,7 @@ from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt
 from vitalfm.models.base import Forecast, ModelError, TimeAxis
 from vitalfm.models.chronos import ChronosBoltForecaster, ChronosForecaster
+from vitalfm.models.moirai import MoiraiForecaster
 from vitalfm.testing import toy_windows
 
 
@@ -40,6 +42,7 @@ SMALL = dict(
     validation_batch_size=64,
     validation_forecast_series=24,
 )
+VITALS = ("heart_rate", "mbp")
 #: The config's default min-max ranges of the toy vitals.
 RANGES = {"heart_rate": (0.0, 300.0), "mbp": (0.0, 190.0)}
 
@@ -157,6 +160,76 @@ def test_to_quantiles_from_samples_and_native_levels() -> None:
     q = to_quantiles(forecast, (0.025, 0.1, 0.3, 0.7, 0.975))[0, :, 0]
     assert torch.isnan(q[0]) and torch.isnan(q[4])
     assert q[1:4].tolist() == pytest.approx([1.0, 1.5, 3.0])
+
+
+def test_to_quantiles_copies_native_levels_and_keeps_infinities() -> None:
+    native = torch.tensor([[[-np.inf], [2.0], [np.inf]], [[1.0], [np.nan], [3.0]]])
+    forecast = Forecast(median=native[:, 1], quantiles=native, quantile_levels=(0.1, 0.5, 0.9))
+    q = to_quantiles(forecast, (0.1, 0.3, 0.5, 0.9, 0.95))[:, :, 0]
+    assert q.dtype == torch.float32 and q.shape == (2, 5)
+    assert q[0, 0] == -np.inf and q[0, 3] == np.inf and q[0, 2] == 2.0  # copied, not computed
+    assert torch.isnan(q[:, 1]).all()  # between -inf and 2, between 1 and NaN: undefined
+    assert torch.isnan(q[:, 4]).all()  # outside the model's levels
+
+
+def deterministic_standin(name: str) -> ChronosForecaster | MoiraiForecaster:
+    family = MoiraiForecaster if name.startswith("moirai") else ChronosForecaster
+    return family.standin(name, horizon=12, seed=0)
+
+
+@pytest.mark.parametrize("name", ["chronos-bolt", "chronos-2", "moirai-2"])
+def test_deterministic_families_forecast_the_same_in_fewer_calls(name: str) -> None:
+    """A deterministic family gets several batches' series (of any vital) per call: the
+    table is the one that batch-by-batch calls give (equal up to float rounding, which may
+    depend on how many rows a matrix product has)."""
+    forecaster = deterministic_standin(name)
+    assert forecaster.deterministic
+    windows = toy_windows("test", n_stays=4)
+    config = ForecastConfig(batch_size=8)
+    sizes: list[int] = []
+    predict = forecaster.predict
+
+    def counted(context: torch.Tensor, *args: object, **kwargs: object) -> Forecast:
+        sizes.append(len(context))
+        return predict(context, *args, **kwargs)
+
+    forecaster.predict = counted  # type: ignore[method-assign]
+    together, _ = forecast_windows(forecaster, windows, VITALS, config, progress=False)
+    calls_together = len(sizes)
+    sizes.clear()
+    forecaster.deterministic = False  # type: ignore[misc]
+    one_by_one, _ = forecast_windows(forecaster, windows, VITALS, config, progress=False)
+    series = sum(len(usable_rows(windows, v)) for v in VITALS)
+    batches = sum(-(-len(usable_rows(windows, v)) // 8) for v in VITALS)
+    assert calls_together == 1 and len(sizes) == batches > 2 and sum(sizes) == series
+    assert together.schema == one_by_one.schema
+    for column in together.column_names:
+        mine, theirs = together.column(column).to_numpy(), one_by_one.column(column).to_numpy()
+        if mine.dtype.kind == "f":
+            np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-4)
+        else:
+            assert np.array_equal(mine, theirs)
+
+
+def test_deterministic_calls_are_cut_evenly_and_sampling_batches_keep_their_seeds() -> None:
+    counts = [("heart_rate", 300), ("mbp", 0), ("spo2", 150)]
+    config = ForecastConfig(batch_size=128, seed=2)
+    sampling = engine_forecast._calls(counts, config, deterministic=False, limit=200)
+    assert [(c.vital, c.start, c.stop) for c in sampling] == [
+        ("heart_rate", 0, 128),
+        ("heart_rate", 128, 256),
+        ("heart_rate", 256, 300),
+        ("spo2", 300, 428),
+        ("spo2", 428, 450),
+    ]
+    assert [c.seed for c in sampling] == [2 * 1_000_003 + i for i in range(5)]
+    together = engine_forecast._calls(counts, config, deterministic=True, limit=200)
+    assert [(c.vital, c.start, c.stop, c.seed) for c in together] == [
+        ("heart_rate", 0, 150, None),
+        ("heart_rate", 150, 300, None),
+        ("spo2", 300, 450, None),
+    ]
+    assert engine_forecast._calls([("mbp", 0)], config, True, 200) == []
 
 
 def test_forecast_table_has_truth_masks_and_ordered_quantiles() -> None:

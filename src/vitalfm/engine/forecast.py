@@ -9,6 +9,8 @@ synthetic study's oracle, :func:`oracle_predictor`).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,35 +37,67 @@ class ForecastError(ModelError):
 DEFAULT_LEVELS = FORECAST_LEVELS
 
 
-def to_quantiles(forecast: Forecast, levels: Sequence[float]) -> torch.Tensor:
-    """[B, len(levels), H] quantiles from samples or from the model's own quantile levels.
+def interpolation_plan(
+    native: Sequence[float], levels: Sequence[float]
+) -> list[tuple[int, int, float]]:
+    """How each wanted level is read off a model's own levels ``native`` (ascending):
+    ``(lower, upper, weight)``, the value being ``q[lower] + weight * (q[upper] - q[lower])``;
+    ``lower == upper`` for a level the model has, ``lower == -1`` for a level outside the
+    model's range (NaN, not extrapolated)."""
+    grid = [float(q) for q in native]
+    plan = []
+    for level in map(float, levels):
+        # torch.isclose(grid, level, atol=1e-9) with its default rtol
+        exact = [i for i, q in enumerate(grid) if abs(q - level) <= 1e-9 + 1e-5 * abs(level)]
+        if exact:
+            plan.append((exact[0], exact[0], 0.0))
+        elif level < grid[0] or level > grid[-1]:
+            plan.append((-1, -1, 0.0))
+        else:
+            above = bisect.bisect_left(grid, level)
+            weight = (level - grid[above - 1]) / (grid[above] - grid[above - 1])
+            plan.append((above - 1, above, weight))
+    return plan
 
-    Native quantiles are interpolated linearly between the model's levels; levels outside the
-    model's range are NaN rather than extrapolated (an 0.1-0.9 model has no 95% interval).
+
+def to_quantiles(forecast: Forecast, levels: Sequence[float]) -> torch.Tensor:
+    """[B, len(levels), H] float32 quantiles from samples or from the model's own levels.
+
+    Native quantiles are interpolated linearly (in float64) between the model's levels; levels
+    outside the model's range are NaN rather than extrapolated (an 0.1-0.9 model has no 95%
+    interval); a level the model has is copied as it is (:func:`write_quantiles`).
     """
-    wanted = torch.tensor(levels, dtype=torch.float64)
     if forecast.samples is not None:
         samples = forecast.samples.double()
+        wanted = torch.tensor(levels, dtype=torch.float64, device=samples.device)
         return torch.quantile(samples, wanted, dim=1).permute(1, 0, 2).float()
     if forecast.quantiles is None:
         raise ModelError("a forecast has neither samples nor quantiles", "fix the family module")
-    native = torch.tensor(forecast.quantile_levels, dtype=torch.float64)
-    values = forecast.quantiles.double()  # [B, Q, H]
-    out = torch.full(
-        (values.shape[0], len(levels), values.shape[2]), float("nan"), dtype=torch.float64
-    )
-    for j, level in enumerate(wanted.tolist()):
-        exact = torch.isclose(native, torch.tensor(level, dtype=torch.float64), atol=1e-9)
-        if exact.any():
-            out[:, j] = values[:, int(exact.nonzero()[0])]
-            continue
-        if level < native[0] or level > native[-1]:
-            continue
-        upper = int(torch.searchsorted(native, torch.tensor(level, dtype=torch.float64)))
-        lower = upper - 1
-        weight = (level - native[lower]) / (native[upper] - native[lower])
-        out[:, j] = values[:, lower] + weight * (values[:, upper] - values[:, lower])
-    return out.float()
+    batch, _, horizon = forecast.quantiles.shape
+    out = np.empty((len(levels), batch, horizon), np.float32)
+    write_quantiles(forecast, levels, out)
+    return torch.from_numpy(out).permute(1, 0, 2)
+
+
+def write_quantiles(forecast: Forecast, levels: Sequence[float], out: np.ndarray) -> None:
+    """Write :func:`to_quantiles` level-major into ``out`` [len(levels), B, H] (float32)."""
+    if forecast.samples is not None:
+        out[...] = to_quantiles(forecast, levels).permute(1, 0, 2).cpu().numpy()
+        return
+    if forecast.quantiles is None:
+        raise ModelError("a forecast has neither samples nor quantiles", "fix the family module")
+    values = forecast.quantiles.detach().float().cpu().numpy()  # [B, Q, H]
+    for j, (lower, upper, weight) in enumerate(
+        interpolation_plan(forecast.quantile_levels, levels)
+    ):
+        if lower < 0:
+            out[j] = np.nan
+        elif lower == upper:
+            out[j] = values[:, lower]
+        else:
+            low = values[:, lower].astype(np.float64)
+            with np.errstate(invalid="ignore"):  # inf - inf is NaN, as in torch
+                out[j] = low + weight * (values[:, upper].astype(np.float64) - low)
 
 
 @dataclass(frozen=True)
@@ -112,6 +146,54 @@ def oracle_predictor(synthetic: Mapping[str, Any], windows: WindowSet) -> Predic
     return predict
 
 
+#: A deterministic forecaster (:attr:`Forecaster.deterministic`) is called with the series of
+#: several of the study's batches at once: calls of equal size holding at most this many context
+#: values (or one batch, if that is larger). For the study's contexts (24 steps) that is up to
+#: 1,365 series a call instead of 128. Measured (bench/chronos_forecast.py,
+#: bench/moirai_forecast.py): each call of a small model costs several ms of Python in the
+#: libraries, and a model of the released small size slows down again beyond ~800 series a call
+#: (its activations outgrow the CPU caches). The call's input stays tiny next to one batch of
+#: long contexts, so forecast.batch_size still bounds the memory.
+DETERMINISTIC_CALL_VALUES = 2**15
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One predict call: series ``start:stop`` in the engine's order (vital by vital), the
+    vital of its first series, and its sampling seed (None: a deterministic call, unseeded)."""
+
+    vital: str
+    start: int
+    stop: int
+    seed: int | None
+
+
+def _calls(
+    counts: Sequence[tuple[str, int]], config: ForecastConfig, deterministic: bool, limit: int
+) -> list[_Call]:
+    """The predict calls over ``counts`` (series per vital, in order): one per batch of
+    ``config.batch_size`` series of a vital, batch ``i`` (counted over all vitals) seeded with
+    ``config.seed * 1_000_003 + i``; for a deterministic forecaster the same series in as few
+    equal calls of at most ``limit`` series as will do, across vitals."""
+    batches: list[_Call] = []
+    offset = 0
+    for vital, count in counts:
+        for start in range(0, count, config.batch_size):
+            stop = min(start + config.batch_size, count)
+            seed = config.seed * 1_000_003 + len(batches)
+            batches.append(_Call(vital, offset + start, offset + stop, seed))
+        offset += count
+    if not deterministic or not batches:
+        return batches
+    bounds = np.linspace(0, offset, -(-offset // limit) + 1).round().astype(int).tolist()
+    firsts = np.cumsum([count for _, count in counts])
+    vital_of = [vital for vital, _ in counts]
+    return [
+        _Call(vital_of[int(np.searchsorted(firsts, start, side="right"))], start, stop, None)
+        for start, stop in itertools.pairwise(bounds)
+    ]
+
+
 def forecast_windows(
     forecaster: Forecaster | None,
     windows: WindowSet,
@@ -122,10 +204,19 @@ def forecast_windows(
 ) -> tuple[pa.Table, dict[str, float]]:
     """Forecast every scorable window of every vital (see :func:`usable_rows`); returns the
     table and timing facts. ``predictor`` replaces ``forecaster.predict`` (see
-    :data:`Predictor`)."""
+    :data:`Predictor`).
+
+    The series are cut into batches of ``config.batch_size`` per vital; batch ``i`` (counted
+    over all vitals) samples from ``torch.manual_seed(config.seed * 1_000_003 + i)``. A
+    deterministic forecaster (:attr:`Forecaster.deterministic`: no random draws, each row's
+    forecast depends on its own context only) is called with several batches' series at once
+    (:data:`DETERMINISTIC_CALL_VALUES`): the same rows, the same forecasts (up to the last bit
+    in the tests: tests/test_engine.py), in fewer calls.
+    """
     if (forecaster is None) == (predictor is None):
         raise ModelError("forecast_windows needs a forecaster or a predictor", "pass one")
     horizon = windows.horizon_steps
+    deterministic = predictor is None and forecaster is not None and forecaster.deterministic
     if predictor is None:
         model = forecaster
 
@@ -137,67 +228,66 @@ def forecast_windows(
     levels = tuple(config.quantile_levels)
     if 0.5 not in levels:
         levels = tuple(sorted({*levels, 0.5}))
-    columns: dict[str, list[np.ndarray]] = {
-        name: []
-        for name in (
-            "window_id",
-            "subject_id",
-            "icustay_id",
-            "vital",
-            "step",
-            "y_true",
-            "observed",
-            "median",
-            *map(quantile_column, levels),
-        )
-    }
-    window_subjects, window_stays = windows.window_subject_ids(), windows.window_icustay_ids()
-    window_start_s, step_s = windows.window_start_seconds(), windows.frequency_minutes * 60
-    total = sum(len(usable_rows(windows, v)) for v in vitals)
-    started, n_series = time.perf_counter(), 0
-    bar = tqdm(total=total, desc="forecast", disable=not progress, mininterval=15.0)
-    batch_index = 0
-    for vital in vitals:
-        rows = usable_rows(windows, vital)
-        context_all = windows.context(vital, rows)
-        truth_all = windows.horizon(vital, rows)
-        observed_all = windows.horizon_observed_mask(vital, rows)
-        start_s_all = window_start_s[rows]
-        for start in range(0, len(rows), config.batch_size):
-            part = slice(start, start + config.batch_size)
-            batch_seed = config.seed * 1_000_003 + batch_index
-            torch.manual_seed(batch_seed)
-            batch_index += 1
-            context = torch.from_numpy(np.ascontiguousarray(context_all[part]))
-            axis = TimeAxis(start_s_all[part], step_s)
-            forecast = predictor(vital, rows[part], context, axis, config.num_samples, batch_seed)
-            quantiles = to_quantiles(forecast, levels).numpy()  # [B, L, H]
-            batch_rows = rows[part]
-            b = len(batch_rows)
-            columns["window_id"].append(np.repeat(batch_rows, horizon))
-            columns["subject_id"].append(np.repeat(window_subjects[batch_rows], horizon))
-            columns["icustay_id"].append(np.repeat(window_stays[batch_rows], horizon))
-            columns["vital"].append(np.full(b * horizon, vital, dtype=object))
-            columns["step"].append(np.tile(np.arange(1, horizon + 1, dtype=np.int16), b))
-            truth = np.where(observed_all[part], truth_all[part], np.nan)
-            columns["y_true"].append(truth.reshape(-1).astype(np.float32))
-            columns["observed"].append(observed_all[part].reshape(-1))
-            columns["median"].append(forecast.median.float().numpy().reshape(-1))
-            for j, level in enumerate(levels):
-                columns[quantile_column(level)].append(quantiles[:, j, :].reshape(-1))
-            n_series += b
-            bar.update(b)
+
+    # every series (window, vital) in the engine's order: vital by vital, windows ascending
+    rows_of = {vital: usable_rows(windows, vital) for vital in vitals}
+    present = [vital for vital in vitals if len(rows_of[vital])]
+    rows = np.concatenate([rows_of[v] for v in vitals]) if vitals else np.zeros(0, np.int64)
+    contexts = [windows.context(v, rows_of[v]) for v in vitals]
+    context_all = np.ascontiguousarray(
+        np.concatenate(contexts) if contexts else np.zeros((0, windows.context_steps))
+    )
+    limit = max(config.batch_size, DETERMINISTIC_CALL_VALUES // max(1, windows.context_steps))
+    n_series = len(rows)
+    window_start_s, step_s = windows.window_start_seconds()[rows], windows.frequency_minutes * 60
+    median = np.empty((n_series, horizon), np.float32)
+    # level-major, so that each quantile column is one contiguous block
+    quantiles = np.empty((len(levels), n_series, horizon), np.float32)
+
+    started = time.perf_counter()
+    bar = tqdm(total=n_series, desc="forecast", disable=not progress, mininterval=15.0)
+    counts = [(vital, len(rows_of[vital])) for vital in vitals]
+    # a deterministic call may span vitals: its vital and seed go unused (forecaster.predict)
+    for call in _calls(counts, config, deterministic, limit):
+        first, stop = call.start, call.stop
+        if call.seed is not None:  # (a deterministic call draws nothing)
+            torch.manual_seed(call.seed)
+        context = torch.from_numpy(context_all[first:stop])
+        axis = TimeAxis(window_start_s[first:stop], step_s)
+        seed = 0 if call.seed is None else call.seed
+        forecast = predictor(call.vital, rows[first:stop], context, axis, config.num_samples, seed)
+        median[first:stop] = forecast.median.float().cpu().numpy()
+        write_quantiles(forecast, levels, quantiles[:, first:stop])
+        bar.update(stop - first)
     bar.close()
     elapsed = time.perf_counter() - started
-    arrays = {}
-    for name, parts in columns.items():
-        values = np.concatenate(parts) if parts else np.array([])
-        if name == "vital":
-            arrays[name] = pa.array(values, pa.string()).dictionary_encode()
-        elif name in ("median", "y_true") or name.startswith("q"):
-            arrays[name] = pa.array(values.astype(np.float32), pa.float32())
-        else:
-            arrays[name] = pa.array(values)
+
+    truth = np.concatenate(
+        [windows.horizon(v, rows_of[v]) for v in vitals] or [np.zeros((0, horizon))]
+    )
+    observed = np.concatenate(
+        [windows.horizon_observed_mask(v, rows_of[v]) for v in vitals]
+        or [np.zeros((0, horizon), bool)]
+    )
+    vital_codes = np.repeat(
+        np.arange(len(present), dtype=np.int32), [len(rows_of[v]) for v in present]
+    )
+    arrays = {
+        "window_id": pa.array(np.repeat(rows, horizon)),
+        "subject_id": pa.array(np.repeat(windows.window_subject_ids()[rows], horizon)),
+        "icustay_id": pa.array(np.repeat(windows.window_icustay_ids()[rows], horizon)),
+        "vital": pa.DictionaryArray.from_arrays(
+            pa.array(np.repeat(vital_codes, horizon), pa.int32()), pa.array(present, pa.string())
+        ),
+        "step": pa.array(np.tile(np.arange(1, horizon + 1, dtype=np.int16), n_series)),
+        "y_true": pa.array(
+            np.where(observed, truth, np.nan).reshape(-1).astype(np.float32), pa.float32()
+        ),
+        "observed": pa.array(observed.reshape(-1)),
+        "median": pa.array(median.reshape(-1), pa.float32()),
+    }
+    for j, level in enumerate(levels):
+        arrays[quantile_column(level)] = pa.array(quantiles[j].reshape(-1), pa.float32())
     table = pa.table(arrays)
     facts = {
         "series": n_series,
