@@ -136,6 +136,60 @@ def test_engine_zero_shot_equals_library_predict_window_by_window(
             np.testing.assert_allclose(got["q0.9"].to_numpy(), q90, rtol=1e-5, atol=1e-4)
 
 
+def holed_contexts(rows: int, length: int = 24) -> torch.Tensor:
+    """Random vital-like contexts with leading and interior gaps (and one without a value)."""
+    generator = torch.Generator().manual_seed(3)
+    context = 80 + 10 * torch.randn(rows, length, generator=generator)
+    context[::5, :7] = float("nan")
+    context[1::7, 3:9] = float("nan")
+    context[2] = float("nan")
+    return context
+
+
+def test_chronos2_forecasts_equal_the_pipeline_predict(
+    standin_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chronos2Forecaster.predict feeds the pipeline's batches itself (no per-series dataset),
+    in passes of PREDICT_BATCH rows; a horizon beyond one forward pass goes through predict."""
+    from vitalfm.models.chronos.chronos2 import PREDICT_BATCH
+
+    forecaster = load(standin_dirs["chronos-2"])
+    pipeline = forecaster.pipeline
+    contexts = holed_contexts(PREDICT_BATCH + 40)
+    longer = holed_contexts(9, length=pipeline.model_context_length + 20)  # truncated
+    patched = pipeline.model_output_patch_size * pipeline.max_output_patches
+    real = pipeline.predict
+    calls: list[int] = []
+
+    def predict(*args: object, **kwargs: object) -> list[torch.Tensor]:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    for context, horizon in ((contexts, 12), (contexts, patched), (longer, 5), (longer, 80)):
+        library = torch.cat(real(context[:, None], prediction_length=horizon))
+        calls.clear()
+        monkeypatch.setattr(pipeline, "predict", predict)
+        mine = forecaster.predict(context, horizon, 0).quantiles
+        monkeypatch.undo()
+        assert torch.equal(mine, library)
+        assert len(calls) == (horizon > patched)
+
+
+def test_bolt_forecasts_the_same_without_building_a_decoder_cache(
+    standin_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    forecaster = load(standin_dirs["chronos-bolt"])
+    assert forecaster.module.decoder.config.use_cache is False
+    context = holed_contexts(50)
+    mine = forecaster.predict(context, 12, 0).quantiles
+    forecaster.save_pretrained(tmp_path)  # the checkpoint's config is left as it was
+    saved = json.loads((tmp_path / "config.json").read_text())
+    original = json.loads((standin_dirs["chronos-bolt"] / "config.json").read_text())
+    assert saved.get("use_cache") == original.get("use_cache")
+    forecaster.module.decoder.config.use_cache = True
+    assert torch.equal(mine, forecaster.predict(context, 12, 0).quantiles)
+
+
 def test_t5_library_sampler_equals_the_pipeline_for_the_same_seed(
     standin_dirs: dict[str, Path],
 ) -> None:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from vitalfm.models.base import Forecast, ModelSource, SeriesBatch, TimeAxis
+from vitalfm.models.base import Forecast, ModelSource, SeriesBatch, TimeAxis, eval_mode
 from vitalfm.models.chronos.base import STANDIN_COMMON, STANDIN_T5, ChronosForecaster
 
 BOLT_QUANTILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -31,10 +31,16 @@ class ChronosBoltForecaster(ChronosForecaster):
     VARIANT: ClassVar[str] = "chronos-bolt"
     PIPELINE: ClassVar[str] = "ChronosBoltPipeline"
     loss_name: ClassVar[str] = "quantile_loss"
+    #: Quantiles from one forward pass, each row scaled and encoded on its own.
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, pipeline: Any, source: ModelSource) -> None:
         super().__init__(pipeline, source)
         self._bolt_quantiles = [float(q) for q in pipeline.model.chronos_config.quantiles]
+        # Bolt decodes one step: the decoder's key/value cache is never read again, and
+        # building it (two deep copies of the config per call in transformers 5) costs ~1 ms
+        # a forward pass. The decoder's config is its own copy, not the checkpoint's.
+        pipeline.model.decoder.config.use_cache = False
 
     @classmethod
     def standin_pipeline(cls, horizon: int) -> Any:
@@ -89,6 +95,6 @@ class ChronosBoltForecaster(ChronosForecaster):
         num_samples: int,
         time: TimeAxis | None = None,  # Chronos has no calendar features
     ) -> Forecast:
-        self.module.eval()
+        eval_mode(self.module)
         context = context.float().cpu()
         return self.quantile_forecast(self.pipeline.predict(context, prediction_length=horizon))

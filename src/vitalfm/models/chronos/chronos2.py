@@ -10,11 +10,22 @@ from typing import Any, ClassVar
 
 import torch
 
-from vitalfm.models.base import Forecast, ModelSource, SeriesBatch, TargetModules, TimeAxis
+from vitalfm.models.base import (
+    Forecast,
+    ModelSource,
+    SeriesBatch,
+    TargetModules,
+    TimeAxis,
+    eval_mode,
+)
 from vitalfm.models.chronos.base import STANDIN_COMMON, ChronosForecaster
 
 # Released size for comparison: amazon/chronos-2 d_model 768, 12 layers.
 STANDIN_CHRONOS2 = dict(d_model=64, d_kv=16, d_ff=256, num_layers=2, num_heads=4)
+#: Series per forward pass when forecasting: Chronos2Pipeline.predict's own default. Its group
+#: attention runs along the batch axis (masked to each row's own group), at a cost that grows
+#: with the square of the batch, so larger engine calls are cut into passes of this size.
+PREDICT_BATCH = 256
 # The 21 levels of amazon/chronos-2.
 CHRONOS2_QUANTILES = [0.01, 0.05] + [round(0.05 * i, 2) for i in range(2, 19)] + [0.95, 0.99]
 
@@ -24,6 +35,8 @@ class Chronos2Forecaster(ChronosForecaster):
     VARIANT: ClassVar[str] = "chronos-2"
     PIPELINE: ClassVar[str] = "Chronos2Pipeline"
     loss_name: ClassVar[str] = "quantile_loss"
+    #: Quantiles from forward passes where each row is its own group (no cross-learning).
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, pipeline: Any, source: ModelSource) -> None:
         super().__init__(pipeline, source)
@@ -91,9 +104,30 @@ class Chronos2Forecaster(ChronosForecaster):
         num_samples: int,
         time: TimeAxis | None = None,  # Chronos has no calendar features
     ) -> Forecast:
-        self.module.eval()
+        eval_mode(self.module)
         context = context.float().cpu()
-        outputs = self.pipeline.predict(
-            context[:, None, :], prediction_length=horizon, batch_size=len(context)
-        )
-        return self.quantile_forecast(torch.cat(outputs, dim=0))  # each (1, Q, H)
+        pipeline = self.pipeline
+        if -(-horizon // pipeline.model_output_patch_size) > pipeline.max_output_patches:
+            # a horizon beyond one forward pass: the library's own unrolling, through predict
+            outputs = pipeline.predict(
+                context[:, None, :], prediction_length=horizon, batch_size=PREDICT_BATCH
+            )
+            return self.quantile_forecast(torch.cat(outputs, dim=0))  # each (1, Q, H)
+        # What predict does for a [B, 1, T] tensor, without its per-series Python
+        # (Chronos2Dataset builds, pads and concatenates one task per row): the last
+        # context_length points, every row its own group, no known future covariates.
+        # _predict_batch is private; tests/test_chronos.py checks this equals predict.
+        context = context[:, -pipeline.model_context_length :]
+        parts = []
+        for start in range(0, len(context), PREDICT_BATCH):
+            rows = len(context[start : start + PREDICT_BATCH])
+            parts += pipeline._predict_batch(
+                context=context[start : start + PREDICT_BATCH],
+                group_ids=torch.arange(rows),
+                future_covariates=torch.full((rows, horizon), torch.nan),
+                unrolled_quantiles_tensor=torch.empty(0),  # used only beyond one pass
+                prediction_length=horizon,
+                max_output_patches=pipeline.max_output_patches,
+                target_idx_ranges=[(0, rows)],
+            )
+        return self.quantile_forecast(torch.cat(parts, dim=0))
