@@ -26,6 +26,7 @@ from vitalfm.models.moirai import (
     MoiraiForecaster,
     moirai_inputs,
 )
+from vitalfm.models.moirai.inputs import moirai2_inputs
 from vitalfm.models.registry import forecaster_class
 from vitalfm.synthetic.corpus import CorpusConfig, generate_corpus
 from vitalfm.testing import (
@@ -250,6 +251,25 @@ def test_moirai2_quantiles_equal_moirai2_forecast(standin_dirs: dict[str, Path])
     long = load(standin_dirs["moirai-2"]).predict(torch.from_numpy(contexts), 80, 1)
     assert long.quantiles.shape == (len(contexts), 9, 80)
     assert torch.isfinite(long.quantiles).all()
+
+
+@pytest.mark.parametrize("horizon", [1, 12, 64, 65])
+def test_moirai2_context_tokens_alone_give_the_forward_quantiles(
+    horizon: int, standin_dirs: dict[str, Path]
+) -> None:
+    """Up to num_predict_token patches (64 steps) the engine runs the context tokens only;
+    Moirai2Forecast.forward runs the horizon tokens too and discards their outputs. Equal up
+    to float rounding (the attention sums over fewer masked keys)."""
+    forecaster = load(standin_dirs["moirai-2"])
+    contexts = torch.from_numpy(holed_contexts())
+    with (
+        torch.no_grad(),
+        forecaster._net.hparams_context(prediction_length=horizon, context_length=24),
+    ):
+        library = forecaster._net(*moirai2_inputs(contexts))
+    mine = forecaster.predict(contexts, horizon, 1).quantiles
+    assert mine.shape == library.shape == (len(contexts), 9, horizon)
+    torch.testing.assert_close(mine, library, rtol=1e-6, atol=1e-4)
 
 
 def toy_batch(n: int = 16) -> SeriesBatch:

@@ -28,6 +28,7 @@ from vitalfm.models.base import (
     ModelSource,
     TargetModules,
     TimeAxis,
+    eval_mode,
 )
 from vitalfm.models.variants import Variants
 
@@ -330,7 +331,7 @@ class MoiraiForecaster(Forecaster):
         num_samples: int,
         time: TimeAxis | None = None,  # MOIRAI has no calendar features
     ) -> Forecast:
-        self.module.eval()
+        eval_mode(self.module)
         device = self._device()
         if self._net.device != device:  # Moirai2Forecast places its own tensors on it
             self._net.to(device)
