@@ -8,7 +8,8 @@ by the engine (``ChronosForecaster.load``) and by the library
 windows ``results/windows/test.npz`` if present, else ``toy_windows``), all vitals:
 
 * engine: :func:`vitalfm.engine.forecast.forecast_windows` (batches of ``--batch-size``
-  series; returns the parquet-ready table with median and the study's quantile levels);
+  series; Bolt and Chronos-2 are deterministic, so it hands them several batches' series per
+  call; returns the parquet-ready table with median and the study's quantile levels);
 * library, per window: ``pipeline.predict`` on one context at a time, then the median and the
   same quantile levels (Bolt / Chronos-2: linear interpolation between the model's own
   levels, NaN outside them, as the engine does; Chronos-T5: ``torch.quantile`` of the
@@ -53,19 +54,21 @@ import torch
 from benchfacts import load, summarise, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_WINDOWS = ROOT / "results/windows/test.npz"
-STANDINS = ROOT / "results/models/standins"
+#: Where a study's outputs lie, under the folder given by --study (default: this checkout).
+TEST_WINDOWS = Path("results/windows/test.npz")
+STANDINS = Path("results/models/standins")
 
 
 # --- windows and models ----------------------------------------------------------------------
 
 
-def study_windows(quick: bool) -> tuple[Any, str]:
+def study_windows(quick: bool, study: Path = ROOT) -> tuple[Any, str]:
+    """The test windows of the study in ``study`` (its results/ folder), else toy windows."""
     from vitalfm.data.windows import WindowSet
     from vitalfm.testing import toy_windows
 
-    if TEST_WINDOWS.is_file():
-        return WindowSet.load(TEST_WINDOWS), str(TEST_WINDOWS.relative_to(ROOT))
+    if (study / TEST_WINDOWS).is_file():
+        return WindowSet.load(study / TEST_WINDOWS), str(TEST_WINDOWS)
     names = ("heart_rate", "sbp", "dbp", "mbp", "resp_rate", "spo2", "temperature")
     n_stays = 20 if quick else 300
     return toy_windows("test", n_stays=n_stays, vital_names=names), f"toy_windows({n_stays} stays)"
@@ -84,16 +87,18 @@ def subset(windows: Any, count: int) -> Any:
     )
 
 
-def checkpoint(name: str, horizon: int, seed: int, tmp: Path) -> tuple[Path, str]:
-    """The pretrained stand-in if the workflow built it (and it can forecast ``horizon``),
-    else a randomly initialised stand-in saved in the released format."""
+def checkpoint(
+    name: str, horizon: int, seed: int, tmp: Path, study: Path = ROOT
+) -> tuple[Path, str]:
+    """The pretrained stand-in if the study's workflow built it (and it can forecast
+    ``horizon``), else a randomly initialised stand-in saved in the released format."""
     from vitalfm.models.chronos import ChronosForecaster
 
-    built = STANDINS / name
+    built = study / STANDINS / name
     if (built / "config.json").is_file() and (built / "model.safetensors").is_file():
         config = json.loads((built / "config.json").read_text())
         if config.get("chronos_config", {}).get("prediction_length", horizon) >= horizon:
-            return built, f"pretrained stand-in {built.relative_to(ROOT)}"
+            return built, f"pretrained stand-in {STANDINS / name}"
     folder = tmp / name
     ChronosForecaster.standin(name, horizon, seed).save_pretrained(folder)
     return folder, "randomly initialised stand-in (save_pretrained, temporary folder)"
@@ -264,7 +269,7 @@ def bench_deterministic(
     from vitalfm.models.base import ModelSource
     from vitalfm.models.chronos import ChronosForecaster
 
-    folder, source = checkpoint(variant, windows.horizon_steps, args.seed, tmp)
+    folder, source = checkpoint(variant, windows.horizon_steps, args.seed, tmp, args.study)
     forecaster = ChronosForecaster.load(ModelSource(path=str(folder)), torch.device("cpu"))
     pipeline = BaseChronosPipeline.from_pretrained(
         str(folder), device_map="cpu", dtype=torch.float32
@@ -342,7 +347,7 @@ def bench_t5(windows: Any, args: argparse.Namespace, tmp: Path) -> dict[str, Any
     from vitalfm.models.chronos import ChronosForecaster
 
     windows = subset(windows, args.t5_windows)
-    folder, source = checkpoint("chronos-t5", windows.horizon_steps, args.seed, tmp)
+    folder, source = checkpoint("chronos-t5", windows.horizon_steps, args.seed, tmp, args.study)
     forecaster = ChronosForecaster.load(ModelSource(path=str(folder)), torch.device("cpu"))
     pipeline = BaseChronosPipeline.from_pretrained(
         str(folder), device_map="cpu", dtype=torch.float32
@@ -453,11 +458,19 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="+", default=["chronos-bolt", "chronos-2", "chronos-t5"]
     )
+    parser.add_argument(
+        "--study",
+        type=Path,
+        default=ROOT,
+        help="folder whose results/ holds the study's test windows and stand-ins (default: "
+        "this checkout; e.g. a clone where `snakemake results/windows/test.npz "
+        "results/models/standins/<name>` has run)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/chronos_forecast.json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    windows, windows_source = study_windows(args.quick)
+    windows, windows_source = study_windows(args.quick, args.study)
     if args.quick:
         args.repeats = 1
         args.t5_windows = min(args.t5_windows, 4)

@@ -7,8 +7,9 @@ released small model (``moirai-1.x-R-small``: d_model 384, 6 layers; ``moirai-2.
 d_model 384, d_ff 1024, 6 layers, 4 predicted tokens). Windows: the study's test windows
 (``results/windows/test.npz``) if present, else ``toy_windows``; every vital. Routes:
 
-* engine: :func:`vitalfm.engine.forecast.forecast_windows` (batches of ``--batch-size``; the
-  parquet-ready table with median and the study's quantile levels);
+* engine: :func:`vitalfm.engine.forecast.forecast_windows` (batches of ``--batch-size``;
+  Moirai-2 is deterministic, so it gets several batches' series per call; the parquet-ready
+  table with median and the study's quantile levels);
 * MOIRAI 1.x, library: ``MoiraiForecast.create_predictor(batch_size).predict`` (uni2ts's
   gluonts predictor) on a ``ListDataset`` per vital, each context as a series starting at its
   first value; then the same quantile levels from the sample paths;
@@ -52,24 +53,32 @@ from typing import Any
 import numpy as np
 import torch
 from benchfacts import summarise, write_report
-from chronos_forecast import count_series, forecast_rows, study_windows, subset, timed_runs
+from chronos_forecast import (
+    STANDINS,
+    count_series,
+    forecast_rows,
+    study_windows,
+    subset,
+    timed_runs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDINS = ROOT / "results/models/standins"
 SMALL_SHAPES = {
     "moirai": dict(d_model=384, num_layers=6),
     "moirai-2": dict(d_model=384, d_ff=1024, num_layers=6),
 }
 
 
-def checkpoint(variant: str, shape: str, seed: int, tmp: Path) -> tuple[Path, str]:
+def checkpoint(
+    variant: str, shape: str, seed: int, tmp: Path, study: Path = ROOT
+) -> tuple[Path, str]:
     from vitalfm.models.moirai import MoiraiForecaster
     from vitalfm.models.moirai.moirai1 import STANDIN_MOIRAI
     from vitalfm.models.moirai.moirai2 import STANDIN_MOIRAI2
 
-    built = STANDINS / variant
+    built = study / STANDINS / variant
     if shape == "standin" and (built / "model.safetensors").is_file():
-        return built, f"pretrained stand-in {built.relative_to(ROOT)}"
+        return built, f"pretrained stand-in {STANDINS / variant}"
     folder = tmp / f"{variant}-{shape}"
     forecaster = MoiraiForecaster.standin(variant, horizon=12, seed=seed)
     if shape == "small":
@@ -301,7 +310,7 @@ def bench(variant: str, shape: str, windows: Any, args: argparse.Namespace, tmp:
     from vitalfm.models.base import ModelSource
     from vitalfm.models.moirai import MoiraiForecaster
 
-    folder, source = checkpoint(variant, shape, args.seed, tmp)
+    folder, source = checkpoint(variant, shape, args.seed, tmp, args.study)
     forecaster = MoiraiForecaster.load(ModelSource(path=str(folder)), torch.device("cpu"))
     forecaster.configure({"patch_size": args.patch_size})
     extra = {"patch_size": args.patch_size, "num_samples": args.num_samples}
@@ -381,10 +390,17 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["standin", "small"])
     parser.add_argument("--variants", nargs="+", default=["moirai", "moirai-2"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--study",
+        type=Path,
+        default=ROOT,
+        help="folder whose results/ holds the study's test windows and stand-ins (default: "
+        "this checkout)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/moirai_forecast.json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    windows, windows_source = study_windows(args.quick)
+    windows, windows_source = study_windows(args.quick, args.study)
     if args.quick:
         args.repeats = 1
         windows = subset(windows, 60)
