@@ -19,6 +19,7 @@ from vitalfm.models.base import (
     eval_mode,
 )
 from vitalfm.models.chronos.base import STANDIN_COMMON, ChronosForecaster
+from vitalfm.models.chronos.group_attention import use_own_group_attention
 
 # Released size for comparison: amazon/chronos-2 d_model 768, 12 layers.
 STANDIN_CHRONOS2 = dict(d_model=64, d_kv=16, d_ff=256, num_layers=2, num_heads=4)
@@ -41,6 +42,8 @@ class Chronos2Forecaster(ChronosForecaster):
     def __init__(self, pipeline: Any, source: ModelSource) -> None:
         super().__init__(pipeline, source)
         self._output_patch_size = int(pipeline.model.chronos_config.output_patch_size)
+        # every series is its own group here: its group attention is its value projection
+        use_own_group_attention(pipeline.model)
 
     @classmethod
     def standin_pipeline(cls, horizon: int) -> Any:
