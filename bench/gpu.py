@@ -12,7 +12,9 @@ depend on the weights; nothing is downloaded). It measures, in this order:
    Goal (issue 15): >= 25 % on the Chronos-T5-base shape. Methods alternate on each repeat.
 2. ``memory``: peak GPU memory (``torch.cuda.max_memory_allocated``) of full fine-tuning of
    the Chronos-T5-base shape against the batch size (an out-of-memory batch is recorded as
-   such).
+   such); ``forecast_memory``: the same for its forecasting (100 sample paths per series,
+   whose KV cache grows with series x paths) against the number of series per call (the
+   paper's ``forecast.batch_size`` is 256).
 3. ``forecast``: the engine's ``forecast_windows`` against the library's own batched call
    (``pipeline.predict`` on all contexts of a vital at once, as ``bench/chronos_forecast.py``
    calls it) for Chronos-Bolt-base and Chronos-2, both loaded from the same checkpoint saved
@@ -291,6 +293,42 @@ def bench_memory(args: argparse.Namespace, device: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_forecast_memory(args: argparse.Namespace, device: Any) -> list[dict[str, Any]]:
+    """Peak memory of Chronos-T5's sampling (100 paths per series: its KV cache grows with
+    series x paths) against the forecast batch, the bound on ``forecast.batch_size``."""
+    import torch
+    from paper_scale import vital_series
+
+    forecaster = build(args.memory_model, args.quick, device)
+    rows = []
+    for series in args.forecast_memory_series:
+        context, axis = vital_series(series, seed=0)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            _sync(device)
+            started = time.perf_counter()
+            forecaster.predict(context, HORIZON, args.num_samples, time=axis)
+            _sync(device)
+            seconds = time.perf_counter() - started
+            peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+            rows.append(
+                {
+                    "model": args.memory_model,
+                    "series": series,
+                    "num_samples": args.num_samples,
+                    "peak_memory_gb": peak,
+                    "series_per_s": series / seconds,
+                }
+            )
+        except torch.OutOfMemoryError as err:
+            rows.append({"model": args.memory_model, "series": series, "error": str(err)[:200]})
+        print(f"  forecast memory at {series} series: {rows[-1]}", flush=True)
+    return rows
+
+
 # --- 3. forecasting: engine against the library's batched call -------------------------------
 
 
@@ -486,6 +524,7 @@ def main() -> None:
     parser.add_argument("--forecast-models", nargs="+", default=["chronos-bolt-base", "chronos-2"])
     parser.add_argument("--memory-model", default="chronos-t5-base")
     parser.add_argument("--memory-batches", type=int, nargs="+", default=[16, 64, 256, 1024])
+    parser.add_argument("--forecast-memory-series", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--batch-size", type=int, default=64, help="training (the paper's)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps")
     parser.add_argument("--repeats", type=int, default=2)
@@ -507,6 +546,7 @@ def main() -> None:
         args.steps, args.repeats, args.batch_size = 3, 1, 8
         args.train_models, args.forecast_models = ["chronos-t5-base"], ["chronos-bolt-base"]
         args.memory_batches = [4, 8]
+        args.forecast_memory_series = [2, 4]
     if device.type == "cpu":
         torch.set_num_threads(2)
     started = time.perf_counter()
@@ -514,6 +554,7 @@ def main() -> None:
     parts = {
         "training": bench_training,
         "memory": bench_memory,
+        "forecast_memory": bench_forecast_memory,
         "forecast": bench_forecast,
         "device_claims": bench_claims,
     }
