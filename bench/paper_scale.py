@@ -13,15 +13,18 @@ the from-scratch baselines at their configured size; each model in its own proce
   inflate them; wall times are recorded beside them). Big shapes are measured at a smaller batch
   and scaled to the paper's batch linearly (stated per row; FLOPs are linear in the batch);
   LoRA (r8, standing for the rank sweep r1-r64: the rank changes only the adapter's small
-  matmuls) and full fine-tuning on every shape; every other kind the paper runs (DoRA, VeRA,
+  matmuls) and full fine-tuning on every shape but Chronos-T5-large (``Shape.full_like``:
+  its ~16 GB of training state does not fit a small machine; derived from its LoRA step and
+  T5-base's full/LoRA ratios, marked so); every other kind the paper runs (DoRA, VeRA,
   FourierFT, BitFit, LayerNorm) on the smallest released shape of each family that runs them,
   whose ratio to LoRA is applied to its larger shapes;
 * ``validation``: the forward pass alone (the validation loss at each evaluation);
 * ``forecast``: ``forecaster.predict`` with the paper's ``num_samples`` (100) and the
   validation's (20) on a few vital-like series, seconds per series;
 * per training step and per forecast call: model FLOPs (``torch.utils.flop_counter``) and the
-  number of dispatched operators (each one GPU kernel or more in eager mode), the bytes of
-  activations autograd saves, and the process's peak RSS (CPU, sampled) per phase.
+  number of dispatched operators that launch work (views excluded; each one GPU kernel or
+  more in eager mode), the bytes autograd saves for backward (the weights' own storage
+  excluded), and the process's peak RSS (CPU, sampled) per phase.
 
 Planned from those: the paper config's jobs per rule and per model (the package's own
 expansion, ``vitalfm.study.study_runs``; checked against ``snakemake -n`` unless
@@ -31,7 +34,7 @@ the report (``gpu_assumptions``), and the wall time with ``--resources gpu=N`` f
 schedule that starts a forecast only after its fine-tune. The window counts of the real
 cohort are parameters (``--stays``, ``--stay-hours``). Usage::
 
-    .venv/bin/python bench/paper_scale.py                 # measure + plan (~15 min, 2 cores)
+    .venv/bin/python bench/paper_scale.py                 # measure + plan (~30 min, busy 2 cores)
     .venv/bin/python bench/paper_scale.py --quick         # smoke run, tiny batches, 2 models
     .venv/bin/python bench/paper_scale.py --plan-only --stays 12000   # replan from the JSON
 """
