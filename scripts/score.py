@@ -1,4 +1,5 @@
-"""Rule score: one replicate's forecasts of a split -> per-patient sums of every metric's terms."""
+"""Rule score: one replicate's forecasts of each split -> per-patient sums of every metric's
+terms, one file per split."""
 
 from vitalfm.snakemake_script import run, settings_of
 
@@ -7,13 +8,10 @@ def step(sm):
     from vitalfm.steps.evaluation import score
 
     wc = sm.wildcards
-    score(
-        settings_of(sm),
-        f"{wc.model}/{wc.setting}/seed-{wc.seed} ({wc.split})",
-        sm.input.forecasts,
-        sm.input.windows,
-        sm.output[0],
-    )
+    parts = zip(sm.params.splits, sm.input.forecasts, sm.input.windows, sm.output, strict=True)
+    for split, forecasts, windows, out in parts:
+        replicate = f"{wc.model}/{wc.setting}/seed-{wc.seed} ({split})"
+        score(settings_of(sm), replicate, forecasts, windows, out)
 
 
 run(snakemake, step)  # noqa: F821

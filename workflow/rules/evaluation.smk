@@ -1,4 +1,4 @@
-# Scoring: each replicate's forecasts of a split -> per-patient sums (rule score), then every
+# Scoring: each replicate's forecasts of each split -> per-patient sums (rule score), then every
 # run's metrics on validation and test with intervals over patients and seeds, paired
 # differences and the share of the persistence-to-oracle gap closed (rule metrics). Only
 # observed targets count. Every "best" (setting, rank, baseline) is chosen on validation.
@@ -13,19 +13,25 @@ except ConfigError as err:
 
 
 rule score:
+    # One job per replicate scores every split it was forecast on (as one forecast job makes them).
     input:
-        forecasts="results/forecasts/{split}/{model}/{setting}/seed-{seed}.parquet",
-        windows="results/windows/{split}.npz",
+        forecasts=expand(
+            "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.parquet",
+            split=SPLITS_SCORED,
+        ),
+        windows=expand("results/windows/{split}.npz", split=SPLITS_SCORED),
     output:
-        "results/scores/{split}/{model}/{setting}/seed-{seed}.parquet",
+        expand(
+            "results/scores/{split}/{{model}}/{{setting}}/seed-{{seed}}.parquet",
+            split=SPLITS_SCORED,
+        ),
     params:
         settings=job_settings.score(config),
+        splits=list(SPLITS_SCORED),
     log:
-        "results/logs/score/{split}/{model}/{setting}/seed-{seed}.log",
+        "results/logs/score/{model}/{setting}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/score/{split}/{model}/{setting}/seed-{seed}.tsv"
-    wildcard_constraints:
-        split="validation|test",
+        "results/benchmarks/score/{model}/{setting}/seed-{seed}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
