@@ -61,7 +61,8 @@ def interpolation_plan(
 
 
 def to_quantiles(forecast: Forecast, levels: Sequence[float]) -> torch.Tensor:
-    """[B, len(levels), H] float32 quantiles from samples or from the model's own levels.
+    """[B, len(levels), H] float32 quantiles (on the CPU for native levels) from samples or
+    from the model's own levels.
 
     Native quantiles are interpolated linearly (in float64) between the model's levels; levels
     outside the model's range are NaN rather than extrapolated (an 0.1-0.9 model has no 95%
