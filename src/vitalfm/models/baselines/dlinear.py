@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vitalfm.models.base import Forecast, SeriesBatch, TimeAxis
+from vitalfm.models.base import Forecast, SeriesBatch, TimeAxis, eval_mode
 from vitalfm.models.baselines.inputs import fill_context, fit_context, scale_context
 from vitalfm.models.baselines.options import choice, option_error, positive_int
 from vitalfm.models.baselines.scratch import ScratchForecaster
@@ -136,7 +136,7 @@ class DLinearForecaster(ScratchForecaster):
         time: TimeAxis | None = None,
     ) -> Forecast:
         self._check_horizon(horizon)
-        self.module.eval()
+        eval_mode(self.module)
         past, observed, our_loc, our_scale = self._past(context)
         distr_args, loc, scale = self.module(past_target=past, past_observed_values=observed)
         distribution = self.module.distr_output.distribution(distr_args, loc=loc, scale=scale)

@@ -28,6 +28,7 @@ from vitalfm.models.base import (
     SeriesBatch,
     TargetModules,
     TimeAxis,
+    eval_mode,
 )
 from vitalfm.models.baselines.inputs import (
     QUANTILE_LEVELS,
@@ -268,7 +269,7 @@ class QuantileForecaster(ScratchForecaster):
         time: TimeAxis | None = None,
     ) -> Forecast:
         self._check_horizon(horizon)
-        self.module.eval()
+        eval_mode(self.module)
         x, mask, loc, scale = self._inputs(context)
         scaled = self.module(x, mask)[..., :horizon].float()
         # Levels are trained separately, so they may cross: sorting restores a monotone set

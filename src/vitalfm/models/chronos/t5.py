@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vitalfm.models.base import Forecast, SeriesBatch, TimeAxis
+from vitalfm.models.base import Forecast, SeriesBatch, TimeAxis, eval_mode
 from vitalfm.models.chronos.base import STANDIN_COMMON, STANDIN_T5, ChronosForecaster
 
 
@@ -166,7 +166,7 @@ class ChronosT5Forecaster(ChronosForecaster):
         num_samples: int,
         time: TimeAxis | None = None,  # Chronos has no calendar features
     ) -> Forecast:
-        self.module.eval()
+        eval_mode(self.module)
         context = context.float().cpu()
         config = self.pipeline.model.config
         if self.t5_sampler == "library" or horizon > config.prediction_length:

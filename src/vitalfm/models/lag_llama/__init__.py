@@ -38,6 +38,7 @@ from vitalfm.models.base import (
     SeriesBatch,
     TargetModules,
     TimeAxis,
+    eval_mode,
 )
 from vitalfm.models.lag_llama.checkpoint import (
     CHECKPOINT_FILE,
@@ -347,7 +348,7 @@ class LagLlamaForecaster(Forecaster):
                 f"cannot forecast horizon {horizon} with {num_samples} samples",
                 "use a horizon and a number of samples of at least 1",
             )
-        self.module.eval()
+        eval_mode(self.module)
         device = next(self.module.parameters()).device
         context = context.float().to(device)
         rows, paths = len(context), len(context) * num_samples
