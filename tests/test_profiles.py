@@ -355,10 +355,10 @@ def test_paper_dry_run_lists_its_jobs_without_database_or_network(clone: Path) -
         "synthetic_mimic": 0,
         "pretrain": len(standins(cfg)),
         "windows": 3,
-        # one job per seed (replicate); forecasts and scores for validation and test
+        # one job per seed (replicate); each forecast and score job covers validation and test
         "finetune": sum(len(run.seeds) for run in runs if run.trains),
-        "forecast": 2 * sum(len(run.seeds) for run in runs),
-        "score": 2 * sum(len(run.seeds) for run in runs),
+        "forecast": sum(len(run.seeds) for run in runs),
+        "score": sum(len(run.seeds) for run in runs),
     }
     assert {rule: stats.get(rule, 0) for rule in expected} == expected
     others = set(stats) - set(expected) - {"total"}

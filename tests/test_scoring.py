@@ -134,10 +134,10 @@ def test_score_script_exits_non_zero_with_the_message(tmp_path):
     log = tmp_path / "score.log"
     sm = SimpleNamespace(
         config=tiny_config(),
-        params=SimpleNamespace(settings=job_settings.score(tiny_config())),
-        wildcards=SimpleNamespace(model="m", setting="lora-r2", seed="0", split="test"),
+        params=SimpleNamespace(settings=job_settings.score(tiny_config()), splits=["test"]),
+        wildcards=SimpleNamespace(model="m", setting="lora-r2", seed="0"),
         input=SimpleNamespace(
-            forecasts=str(tmp_path / "missing.parquet"), windows=str(tmp_path / "test.npz")
+            forecasts=[str(tmp_path / "missing.parquet")], windows=[str(tmp_path / "test.npz")]
         ),
         output=[str(tmp_path / "scores.parquet")],
         log=[str(log)],
