@@ -400,6 +400,17 @@ def forecast(
                     steps=(first.context_steps, first.horizon_steps),
                     seed=seed,
                 )
+        # what every split's metadata shares: read, counted and asked of git once per job
+        shared = {
+            **_described(forecaster),
+            "method": run.method,
+            "parameters": _forecast_parameters(run, run_dir, forecaster),
+        }
+        provenance = {
+            "device": claim.describe(),
+            "software": software_versions(),
+            "git_revision": git_revision(),
+        }
         written = []
         for windows, out_parquet, out_json in zip(splits, out_parquets, out_jsons, strict=True):
             predictor = oracle_predictor(synthetic, windows) if run.is_oracle else None
@@ -411,9 +422,7 @@ def forecast(
                 "setting": run.setting,
                 "seed": seed,
                 "split": windows.split,
-                **_described(forecaster),
-                "method": run.method,
-                "parameters": _forecast_parameters(run, run_dir, forecaster),
+                **shared,
                 "forecast_config": {
                     **config.__dict__,
                     "quantile_levels": list(config.quantile_levels),
@@ -422,9 +431,7 @@ def forecast(
                 "median_finite_fraction": float(
                     np.isfinite(table.column("median").to_numpy(zero_copy_only=False)).mean()
                 ),
-                "device": claim.describe(),
-                "software": software_versions(),
-                "git_revision": git_revision(),
+                **provenance,
             }
             with phase("writing"):
                 write_parquet(table, out_parquet)
