@@ -69,11 +69,11 @@ class JobClock:
         startup = max(0.0, self.step_started - self.started)
         claimed = sum(self.seconds.values())
         parts = {STARTUP: startup, **self.seconds, "other": max(0.0, total - startup - claimed)}
-        return {
-            "total_s": round(total, 3),
-            **{f"{name}_s": round(value, 3) for name, value in parts.items()},
-            "overhead_s": round(total - self.seconds["compute"], 3),
-        }
+        rounded = {f"{name}_s": round(value, 3) for name, value in parts.items()}
+        total_s = round(total, 3)
+        # Overhead from the rounded figures, so that the line's own numbers add up exactly.
+        overhead_s = round(total_s - rounded["compute_s"], 3)
+        return {"total_s": total_s, **rounded, "overhead_s": overhead_s}
 
     def log_line(self) -> str:
         return LOG_PREFIX + json.dumps(self.summary(), sort_keys=True)
