@@ -10,6 +10,7 @@ import pickletools
 import sys
 import zipfile
 from collections import OrderedDict
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -490,15 +491,33 @@ def test_teacher_forced_loss_scores_what_sampling_predicts(
     torch.testing.assert_close(full, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_options_are_validated_and_rope_defaults_to_upstreams_rule() -> None:
+def test_rope_defaults_to_the_checkpoints_setting_as_upstreams_estimator_does() -> None:
     model = tiny()
-    assert model.rope_scaling(12) == RopeScaling("linear", 44 / 32)
-    model.configure({"context_length": 16})
-    assert model.rope_scaling(12) == RopeScaling()  # 16 + 12 fits the trained 32
-    model.configure({"rope_scaling": None})
+    # The released checkpoint has no scaling, and LagLlamaEstimator's default is none:
+    # 32 context + 12 horizon tokens are not stretched unless asked.
     assert model.rope_scaling(12) == RopeScaling()
+    assert model.describe()["rope_scaling"] == {"rule": "checkpoint", "scaling": None}
+    model.configure({"rope_scaling": "auto"})
+    assert model.rope_scaling(12) == RopeScaling("linear", 44 / 32)
+    assert model.describe()["rope_scaling"]["rule"] == "auto"
+    model.configure({"rope_scaling": "auto", "context_length": 16})
+    assert model.rope_scaling(12) == RopeScaling()  # 16 + 12 fits the trained 32
+    for none in (None, "none"):
+        model.configure({"rope_scaling": none})
+        assert model.rope_scaling(12) == RopeScaling()
     model.configure({"rope_scaling": {"type": "dynamic", "factor": 2}})
     assert model.rope_scaling(12) == RopeScaling("dynamic", 2.0)
+    assert model.describe()["rope_scaling"] == {
+        "rule": "option",
+        "scaling": {"type": "dynamic", "factor": 2.0},
+    }
+    scaled = LagLlamaNetwork(replace(model.config, rope_scaling=RopeScaling("linear", 2.0)))
+    checkpoint_scaled = LagLlamaForecaster(scaled, model.source, {})
+    assert checkpoint_scaled.rope_scaling(12) == RopeScaling("linear", 2.0)
+
+
+def test_options_are_validated() -> None:
+    model = tiny()
     bad = [
         ({"use_kv_cache": "yes"}, "option use_kv_cache = 'yes' is not true or false"),
         ({"rope_scaling": {"type": "linear", "factor": 0.5}}, "factor must be a number >= 1"),

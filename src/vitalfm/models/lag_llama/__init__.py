@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch.distributions import StudentT
@@ -96,7 +96,9 @@ class LagLlamaSettings:
     """Resolved ``models.<name>.options`` (None: decided per call, see OPTIONS)."""
 
     use_kv_cache: bool = True
-    rope_scaling: RopeScaling | None = None
+    #: None: the checkpoint's own setting (upstream's default); "auto": stretch linearly when
+    #: context + horizon exceeds the trained context; else this scaling.
+    rope_scaling: RopeScaling | Literal["auto"] | None = None
     pad_short_context: bool = True
     context_length: int | None = None
     minimum_scale: float | None = None
@@ -116,10 +118,11 @@ class LagLlamaForecaster(Forecaster):
     OPTIONS: ClassVar[dict[str, str]] = {
         "use_kv_cache": "sample with a key/value cache (default true); false recomputes every "
         "token at every step (the reference path; same samples for a seed, much slower)",
-        "rope_scaling": "{type: linear|dynamic|nope, factor: >= 1}, null for none, or auto "
-        "(default: the checkpoint's own setting if it has one; else none when context_length "
-        "+ horizon fits the trained context_length, otherwise linear by their ratio, as "
-        "upstream's demo sets it)",
+        "rope_scaling": "{type: linear|dynamic|nope, factor: >= 1}, null or none for no "
+        "scaling, or auto: none when context_length + horizon fits the trained "
+        "context_length, otherwise linear by their ratio, as upstream's demo notebook sets it "
+        "(default: the checkpoint's own setting, none for the released model, as upstream's "
+        "LagLlamaEstimator does)",
         "pad_short_context": "left-pad contexts shorter than context_length + the largest lag "
         "with unobserved zeros, as gluonts does (default true); false refuses them",
         "context_length": "tokens the model sees (default: the checkpoint's context_length, 32 "
@@ -168,9 +171,9 @@ class LagLlamaForecaster(Forecaster):
         self.settings = settings
 
     @staticmethod
-    def _rope_option(value: Any) -> RopeScaling | None:
+    def _rope_option(value: Any) -> RopeScaling | Literal["auto"]:
         if value == "auto":
-            return None
+            return "auto"
         if value is None or value == "none":
             return RopeScaling()
         try:
@@ -194,12 +197,22 @@ class LagLlamaForecaster(Forecaster):
 
     def rope_scaling(self, horizon: int) -> RopeScaling:
         """The RoPE scaling for ``context_length + horizon`` tokens (see OPTIONS)."""
-        if self.settings.rope_scaling is not None:
-            return self.settings.rope_scaling
-        if self.config.rope_scaling.kind != "none":
+        setting = self.settings.rope_scaling
+        if setting is None:
             return self.config.rope_scaling
-        span, trained = self.context_length + horizon, self.config.context_length
-        return RopeScaling() if span <= trained else RopeScaling("linear", span / trained)
+        if setting == "auto":
+            span, trained = self.context_length + horizon, self.config.context_length
+            return RopeScaling() if span <= trained else RopeScaling("linear", span / trained)
+        return setting
+
+    def rope_rule(self) -> dict[str, Any]:
+        """How the RoPE scaling is chosen, for the run's metadata."""
+        setting = self.settings.rope_scaling
+        if setting == "auto":
+            return {"rule": "auto", "trained_context_length": self.config.context_length}
+        if setting is None:
+            return {"rule": "checkpoint", "scaling": self.config.rope_scaling.to_dict()}
+        return {"rule": "option", "scaling": setting.to_dict()}
 
     # --- loading and saving ---------------------------------------------------------------
 
@@ -414,6 +427,7 @@ class LagLlamaForecaster(Forecaster):
                 "time_feat": config.time_feat,
             },
             "context_length": self.context_length,
+            "rope_scaling": self.rope_rule(),
         }
 
 
