@@ -131,7 +131,7 @@ class ChronosT5Forecaster(ChronosForecaster):
                 encoder_outputs=(hidden,),
                 attention_mask=attention,
                 decoder_input_ids=token,
-                past_key_values=past,
+                cache=past,
                 use_cache=True,
             )
             logits = out.logits[:, -1].float()
@@ -140,7 +140,7 @@ class ChronosT5Forecaster(ChronosForecaster):
             values, indices = logits.topk(top_k, dim=-1)
             probs = torch.softmax(values / config.temperature, dim=-1)
             choice = torch.multinomial(probs, draws, replacement=True)
-            return indices.gather(1, choice).reshape(-1, 1), out.past_key_values
+            return indices.gather(1, choice).reshape(-1, 1), out.cache
 
         # Every path of a series starts from the same decoder state: the first step runs once
         # per series and draws all its paths; then the cache is repeated for each path.
