@@ -36,13 +36,15 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 stamp_file="$VENV/.vitalfm-setup"
-stamp="$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+stamp="$(cat envs/requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
     echo "setup: installing the Python stack into $VENV (first run: a few minutes)"
     "${PIP[@]}" install -U pip setuptools wheel
     # torch is pinned on every pip command so no resolve can swap it for another build.
     "${PIP[@]}" install torch==2.13.0
-    "${PIP[@]}" install torch==2.13.0 -r envs/requirements.txt
+    # The exact versions CI tests (envs/requirements.lock, from the ranges in
+    # envs/requirements.txt by envs/lock.sh, which is also how to upgrade them).
+    "${PIP[@]}" install torch==2.13.0 -r envs/requirements.lock
     # uni2ts pins torch<2.5 / numpy 1.26 in its metadata but works with this stack: no deps.
     "${PIP[@]}" install --no-deps uni2ts==2.0.0
     "${PIP[@]}" install --no-deps -e .

@@ -85,7 +85,7 @@ def require_current_setup() -> None:
     ``bash envs/setup.sh``: with a stale set-up stamp it would reinstall this project, from a
     temporary copy, into the shared venv. The test command (setup, then pytest) keeps it current.
     """
-    pins = (REPO / "envs/requirements.txt").read_bytes() + (REPO / "pyproject.toml").read_bytes()
+    pins = (REPO / "envs/requirements.lock").read_bytes() + (REPO / "pyproject.toml").read_bytes()
     stamp = Path(sys.prefix, ".vitalfm-setup")
     current = stamp.is_file() and stamp.read_text().strip() == hashlib.sha256(pins).hexdigest()
     assert current, "the venv is older than the pins: run `bash envs/setup.sh` first"
