@@ -10,8 +10,8 @@ import pickletools
 import sys
 import zipfile
 from collections import OrderedDict
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
