@@ -4,13 +4,18 @@ and every adaptation method end to end through the engine's run functions."""
 
 from __future__ import annotations
 
+import copyreg
+import hashlib
 import json
 import os
 import pickletools
+import subprocess
 import sys
+import types
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from gluonts.core.component import validated
 
 import vitalfm.models.lag_llama as lag_llama_module
 from vitalfm.engine.train import Trainer, TrainingConfig
@@ -31,7 +37,13 @@ from vitalfm.models.lag_llama import (
     restricted_pickle,
     standin_model_kwargs,
 )
-from vitalfm.models.lag_llama.checkpoint import CHECKPOINT_FILE, loss_class
+from vitalfm.models.lag_llama.checkpoint import (
+    CHECKPOINT_FILE,
+    GONE_LOSS_MODULE,
+    LIGHTNING_DEFAULTS,
+    STUDENT_T_OUTPUT,
+    TOP_LEVEL_KEYS,
+)
 from vitalfm.models.lag_llama.features import (
     CALENDAR_FEATURES,
     calendar_features,
@@ -160,16 +172,55 @@ def test_released_hyper_parameters_give_the_released_module_tree() -> None:
     assert standin.config.feature_size == 92 and standin.config.scaling == "robust"
 
 
+class _ReleasedLoss:
+    """Pickles as gluonts 0.14's ``NegativeLogLikelihood`` (a pydantic v1 model) does in the
+    released file: the class, NEWOBJ, then pydantic's state."""
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        state = {"__dict__": {"beta": 0.0}, "__fields_set__": set()}
+        return (copyreg.__newobj__, (type(self),), {**state, "__private_attribute_values__": {}})
+
+
+class _OldWriterLoss:
+    """Pickles as this project's writer wrote the loss before it wrote class calls: a gluonts
+    ``validated`` object (``functools.partial(object.__new__, cls, beta=0.0)`` and its
+    ``__init_args__``), which upstream's gluonts 0.14 cannot unpickle."""
+
+    @validated()
+    def __init__(self, beta: float = 0.0) -> None:
+        self.beta = beta
+
+
+for _loss in (_ReleasedLoss, _OldWriterLoss):
+    _loss.__module__, _loss.__name__ = GONE_LOSS_MODULE, "NegativeLogLikelihood"
+    _loss.__qualname__ = "NegativeLogLikelihood"
+
+
+@contextmanager
+def gone_loss_module(cls: type) -> Iterator[type]:
+    """``cls`` importable as gluonts < 0.15's NegativeLogLikelihood while a file is written."""
+    module = types.ModuleType(GONE_LOSS_MODULE)
+    module.NegativeLogLikelihood = cls  # type: ignore[attr-defined]
+    assert GONE_LOSS_MODULE not in sys.modules
+    sys.modules[GONE_LOSS_MODULE] = module
+    try:
+        yield cls
+    finally:
+        del sys.modules[GONE_LOSS_MODULE]
+
+
 def fake_released_checkpoint(
     path: Path,
     kwargs: dict[str, Any],
     seed: int = 0,
     weights: dict[str, torch.Tensor] | None = None,
     prefix: str = "model.",
+    loss: type = _ReleasedLoss,
 ) -> dict[str, torch.Tensor]:
     """A checkpoint in the released file's layout: Lightning's top-level keys, the Lightning
     module's hyper-parameters with gluonts objects, optimizer and callback state. The weights
-    are a random network of ``kwargs``' shape unless ``weights`` are given."""
+    are a random network of ``kwargs``' shape unless ``weights`` are given; ``loss`` says how
+    the loss pickles (as in the released file, or as the project's writer once did)."""
     from gluonts.torch.distributions import StudentTOutput
 
     torch.manual_seed(seed)
@@ -180,7 +231,7 @@ def fake_released_checkpoint(
         i: {"step": torch.tensor(100.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": p.abs()}
         for i, p in enumerate(network.parameters())
     }
-    with loss_class() as nll:
+    with gone_loss_module(loss) as nll:
         hyper = {
             "model_kwargs": {**kwargs, "distr_output": StudentTOutput()},
             "context_length": 32,
@@ -301,11 +352,22 @@ class _WalksToSubclasses:
         return (getattr, (object, "__subclasses__"))
 
 
+class _EvaluatesCode:
+    """A call of a class-like global, as the writer pickles gluonts objects, but of eval."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (eval, (f"open({str(self.marker)!r}, 'w')",))
+
+
 def test_a_checkpoint_pickling_anything_else_is_refused_unrun(tmp_path: Path) -> None:
     marker = tmp_path / "payload-ran"
     for name, payload, pickled in (
         ("system", _RunsAShellCommand(marker), f"{os.system.__module__}.system"),
         ("getattr", _WalksToSubclasses(), "builtins.getattr(object, '__subclasses__')"),
+        ("eval", _EvaluatesCode(marker), "builtins.eval"),
     ):
         folder = tmp_path / name
         folder.mkdir()
@@ -365,6 +427,128 @@ def test_unknown_hub_id_offline_says_how_to_use_a_folder(monkeypatch: pytest.Mon
         LagLlamaForecaster.load(ModelSource(hub="time-series-foundation-models/Nope"), CPU)
     assert "source: {path: <folder>}" in str(err.value)
     assert "lag-llama.ckpt" in str(err.value)
+
+
+def test_checkpoints_the_project_wrote_before_still_load(tmp_path: Path) -> None:
+    folder = tmp_path / "old"
+    weights = fake_released_checkpoint(folder / CHECKPOINT_FILE, TINY_KWARGS, loss=_OldWriterLoss)
+    assert "functools.partial" in pickled_globals(folder / CHECKPOINT_FILE)
+    model = load(folder)
+    assert all(torch.equal(model.module.state_dict()[k], v) for k, v in weights.items())
+
+
+def test_the_writer_pickles_gluonts_objects_as_calls_of_their_classes(tmp_path: Path) -> None:
+    """``loss`` and ``distr_output`` are ``cls()`` (GLOBAL, EMPTY_TUPLE, REDUCE) and nothing
+    else: no state for gluonts 0.14's pydantic and validated classes to misread, no partial."""
+    tiny().save_pretrained(tmp_path)
+    with zipfile.ZipFile(tmp_path / CHECKPOINT_FILE) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(data) if "PUT" not in op.name]
+    calls = {
+        arg.replace(" ", "."): [name for name, _ in ops[i + 1 : i + 3]]
+        for i, (name, arg) in enumerate(ops)
+        if name == "GLOBAL" and arg.startswith("gluonts")
+    }
+    assert calls == {
+        STUDENT_T_OUTPUT: ["EMPTY_TUPLE", "REDUCE"],
+        f"{GONE_LOSS_MODULE}.NegativeLogLikelihood": ["EMPTY_TUPLE", "REDUCE"],
+    }
+    assert not {"functools.partial", "builtins.getattr", "builtins.object"} & pickled_globals(
+        tmp_path / CHECKPOINT_FILE
+    )
+    assert GONE_LOSS_MODULE not in sys.modules
+
+
+# --- upstream Lag-Llama reads what the project writes -------------------------------------------
+
+UPSTREAM_LOADER = Path(__file__).with_name("lag_llama_upstream_load.py")
+
+
+@pytest.fixture(scope="module")
+def upstream_python() -> Path:
+    """gluonts 0.14's environment (upstream Lag-Llama's), built once per machine."""
+    from vitalfm.testing_upstream import upstream_python
+
+    python, why = upstream_python()
+    if python is None:
+        pytest.skip(why)
+    return python
+
+
+def tensor_hash(tensor: torch.Tensor) -> str:
+    """As lag_llama_upstream_load.py hashes a tensor."""
+    return hashlib.sha256(tensor.detach().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def read_upstream(python: Path, paths: list[Path]) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(python), str(UPSTREAM_LOADER), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["versions"]["gluonts"] == "0.14.4"
+    return report["checkpoints"]
+
+
+@pytest.mark.slow
+def test_checkpoints_the_project_writes_load_in_upstream_lag_llama(
+    upstream_python: Path, tmp_path: Path
+) -> None:
+    """A stand-in and a model fully fine-tuned from a released-layout file, saved by the
+    project, load with upstream's own path in gluonts 0.14: torch.load(weights_only=False)
+    gives real gluonts objects gluonts can use, and Lightning's load_from_checkpoint of a
+    module with upstream's argument names loads every weight strictly."""
+    standin = LagLlamaForecaster.standin("lag-llama", horizon=12, seed=0)
+    fake_released_checkpoint(tmp_path / "released" / CHECKPOINT_FILE, TINY_KWARGS)
+    tuned = load(tmp_path / "released")
+    tuned.set_module(
+        adapt(tuned.module, MethodSpec(name="full", kind="full"), tuned.target_modules())
+    )
+    before = {k: v.clone() for k, v in tuned.module.state_dict().items()}
+    train(tuned, tmp_path / "ck", steps=2)
+    assert any(not torch.equal(before[k], v) for k, v in tuned.module.state_dict().items())
+    models = {"standin": standin, "full": tuned}
+    paths = {name: tmp_path / name / CHECKPOINT_FILE for name in models}
+    for name, model in models.items():
+        model.save_pretrained(paths[name].parent)
+
+    report = read_upstream(upstream_python, list(paths.values()))
+    for name, model in models.items():
+        got = report[str(paths[name])]
+        assert "error" not in got, f"{name}: {got['error']}"
+        assert got["top_level_keys"] == list(TOP_LEVEL_KEYS)
+        loss, head = got["loss"], got["distr_output"]
+        assert loss["class"] == f"{GONE_LOSS_MODULE}.NegativeLogLikelihood"
+        assert loss["is_gluonts_class"] and loss["equals_a_new_one"] and loss["pickles_again"]
+        assert loss["state"]["__dict__"] == {"beta": 0.0}
+        assert head["class"] == STUDENT_T_OUTPUT and head["is_gluonts_class"]
+        assert head["equals_a_new_one"] and head["serde_round_trip"]
+        assert head["init_args"] == {}
+        assert head["args_dim"] == {"df": 1, "loc": 1, "scale": 1}
+        assert head["loss_of_a_student_t"]["finite"]
+        assert head["loss_of_a_student_t"]["max_difference_to_torch"] < 1e-5
+        # plain values as the project wrote them (JSON turns tuples into lists)
+        assert got["model_kwargs"] == json.loads(json.dumps(model.config.model_kwargs()))
+        expected_hyper = {**LIGHTNING_DEFAULTS, **model.hyper_parameters}
+        assert got["hyper_parameters"] == json.loads(json.dumps(expected_hyper))
+        weights = {
+            f"model.{k}": [list(v.shape), tensor_hash(v)]
+            for k, v in model.module.state_dict().items()
+        }
+        assert got["state_dict"] == weights
+        lightning = got["lightning"]
+        assert "error" not in lightning, f"{name}: {lightning['error']}"
+        assert lightning["loss"] == loss["class"] and lightning["loss_is_gluonts_class"]
+        assert lightning["distr_output"] == STUDENT_T_OUTPUT
+        assert lightning["context_length"] == model.hyper_parameters["context_length"]
+        assert lightning["state_dict"] == weights
+    assert report[str(paths["standin"])]["hyper_parameters"]["prediction_length"] == 12
+    assert report[str(paths["full"])]["hyper_parameters"]["lr"] == 1e-4  # the released file's
 
 
 # --- features ------------------------------------------------------------------------------

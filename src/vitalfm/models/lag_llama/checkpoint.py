@@ -10,7 +10,11 @@ pickled ``gluonts.torch.modules.loss.NegativeLogLikelihood``.
 Reading goes through :mod:`.restricted_pickle` (see there why); only plain values of the
 hyper-parameters are kept and the state_dict is checked against the shapes its
 ``model_kwargs`` imply before anything is built. Writing produces the same layout, so the
-released file, stand-ins and fully fine-tuned models all load through :func:`read_checkpoint`.
+released file, stand-ins and fully fine-tuned models all load through :func:`read_checkpoint`,
+and the files this project writes also load in upstream Lag-Llama (gluonts 0.14, its
+Lightning): the two gluonts objects are written as calls of their classes
+(:class:`DefaultInstance`); tests/test_lag_llama.py checks that in a gluonts 0.14 environment
+(:mod:`vitalfm.testing_upstream`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gluonts.core.component import validated
 
 from vitalfm.models.base import ModelError
 from vitalfm.models.lag_llama import restricted_pickle
@@ -294,15 +297,8 @@ def read_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> Che
 
 
 class _NegativeLogLikelihood:
-    """Pickles as gluonts < 0.15's ``gluonts.torch.modules.loss.NegativeLogLikelihood``.
-
-    Built with gluonts' own ``validated`` so that it reduces exactly as the original did
-    (``functools.partial(object.__new__, cls, beta=0.0)`` plus its state).
-    """
-
-    @validated()
-    def __init__(self, beta: float = 0.0) -> None:
-        self.beta = beta
+    """Named as gluonts < 0.15's ``gluonts.torch.modules.loss.NegativeLogLikelihood`` so that
+    pickle can write that class path while gluonts >= 0.15 (which lacks it) is installed."""
 
 
 _NegativeLogLikelihood.__module__ = GONE_LOSS_MODULE
@@ -340,6 +336,40 @@ def loss_class() -> Iterator[type]:
             sys.modules[GONE_LOSS_MODULE] = previous
 
 
+class DefaultInstance:
+    """Pickles as a call ``cls()``: the gluonts class rebuilds itself with its defaults.
+
+    Upstream Lag-Llama unpickles ``loss`` and ``distr_output`` with gluonts 0.14's own classes,
+    each of which expects its own state layout: ``NegativeLogLikelihood`` is a pydantic (v1
+    API) model whose ``__setstate__`` wants ``{"__dict__": ..., "__fields_set__": ...}``,
+    ``StudentTOutput`` a ``validated`` class wanting ``{"__init_args__": ...}``, and the layouts
+    differ between gluonts and pydantic versions (gluonts >= 0.15 adds ``beta`` to every
+    output). A call of the class with no arguments carries no state, so every gluonts that has
+    the class path builds a real, consistent object (``beta`` 0, upstream's default for both);
+    :mod:`.restricted_pickle` reads the call as an inert placeholder.
+    """
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (self.cls, ())
+
+
+def _student_t_output() -> type:
+    """gluonts' ``StudentTOutput``, refused if the installed gluonts moved it elsewhere."""
+    from gluonts.torch.distributions import StudentTOutput
+
+    where = f"{StudentTOutput.__module__}.{StudentTOutput.__qualname__}"
+    if where != STUDENT_T_OUTPUT:
+        raise ModelError(
+            f"the installed gluonts defines StudentTOutput as {where}, not {STUDENT_T_OUTPUT}; "
+            "a checkpoint pickling it there would not load in upstream Lag-Llama",
+            "install the gluonts version of envs/requirements.lock",
+        )
+    return StudentTOutput
+
+
 def _lightning_version() -> str:
     from importlib import metadata
 
@@ -363,18 +393,20 @@ def write_checkpoint(
     ``hyper_parameters`` are the plain Lightning-module arguments (``context_length``,
     ``prediction_length``, ``lr``, ...); missing ones get upstream's defaults.
     """
-    from gluonts.torch.distributions import StudentTOutput
-
     check_state_dict(state_dict, config, "the model to save")
+    student_t = _student_t_output()
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {k: v for k, v in hyper_parameters.items() if k not in ("model_kwargs", "loss")}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     with loss_class() as nll:
         hparams: dict[str, Any] = {
-            "model_kwargs": {**config.model_kwargs(), "distr_output": StudentTOutput()},
+            "model_kwargs": {
+                **config.model_kwargs(),
+                "distr_output": DefaultInstance(student_t),
+            },
             "context_length": extra.pop("context_length", config.context_length),
             "prediction_length": extra.pop("prediction_length", 1),
-            "loss": nll(),
+            "loss": DefaultInstance(nll),
             **{k: extra.pop(k, v) for k, v in LIGHTNING_DEFAULTS.items()},
             **extra,
         }
