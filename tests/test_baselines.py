@@ -354,9 +354,12 @@ def test_scratch_runs_flow_through_the_engine(trained: dict[str, Any], family: s
     assert meta["architecture"]["loss"] == ("nll" if family == "dlinear" else "pinball")
     run_dir = trained[family]["dir"]
     assert sorted(p.name for p in (run_dir / "model").iterdir()) == [
+        "README.md",  # the model card: no base model, how to load it in a study
         "config.json",
         "model.safetensors",
     ]
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "none (random init)" in card and "source: {path: <this folder>}" in card
     table = trained[family]["table"]
     quantiles = table[[f"q{q:g}" for q in DEFAULT_LEVELS]].to_numpy()
     assert np.isfinite(quantiles).all() and (np.diff(quantiles, axis=1) >= 0).all()
@@ -469,7 +472,7 @@ def test_study_refuses_mismatched_sources_and_methods(model: dict, message: str)
 def test_bad_scratch_sources() -> None:
     with pytest.raises(ConfigError, match="scratch"):
         validate_config({"models": {"m": {"family": "nhits", "source": {"scratch": False}}}})
-    with pytest.raises(ConfigError, match="exactly one of hub, path, standin or scratch"):
+    with pytest.raises(ConfigError, match="exactly one of hub, path, standin, scratch or adapter"):
         ModelSource.from_config({"scratch": True, "hub": "x/y"})
     with pytest.raises(ConfigError, match="unknown model family"):
         forecaster_class("prophet")

@@ -194,7 +194,7 @@ def test_t5_library_sampler_equals_the_pipeline_for_the_same_seed(
     standin_dirs: dict[str, Path],
 ) -> None:
     forecaster = load(standin_dirs["chronos-t5"])
-    forecaster.t5_sampler = "library"
+    forecaster.configure({"sampler": "library"})  # models.<name>.options in the config
     context = torch.from_numpy(toy_windows("test").context("heart_rate")[:6])
     torch.manual_seed(7)
     mine = forecaster.predict(context, 12, num_samples=10).samples
@@ -203,6 +203,10 @@ def test_t5_library_sampler_equals_the_pipeline_for_the_same_seed(
         context, prediction_length=12, num_samples=10
     )
     assert torch.equal(mine, library)
+    with pytest.raises(ModelError, match="option sampler = 'exact' is not fast or library"):
+        forecaster.configure({"sampler": "exact"})
+    with pytest.raises(ModelError, match="family chronos has no option"):
+        load(standin_dirs["chronos-bolt"]).configure({"sampler": "library"})
 
 
 def test_t5_fast_sampler_draws_from_the_pipeline_distribution(

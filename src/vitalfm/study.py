@@ -122,7 +122,7 @@ def check_source(model: str, family: Family, source: Mapping[str, Any]) -> None:
             "give it a hub, path or standin source; from-scratch baselines are the families "
             f"{', '.join(baseline_families())}",
         )
-    for kind in ("standin", "hub"):
+    for kind in ("standin", "hub", "adapter"):
         if source.get(kind) and family.baseline:
             raise ConfigError(
                 f"config key models.{model}.source is a {kind}, but family {family.name} is a "

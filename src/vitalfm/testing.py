@@ -7,6 +7,7 @@ and otherwise starts one embedded server for the process; call it from a fixture
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -231,6 +232,9 @@ def run_every_setting(
             assert (params["trainable"] == params["total"]) == whole, setting
             assert trained["training"]["steps"] == 2 and trained["standin"] is True
             assert (run_dir / "history.tsv").is_file()
+            check_saved_model_travels(
+                run_dir / "model", kinds[setting].saves, setting, base, standin_dir, cfg
+            )
         out = work / "forecasts" / f"{setting}.parquet"
         forecast = standalone.forecast(
             cfg,
@@ -249,6 +253,58 @@ def run_every_setting(
         results[setting] = (trained, forecast)
     assert not list((work / "runs").glob(".*part"))  # no half-written run folder left
     return results
+
+
+def library_snippet(card: str) -> str | None:
+    """The Python block a model card gives under "With the family's own library", if any."""
+    marker = "With the family's own library:"
+    if marker not in card:
+        return None
+    block = card.split(marker, 1)[1].split("```python", 1)[1]
+    return block.split("```", 1)[0]
+
+
+def check_saved_model_travels(
+    folder: Path, saves: str, setting: str, base: Any, standin_dir: Any, cfg: dict[str, Any]
+) -> None:
+    """A finetune run's saved folder works away from the study: adapters name their base by
+    absolute path, a model card sits beside the weights, and the card's own loading code
+    (run as a user would, from another working directory) yields the weights the study
+    forecasts with."""
+    import contextlib
+    import copy
+
+    import torch
+
+    from vitalfm.methods import MethodSpec
+    from vitalfm.methods.adapting import load_adapted
+    from vitalfm.models.base import ADAPTER_CONFIG, ModelSource
+    from vitalfm.study import method_settings
+
+    card = (folder / "README.md").read_text()
+    assert f"`{setting}`" in card and "## How to load it" in card, setting
+    if saves == "adapter":
+        config = json.loads((folder / ADAPTER_CONFIG).read_text())
+        assert config["base_model_name_or_path"] == str(Path(standin_dir).resolve()), setting
+        assert f"base_model: {json.dumps(str(Path(standin_dir).resolve()))}" in card
+    snippet = library_snippet(card)
+    if snippet is None:
+        return
+    if saves == "adapter":
+        spec = MethodSpec.from_config(setting, method_settings(cfg)[setting])
+        fresh = type(base).load(ModelSource(path=str(standin_dir)), torch.device("cpu"))
+        study_module = load_adapted(copy.deepcopy(fresh.module), spec, folder)
+    else:
+        study_module = type(base).load(ModelSource(path=str(folder)), torch.device("cpu")).module
+    namespace: dict[str, Any] = {}
+    with contextlib.chdir(Path(folder).anchor):  # elsewhere: a relative base would not resolve
+        exec(snippet.replace("<this folder>", str(folder)), namespace)
+    loaded = namespace.get("module")
+    if loaded is None:
+        loaded = type(base).network_of(namespace["pipeline"])
+    theirs = loaded.state_dict()
+    for name, tensor in study_module.state_dict().items():
+        torch.testing.assert_close(theirs[name], tensor, msg=f"{setting}: {name}")
 
 
 # --- the from-scratch baselines -------------------------------------------------------------

@@ -17,13 +17,11 @@ from torch import nn
 from vitalfm.io import atomic_dir, json_text
 from vitalfm.methods import modules
 from vitalfm.methods.spec import MethodSpec
-from vitalfm.models.base import ModelError
+from vitalfm.models.base import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ModelError, read_adapter_config
 
 TUNED_TENSORS = "tuned_parameters.safetensors"
 TUNED_INDEX = "tuned_parameters.json"
 TUNED_FORMAT = "vitalfm.tuned_parameters"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def _unreadable(directory: Path, why: str, spec: MethodSpec) -> ModelError:
@@ -72,6 +70,40 @@ def load_peft(base: nn.Module, spec: MethodSpec, directory: Path, method: Any) -
     except (SafetensorError, ValueError, TypeError, KeyError, OSError, RuntimeError) as err:
         raise _unreadable(directory, f"{type(err).__name__}: {err}", spec) from err
     return model.merge_and_unload()
+
+
+def merge_adapter_folder(base: nn.Module, directory: Path) -> nn.Module:
+    """``base`` with a peft adapter folder trained elsewhere merged in (any peft type).
+
+    Unlike :func:`load_peft`, no method spec says what the folder holds: peft's own config
+    does. The merged model comes back frozen, as peft (and chronos-forecasting's loader) leave
+    it: parameters that require grad take other CPU kernels, and forecasts would differ from
+    upstream's in the last bits. A method that trains it further sets what trains.
+    """
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    read_adapter_config(directory)
+    modules.patch_input_embeddings(base)
+    try:
+        model = PeftModel.from_pretrained(base, str(directory), is_trainable=False)
+    except (SafetensorError, ValueError, TypeError, KeyError, OSError, RuntimeError) as err:
+        raise ModelError(
+            f"adapter {directory} does not fit its base model ({type(err).__name__}: {err})",
+            "check that the base (`base:` beside `adapter:`, else the adapter config's "
+            "base_model_name_or_path) is the model the adapter was trained on",
+        ) from None
+    return model.merge_and_unload().requires_grad_(False)
+
+
+def write_portable_base(directory: Path, base_reference: str) -> None:
+    """Point a saved adapter at its base by hub id or absolute folder, so that
+    ``PeftModel``/``Chronos2Pipeline.from_pretrained(<adapter>)`` finds it from anywhere
+    (peft records the path the base was loaded from, which may be relative)."""
+    path = directory / ADAPTER_CONFIG
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base_reference
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def add_bias(linear: nn.Linear) -> None:

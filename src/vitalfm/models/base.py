@@ -29,16 +29,65 @@ class ModelError(VitalfmError):
     """A model cannot be loaded, adapted, trained or saved as configured."""
 
 
+#: The two files of a peft adapter folder (what ``PeftModel.save_pretrained`` writes).
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def read_adapter_config(directory: Path) -> dict[str, Any]:
+    """A peft adapter folder's config; a clear ModelError if the folder is not one."""
+    import json
+
+    if not directory.is_dir():
+        raise ModelError(
+            f"adapter folder {directory} does not exist",
+            "point `source: {adapter: ...}` at a folder holding adapter_config.json and "
+            "adapter_model.safetensors (what peft's save_pretrained writes)",
+        )
+    missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (directory / f).is_file()]
+    if missing:
+        raise ModelError(
+            f"adapter folder {directory} lacks {', '.join(missing)}",
+            "copy the whole folder that peft's save_pretrained (or Chronos2Pipeline.fit's "
+            "pipeline.save_pretrained) wrote",
+        )
+    try:
+        config = json.loads((directory / ADAPTER_CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"{directory / ADAPTER_CONFIG} is unreadable: {err}", "copy the folder again"
+        ) from None
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise ModelError(
+            f"{directory / ADAPTER_CONFIG} is not a peft adapter config (no peft_type)",
+            "point `source: {adapter: ...}` at a folder written by peft's save_pretrained",
+        )
+    return config
+
+
+def adapter_base_reference(directory: Path) -> str:
+    """The base model an adapter folder names (``base_model_name_or_path``)."""
+    reference = read_adapter_config(directory).get("base_model_name_or_path")
+    if not isinstance(reference, str) or not reference:
+        raise ModelError(
+            f"adapter {directory} does not name its base model",
+            "give it beside the adapter: `source: {adapter: <folder>, base: <hub id or folder>}`",
+        )
+    return reference
+
+
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model's weights come from: exactly one of ``hub``, ``path``, ``standin`` or
-    ``scratch``.
+    """Where a model's weights come from: exactly one of ``hub``, ``path``, ``standin``,
+    ``scratch`` or ``adapter``.
 
     ``standin`` names a small pretrained stand-in built by the ``pretrain`` rule; ``location``
     is then the folder that rule wrote (in the released format), so every source ends up
     loaded by the same loader code. ``scratch`` is a baseline with no pretrained weights: the
     family builds it from a seeded random init (:meth:`Forecaster.from_scratch`) and it is
-    trained, if at all, on the study's own windows.
+    trained, if at all, on the study's own windows. ``adapter`` is a peft adapter folder
+    trained elsewhere (e.g. by ``Chronos2Pipeline.fit``): its base (``base``, else the
+    adapter config's ``base_model_name_or_path``) is loaded and the adapter merged into it.
     """
 
     hub: str | None = None
@@ -46,17 +95,24 @@ class ModelSource:
     standin: str | None = None
     standin_dir: str | None = None
     scratch: bool = False
+    adapter: str | None = None
+    base: str | None = None
+
+    KEYS: ClassVar[tuple[str, ...]] = ("hub", "path", "standin", "scratch", "adapter")
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> ModelSource:
-        keys = [k for k in ("hub", "path", "standin", "scratch") if entry.get(k)]
-        if len(keys) != 1 or set(entry) - {"hub", "path", "standin", "scratch"}:
+        keys = [k for k in cls.KEYS if entry.get(k)]
+        unknown = set(entry) - {*cls.KEYS, "base"}
+        if len(keys) != 1 or unknown or ("base" in entry and keys != ["adapter"]):
             raise ConfigError(
-                f"a model source needs exactly one of hub, path, standin or scratch, "
-                f"got {sorted(entry)}",
+                f"a model source needs exactly one of hub, path, standin, scratch or adapter "
+                f"(base only beside adapter), got {sorted(entry)}",
                 "write e.g. `source: {hub: amazon/chronos-t5-small}`, "
-                "`source: {path: /models/chronos-t5-small}`, `source: {standin: chronos-t5}` "
-                "or, for a baseline trained from a random init, `source: {scratch: true}`",
+                "`source: {path: /models/chronos-t5-small}`, `source: {standin: chronos-t5}`, "
+                "`source: {adapter: /adapters/my-lora}` (optionally with `base: <hub id or "
+                "folder>`) or, for a baseline trained from a random init, "
+                "`source: {scratch: true}`",
             )
         if keys == ["scratch"]:
             if entry["scratch"] is not True:
@@ -64,7 +120,9 @@ class ModelSource:
                     f"source scratch = {entry['scratch']!r}", "write `source: {scratch: true}`"
                 )
             return cls(scratch=True)
-        return cls(**{k: entry[k] for k in ("hub", "path", "standin") if entry.get(k)})
+        return cls(
+            **{k: entry[k] for k in ("hub", "path", "standin", "adapter", "base") if entry.get(k)}
+        )
 
     @property
     def is_standin(self) -> bool:
@@ -86,12 +144,41 @@ class ModelSource:
                 "a model built from scratch has no weights to open",
                 "build it with the family's Forecaster.from_scratch (the engine does this)",
             )
+        if self.adapter:
+            raise ModelError(
+                f"adapter {self.adapter} is not a model folder of its own",
+                "load its base (ModelSource.adapter_base) and merge the adapter into it; "
+                "vitalfm.steps.models.load_base does both",
+            )
         if not self.standin_dir:
             raise ModelError(
                 f"stand-in {self.standin!r} has no folder yet",
                 "run it through the workflow, which pretrains stand-ins with the `pretrain` rule",
             )
         return self.standin_dir
+
+    @property
+    def portable_reference(self) -> str:
+        """How another machine or program finds these weights: the hub id, or the absolute
+        folder (what saved adapters record as their base)."""
+        return self.hub if self.hub else str(Path(self.location).resolve())
+
+    def adapter_base(self) -> ModelSource:
+        """The source of an adapter's base model: ``base`` if given, else the adapter config's
+        ``base_model_name_or_path``; a local folder if one exists there, else a hub id (as
+        peft resolves it)."""
+        if not self.adapter:
+            raise ModelError("this source is not an adapter", "use source.location")
+        reference = self.base or adapter_base_reference(Path(self.adapter))
+        if Path(reference).expanduser().is_dir():
+            return ModelSource(path=str(Path(reference).expanduser()))
+        if reference.startswith(("/", ".", "~")) or reference.count("/") != 1:
+            raise ModelError(
+                f"the base of adapter {self.adapter}, {reference!r}, is neither a local folder "
+                "nor a hub id",
+                "give the base beside it: `source: {adapter: <folder>, base: <hub id or folder>}`",
+            )
+        return ModelSource(hub=reference)
 
     def describe(self) -> str:
         if self.hub:
@@ -100,6 +187,8 @@ class ModelSource:
             return f"path:{self.path}"
         if self.scratch:
             return "scratch (seeded random init; trained, if at all, on the study's windows)"
+        if self.adapter:
+            return f"adapter:{self.adapter} on {self.adapter_base().describe()}"
         return f"stand-in:{self.standin} (small model pretrained here on a synthetic corpus)"
 
 

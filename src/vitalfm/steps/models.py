@@ -49,6 +49,8 @@ from vitalfm.methods.adapting import (
     parameter_counts,
     save_adapted,
 )
+from vitalfm.methods.saving import merge_adapter_folder, write_portable_base
+from vitalfm.model_card import model_card
 from vitalfm.models.base import Forecaster, ModelError, ModelSource
 from vitalfm.models.registry import forecaster_class
 from vitalfm.provenance import git_revision, software_versions
@@ -117,6 +119,10 @@ def load_base(
                 "pass steps=(context_steps, horizon_steps)",
             )
         forecaster = family.from_scratch(run.options, steps[0], steps[1], seed)
+    elif source.adapter:  # a peft adapter trained elsewhere, merged into its base
+        forecaster = family.load(source.adapter_base(), device)
+        forecaster.set_module(merge_adapter_folder(forecaster.module, Path(source.adapter)))
+        forecaster.source = source
     else:
         forecaster = family.load(source, device)
     forecaster.configure(run.options)
@@ -266,6 +272,7 @@ def finetune(
                 steps=(data.context_steps, data.horizon_steps),
                 seed=training.seed,
             )
+            base_source = forecaster.source
             _, base_total = parameter_counts(forecaster.module)
             torch.manual_seed(training.seed)
             forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
@@ -305,11 +312,16 @@ def finetune(
             "git_revision": git_revision(),
             "wall_time_s": time.perf_counter() - started,
         }
+        saves = spec.method.saves
+        base_reference = None if base_source.is_scratch else base_source.portable_reference
         with phase("writing"), atomic_dir(out_dir) as tmp:
-            if spec.method.saves == "model":  # full and scratch: the whole model
+            if saves == "model":  # full and scratch: the whole model
                 forecaster.save_pretrained(tmp / "model")
             else:
                 save_adapted(forecaster.module, spec, tmp / "model")
+            if saves == "adapter" and base_reference is not None:
+                write_portable_base(tmp / "model", base_reference)
+            (tmp / "model" / "README.md").write_text(model_card(meta, saves, base_reference))
             write_json(meta, tmp / "metadata.json")
             (tmp / "history.tsv").write_text(history_tsv(result.history))
     finish_checkpoints(checkpoint_dir, operations.keep_checkpoints)

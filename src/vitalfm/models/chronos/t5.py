@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vitalfm.models.base import Forecast, SeriesBatch, TimeAxis, eval_mode
+from vitalfm.models.base import Forecast, ModelError, SeriesBatch, TimeAxis, eval_mode
 from vitalfm.models.chronos.base import STANDIN_COMMON, STANDIN_T5, ChronosForecaster
 
 
@@ -22,12 +22,26 @@ class ChronosT5Forecaster(ChronosForecaster):
     VARIANT: ClassVar[str] = "chronos-t5"
     PIPELINE: ClassVar[str] = "ChronosPipeline"
     loss_name: ClassVar[str] = "cross_entropy"
+    OPTIONS: ClassVar[dict[str, str]] = {
+        "sampler": "fast (default: the engine draws among the top-k tokens, the pipeline's "
+        "distribution with its own random draws, several times faster on CPU) or library "
+        "(ChronosPipeline.predict itself: bit-identical to upstream for the same seed)",
+    }
     #: "fast" (our top-k draw, same distribution) or "library" (the pipeline's generate).
     t5_sampler: str = "fast"
 
     def __init__(self, pipeline: Any, source: Any) -> None:
         super().__init__(pipeline, source)
         self._train_tokenizers: dict[int, Any] = {}
+
+    def apply_options(self, options: dict[str, Any]) -> None:
+        sampler = options.get("sampler", "fast")
+        if sampler not in ("fast", "library"):
+            raise ModelError(
+                f"option sampler = {sampler!r} is not fast or library",
+                "write `sampler: library` for upstream's own sampling, or leave it out",
+            )
+        self.t5_sampler = sampler
 
     @staticmethod
     def network_of(pipeline: Any) -> nn.Module:
