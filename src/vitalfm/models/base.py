@@ -268,7 +268,9 @@ class Forecaster(ABC):
     @classmethod
     @abstractmethod
     def load(cls, source: ModelSource, device: torch.device) -> Forecaster:
-        """Load a released checkpoint (hub id or local folder) with the family's own loader."""
+        """Load a released checkpoint (hub id or local folder) with the family's own loader,
+        in the dtype of :func:`vitalfm.models.checkpoints.load_dtype`; set
+        :attr:`checkpoint_dtype`."""
 
     @classmethod
     @abstractmethod

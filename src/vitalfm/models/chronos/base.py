@@ -4,6 +4,9 @@
 checkpoint with chronos-forecasting's ``BaseChronosPipeline.from_pretrained`` and wraps the
 pipeline in the variant class that the checkpoint's config names
 (:meth:`ChronosForecaster.variant_for_config`), as that loader picks the pipeline class.
+Every weight layout of :mod:`vitalfm.models.checkpoints` loads (transformers reads them all);
+a hub id is first resolved to its snapshot in the Hugging Face cache, so that hub and local
+checkpoints pass the same folder check and dtype choice.
 """
 
 from __future__ import annotations
