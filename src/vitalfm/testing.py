@@ -6,6 +6,7 @@ and otherwise starts one embedded server for the process; call it from a fixture
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -382,6 +383,33 @@ def copy_checkout(root: Path, dest: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target, follow_symlinks=False)
     return dest
+
+
+def hf_cache_from_folder(folder: Path, hf_home: Path, repo_id: str) -> Path:
+    """Put the files of checkpoint ``folder`` into the Hugging Face cache under ``hf_home`` as
+    a hub download leaves them; returns the snapshot folder.
+
+    The layout is huggingface_hub's documented cache (``hub/models--<org>--<name>/``: the file
+    contents under ``blobs/<hash>``, ``refs/main`` holding the commit id, and
+    ``snapshots/<commit>/<file>`` a relative symlink to its blob). huggingface_hub has no
+    offline way to add files to a cache (every writer downloads), so it is written here; the
+    tests check it with huggingface_hub's ``scan_cache_dir``.
+    """
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    commit = hashlib.sha1("".join(digests.values()).encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    for path, digest in digests.items():
+        blob = repo / "blobs" / digest
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, blob)
+        link = snapshot / path.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
 
 
 # --- score tables for the aggregation tests -------------------------------------------------------

@@ -13,7 +13,8 @@ All series are univariate, float32, in original units, with NaN where a value is
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,26 @@ from vitalfm.errors import ConfigError, VitalfmError
 
 class ModelError(VitalfmError):
     """A model cannot be loaded, adapted, trained or saved as configured."""
+
+
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (None stays None), as configs and metadata write it."""
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def dominant_dtype(tensors: Iterable[Any]) -> torch.dtype | None:
+    """The floating dtype most elements of ``tensors`` have (None if none is floating)."""
+    counts: Counter[torch.dtype] = Counter()
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            counts[tensor.dtype] += tensor.numel()
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def module_dtype(module: nn.Module) -> torch.dtype | None:
+    """The floating dtype most of ``module``'s parameters are held in (None if it has none):
+    the base weights' dtype under an adapter whose own weights are kept in float32."""
+    return dominant_dtype(module.parameters())
 
 
 #: The two files of a peft adapter folder (what ``PeftModel.save_pretrained`` writes).
@@ -297,12 +318,20 @@ class Forecaster(ABC):
     #: several of the study's batches in one call (:func:`vitalfm.engine.forecast
     #: .forecast_windows`). Sampling families leave it False.
     deterministic: ClassVar[bool] = False
+    #: True when the family's library loads a checkpoint on GPU in the checkpoint's own dtype
+    #: (chronos-forecasting: ``dtype="auto"``); False when it builds the network in float32 and
+    #: copies the stored weights in (uni2ts, Lag-Llama). See
+    #: :func:`vitalfm.models.checkpoints.load_dtype`.
+    KEEPS_CHECKPOINT_DTYPE: ClassVar[bool] = False
 
     def __init__(self, module: nn.Module, source: ModelSource, variant: str) -> None:
         self.module = module
         self.source = source
         self.variant = variant
         self.options: dict[str, Any] = {}
+        #: The dtype the loaded checkpoint stores its weights in (None for a model built here
+        #: rather than loaded); set by the family's :meth:`load`.
+        self.checkpoint_dtype: torch.dtype | None = None
 
     def configure(self, options: Mapping[str, Any]) -> None:
         """Apply ``models.<name>.options`` from the config (ModelError on unknown keys)."""
@@ -328,7 +357,9 @@ class Forecaster(ABC):
     @classmethod
     @abstractmethod
     def load(cls, source: ModelSource, device: torch.device) -> Forecaster:
-        """Load a released checkpoint (hub id or local folder) with the family's own loader."""
+        """Load a released checkpoint (hub id or local folder) with the family's own loader,
+        in the dtype of :func:`vitalfm.models.checkpoints.load_dtype`; set
+        :attr:`checkpoint_dtype`."""
 
     @classmethod
     @abstractmethod
@@ -405,4 +436,7 @@ class Forecaster(ABC):
             "source": self.source.describe(),
             "standin": self.source.is_standin,
             "options": self.options,
+            # what the weights are held and run in, and what the checkpoint stores
+            "dtype": dtype_name(module_dtype(self.module)),
+            "checkpoint_dtype": dtype_name(self.checkpoint_dtype),
         }

@@ -4,6 +4,9 @@
 checkpoint with chronos-forecasting's ``BaseChronosPipeline.from_pretrained`` and wraps the
 pipeline in the variant class that the checkpoint's config names
 (:meth:`ChronosForecaster.variant_for_config`), as that loader picks the pipeline class.
+Every weight layout of :mod:`vitalfm.models.checkpoints` loads (transformers reads them all);
+a hub id is first resolved to its snapshot in the Hugging Face cache, so that hub and local
+checkpoints pass the same folder check and dtype choice.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from vitalfm.models import checkpoints
 from vitalfm.models.base import Forecast, Forecaster, ModelError, ModelSource, TargetModules
 from vitalfm.models.variants import Variants
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+HUB_EXAMPLE = "amazon/chronos-t5-small"
 
 # Stand-ins: the released architectures and config formats, scaled down so that the
 # `pretrain` rule can train them in a few CPU minutes. Released sizes for comparison:
@@ -39,24 +43,12 @@ def patch_bolt_for_peft() -> None:
         ChronosBoltModelForForecasting.get_input_embeddings = lambda self: self.shared  # type: ignore[method-assign]
 
 
-def check_local_checkpoint(path: Path) -> None:
-    """A clear error for a local folder that cannot be a released Chronos checkpoint."""
-    if not path.is_dir():
-        raise ModelError(
-            f"model folder {path} does not exist",
-            "point `source: {path: ...}` at a folder holding config.json and model.safetensors",
-        )
-    missing = [] if (path / "config.json").is_file() else ["config.json"]
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        missing.append(" or ".join(WEIGHT_FILES[::2]))
-    if missing:
-        raise ModelError(
-            f"model folder {path} lacks {', '.join(missing)}",
-            "copy the complete released checkpoint there (e.g. `huggingface-cli download "
-            "amazon/chronos-t5-small --local-dir <folder>` on a machine with internet)",
-        )
+def check_local_checkpoint(path: Path) -> tuple[str, dict[str, Any]]:
+    """(weight layout, config) of a local Chronos checkpoint folder; a clear ModelError for a
+    folder that cannot be one (naming the files it lacks)."""
+    layout = checkpoints.check_folder(path, HUB_EXAMPLE)
     try:
-        config = json.loads((path / "config.json").read_text())
+        config = json.loads((path / checkpoints.CONFIG_FILE).read_text())
     except (OSError, ValueError) as err:
         raise ModelError(
             f"model folder {path}: config.json is not valid JSON ({err})",
@@ -68,6 +60,7 @@ def check_local_checkpoint(path: Path) -> None:
             f"model folder {path} is not a Chronos checkpoint (config.json has no chronos_config)",
             "use `family: chronos` only for Chronos-T5, Chronos-Bolt or Chronos-2 checkpoints",
         )
+    return layout, config
 
 
 class ChronosForecaster(Forecaster):
@@ -78,6 +71,7 @@ class ChronosForecaster(Forecaster):
     """
 
     family: ClassVar[str] = "chronos"
+    KEEPS_CHECKPOINT_DTYPE: ClassVar[bool] = True
     #: The variant classes, by name (their stand-in's name).
     VARIANTS: ClassVar[Variants[type[ChronosForecaster]]] = Variants("chronos")
     #: The variant's name (``chronos-t5``, ``chronos-bolt``, ``chronos-2``).
@@ -132,27 +126,26 @@ class ChronosForecaster(Forecaster):
 
     @classmethod
     def load(cls, source: ModelSource, device: torch.device) -> ChronosForecaster:
+        """Open a checkpoint (any layout of :data:`checkpoints.WEIGHT_LAYOUTS`; a hub id from
+        the Hugging Face cache or the hub) with ``BaseChronosPipeline.from_pretrained``, in
+        the dtype of :func:`checkpoints.load_dtype` (float32 on CPU, the checkpoint's own on
+        CUDA, as chronos-forecasting loads it by default)."""
         from chronos import BaseChronosPipeline
 
         patch_bolt_for_peft()
         location = source.location
-        if source.hub is None:
-            check_local_checkpoint(Path(location))
+        folder = checkpoints.source_folder(location, source.hub is not None)
+        layout, config = check_local_checkpoint(folder)
+        stored = checkpoints.checkpoint_dtype(folder, layout, config)
+        dtype = checkpoints.load_dtype(device, stored, cls.KEEPS_CHECKPOINT_DTYPE)
         try:
             pipeline = BaseChronosPipeline.from_pretrained(
-                location, device_map=str(device), dtype=torch.float32
+                folder, device_map=str(device), dtype=dtype
             )
         except (OSError, ValueError, RuntimeError, SafetensorError) as err:
-            if source.hub is None:
-                raise ModelError(
-                    f"cannot load the Chronos checkpoint in {location}: {err}",
-                    "check that the folder holds a complete, uncorrupted released checkpoint",
-                ) from None
             raise ModelError(
-                f"cannot load hub model {location!r}: it is not in the local Hugging Face cache "
-                f"and the hub cannot be reached or has no such model ({type(err).__name__})",
-                "check the id; offline, download it elsewhere (`huggingface-cli download "
-                f"{location} --local-dir <folder>`) and set `source: {{path: <folder>}}`",
+                f"cannot load the Chronos checkpoint in {location}: {err}",
+                "check that the folder holds a complete, uncorrupted released checkpoint",
             ) from None
         variant = cls.variant_for_config(pipeline.inner_model.config.to_dict())
         if not issubclass(variant, cls):
@@ -160,7 +153,9 @@ class ChronosForecaster(Forecaster):
                 f"{location} holds a {variant.VARIANT} checkpoint, not a {cls.VARIANT} one",
                 "load it with ChronosForecaster.load",
             )
-        return variant(pipeline, source)
+        forecaster = variant(pipeline, source)
+        forecaster.checkpoint_dtype = stored
+        return forecaster
 
     @classmethod
     def standin_names(cls) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ from vitalfm.models.base import (
     SeriesBatch,
     TargetModules,
     TimeAxis,
+    dominant_dtype,
     eval_mode,
 )
 from vitalfm.models.lag_llama.checkpoint import (
@@ -220,10 +221,14 @@ class LagLlamaForecaster(Forecaster):
     def load(cls, source: ModelSource, device: torch.device) -> LagLlamaForecaster:
         path = _download(source.hub) if source.hub else find_checkpoint_file(source.location)
         contents = read_checkpoint(path, map_location=device)
+        # As upstream's Lightning load: the network is built in float32 and the stored weights
+        # (float32 in the released file) are copied in, on every device (load_dtype's rule).
         network = LagLlamaNetwork(contents.config)
         network.load_state_dict(contents.state_dict, strict=True)
         network.to(device).eval()
-        return cls(network, source, contents.hyper_parameters)
+        forecaster = cls(network, source, contents.hyper_parameters)
+        forecaster.checkpoint_dtype = dominant_dtype(contents.state_dict.values())
+        return forecaster
 
     @classmethod
     def standin_names(cls) -> tuple[str, ...]:

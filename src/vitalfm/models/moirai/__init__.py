@@ -3,7 +3,8 @@
 One class per variant on a shared base:
 
 - :class:`MoiraiForecaster` (:mod:`.base`): the family's class. Checkpoints (hub ids, local
-  folders and our stand-ins alike) are uni2ts's ``config.json`` + ``model.safetensors``; the
+  folders and our stand-ins alike) are uni2ts's ``config.json`` + ``model.safetensors`` (or a
+  sharded safetensors save or a ``pytorch_model.bin``: :mod:`vitalfm.models.checkpoints`); the
   config chooses the variant class (MOIRAI 1.x: ``patch_sizes`` + ``distr_output``; Moirai-2:
   ``patch_size`` + ``quantile_levels``) and the weights are opened with that variant's uni2ts
   module class's own ``from_pretrained``;

@@ -4,7 +4,11 @@
 ids, local folders and our stand-ins alike) are uni2ts's ``PyTorchModelHubMixin`` format,
 ``config.json`` + ``model.safetensors``; the config chooses the variant class
 (:meth:`MoiraiForecaster.variant_for_config`) and the weights are opened with that variant's
-uni2ts module class's own ``from_pretrained``.
+uni2ts module class's own ``from_pretrained``. The mixin writes only that layout and reads
+only it from a folder (from the hub it falls back to ``pytorch_model.bin``); a sharded
+safetensors save (huggingface_hub's ``save_torch_model``) or a ``pytorch_model.bin`` is read
+with huggingface_hub's ``load_torch_model`` into the module the config describes, built as the
+mixin builds it (:func:`module_from_config`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from vitalfm.models import checkpoints
 from vitalfm.models.base import (
     Forecast,
     Forecaster,
@@ -32,8 +37,7 @@ from vitalfm.models.base import (
 )
 from vitalfm.models.variants import Variants
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"  # the only weight file uni2ts's loader reads from a folder
+CONFIG_FILE = checkpoints.CONFIG_FILE
 HUB_EXAMPLE = "Salesforce/moirai-1.1-R-small"
 
 # 6 h contexts (24 steps of 15 min) and 3 h horizons (12 steps): patch 16 gives two context
@@ -70,12 +74,16 @@ def _read_config(path: Path, where: str) -> dict[str, Any]:
     return config
 
 
-def _hub_error(repo: str, err: BaseException) -> ModelError:
-    return ModelError(
-        f"cannot load hub model {repo!r}: it is not in the local Hugging Face cache and the hub "
-        f"cannot be reached or has no such model ({type(err).__name__})",
-        "check the id; offline, download it elsewhere (`huggingface-cli download "
-        f"{repo} --local-dir <folder>`) and set `source: {{path: <folder>}}`",
+def module_from_config(module_class: Any, config: Mapping[str, Any]) -> nn.Module:
+    """A new module of ``config`` (randomly initialised), its settings decoded by the module
+    class's own hub-mixin decoders (``distr_output``), as ``from_pretrained`` builds the module
+    before reading the weights into it."""
+    parameters = inspect.signature(module_class.__init__).parameters
+    return module_class(
+        **{
+            name: module_class._decode_arg(parameters[name].annotation, value)
+            for name, value in config.items()
+        }
     )
 
 
@@ -187,35 +195,13 @@ class MoiraiForecaster(Forecaster):
         )
 
     @classmethod
-    def check_local_checkpoint(cls, path: Path) -> type[MoiraiForecaster]:
-        """The variant class of a local folder; a clear ModelError if it cannot be a MOIRAI
-        checkpoint."""
-        if not path.is_dir():
-            raise ModelError(
-                f"model folder {path} does not exist",
-                "point `source: {path: ...}` at a folder holding config.json and model.safetensors",
-            )
-        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
-        if missing:
-            raise ModelError(
-                f"model folder {path} lacks {', '.join(missing)}",
-                "copy the complete released checkpoint there (e.g. `huggingface-cli download "
-                f"{HUB_EXAMPLE} --local-dir <folder>` on a machine with internet)",
-            )
+    def check_local_checkpoint(cls, path: Path) -> tuple[type[MoiraiForecaster], str, dict]:
+        """(variant class, weight layout, config) of a local folder; a clear ModelError if it
+        cannot be a MOIRAI checkpoint (naming the files it lacks)."""
+        layout = checkpoints.check_folder(path, HUB_EXAMPLE)
         where = f"model folder {path}"
-        return cls.variant_for_config(_read_config(path / CONFIG_FILE, where), where)
-
-    @classmethod
-    def hub_variant(cls, repo: str) -> type[MoiraiForecaster]:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError
-
-        try:
-            config_path = hf_hub_download(repo_id=repo, filename=CONFIG_FILE)
-        except (OSError, ValueError, HfHubHTTPError) as err:
-            raise _hub_error(repo, err) from None
-        where = f"hub model {repo!r}"
-        return cls.variant_for_config(_read_config(Path(config_path), where), where)
+        config = _read_config(path / CONFIG_FILE, where)
+        return cls.variant_for_config(config, where), layout, config
 
     # --- options ------------------------------------------------------------------------------
 
@@ -241,28 +227,41 @@ class MoiraiForecaster(Forecaster):
 
     @classmethod
     def load(cls, source: ModelSource, device: torch.device) -> MoiraiForecaster:
+        """Open a checkpoint (any layout of :data:`checkpoints.WEIGHT_LAYOUTS`; a hub id from
+        the Hugging Face cache or the hub) as uni2ts does: in float32 on every device, since
+        its mixin builds the module in float32 and copies the stored weights in."""
+        from huggingface_hub import load_torch_model
         from safetensors import SafetensorError
 
         location = source.location
-        if source.hub is None:
-            variant = cls.check_local_checkpoint(Path(location))
-        else:
-            variant = cls.hub_variant(location)
+        folder = checkpoints.source_folder(location, source.hub is not None)
+        variant, layout, config = cls.check_local_checkpoint(folder)
+        stored = checkpoints.checkpoint_dtype(folder, layout, config)
+        dtype = checkpoints.load_dtype(device, stored, cls.KEEPS_CHECKPOINT_DTYPE)
+        module_class = variant.module_class()
         try:
-            # uni2ts's loader prints "Loading weights from local directory"; strict: a
-            # checkpoint lacking weights must fail, not leave them random.
-            with contextlib.redirect_stdout(io.StringIO()):
-                module = variant.module_class().from_pretrained(location, strict=True)
+            if layout == checkpoints.SAFETENSORS_FILE:
+                # uni2ts's loader prints "Loading weights from local directory"; strict: a
+                # checkpoint lacking weights must fail, not leave them random.
+                with contextlib.redirect_stdout(io.StringIO()):
+                    module = module_class.from_pretrained(folder, strict=True)
+            else:
+                module = module_from_config(module_class, config)
+                safe = layout != checkpoints.PICKLE_FILE  # torch's restricted unpickler otherwise
+                load_torch_model(module, folder, strict=True, safe=safe, map_location="cpu")
+                module.eval()
         except (OSError, ValueError, RuntimeError, TypeError, KeyError, SafetensorError) as err:
-            if source.hub is not None and isinstance(err, OSError):
-                raise _hub_error(location, err) from None
             raise ModelError(
                 f"cannot load the {variant.VARIANT} checkpoint in {location}: {err}",
-                "check that config.json and model.safetensors come from the same complete, "
+                "check that config.json and the weights come from the same complete, "
                 "uncorrupted released checkpoint",
             ) from None
         module.to(device)
-        return variant(module, source)
+        if dtype != torch.float32:  # never for uni2ts's rule, kept for a rule that changes
+            module.to(dtype)
+        forecaster = variant(module, source)
+        forecaster.checkpoint_dtype = stored
+        return forecaster
 
     @classmethod
     def standin_names(cls) -> tuple[str, ...]:
