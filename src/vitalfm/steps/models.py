@@ -273,6 +273,9 @@ def finetune(
                 seed=training.seed,
             )
             base_source = forecaster.source
+            # Training holds float32 weights (bf16 autocast on GPU runs the matrix products):
+            # a bf16 checkpoint kept in its own dtype would make AdamW's updates bf16.
+            forecaster.module.float()
             _, base_total = parameter_counts(forecaster.module)
             torch.manual_seed(training.seed)
             forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
