@@ -226,7 +226,7 @@ def test_incomplete_folders_name_the_missing_files(
     (sharded / shards[1]).unlink()
     with pytest.raises(ModelError, match=f"lacks the shard\\(s\\) {shards[1]} that") as err:
         load(name, ModelSource(path=str(sharded)))
-    assert "huggingface-cli download" in str(err.value)
+    assert "`hf download" in str(err.value)
     (sharded / checkpoints.SAFETENSORS_INDEX).write_text("{")
     with pytest.raises(ModelError, match="is not a readable safetensors index"):
         load(name, ModelSource(path=str(sharded)))

@@ -459,7 +459,7 @@ def test_unknown_hub_id_offline_says_how_to_use_a_folder(monkeypatch: pytest.Mon
     with pytest.raises(ModelError) as err:
         MoiraiForecaster.load(ModelSource(hub="Salesforce/moirai-1.1-R-nonexistent"), CPU)
     assert "source: {path: <folder>}" in str(err.value)
-    assert "huggingface-cli download" in str(err.value)
+    assert "`hf download" in str(err.value)
 
 
 def test_local_folder_with_missing_foreign_or_broken_files(

@@ -73,7 +73,7 @@ def check_folder(path: Path, example_repo: str) -> str:
     and how to get a complete copy.
     """
     fix = (
-        "copy the complete checkpoint there (e.g. `huggingface-cli download "
+        "copy the complete checkpoint there (e.g. `hf download "
         f"{example_repo} --local-dir <folder>` on a machine with internet)"
     )
     if not path.is_dir():
@@ -105,7 +105,7 @@ def hub_error(repo: str, err: BaseException | None, detail: str) -> ModelError:
     why = f" ({type(err).__name__})" if err is not None else ""
     return ModelError(
         f"cannot load hub model {repo!r}: {detail}{why}",
-        "check the id; offline, download it elsewhere (`huggingface-cli download "
+        "check the id; offline, download it elsewhere (`hf download "
         f"{repo} --local-dir <folder>`) and set `source: {{path: <folder>}}`, or copy that "
         "machine's Hugging Face cache (HF_HOME) here and set HF_HUB_OFFLINE=1",
     )

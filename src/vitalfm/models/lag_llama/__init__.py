@@ -453,7 +453,7 @@ def _download(repo_id: str) -> Path:
             "Hugging Face cache and the hub cannot be reached or has no such file "
             f"({type(err).__name__})",
             f"check the id (the released model is {DEFAULT_HUB_REPO}); offline, download "
-            f"{CHECKPOINT_FILE} elsewhere (`huggingface-cli download {repo_id} "
+            f"{CHECKPOINT_FILE} elsewhere (`hf download {repo_id} "
             f"{CHECKPOINT_FILE} --local-dir <folder>`) and set `source: {{path: <folder>}}` "
             "(the folder or the .ckpt file)",
         ) from None

@@ -189,7 +189,7 @@ def find_checkpoint_file(location: str | Path) -> Path:
         )
     raise ModelError(
         f"folder {path} holds no {CHECKPOINT_FILE}{looks_like}",
-        f"download it (`huggingface-cli download {DEFAULT_HUB_REPO} {CHECKPOINT_FILE} "
+        f"download it (`hf download {DEFAULT_HUB_REPO} {CHECKPOINT_FILE} "
         "--local-dir <folder>`) and set `source: {path: <folder>}`, or use the family that "
         "matches this folder",
     )
