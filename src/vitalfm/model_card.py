@@ -15,6 +15,11 @@ from typing import Any
 LIBRARY = {"chronos": "chronos-forecasting", "moirai": "uni2ts", "lag_llama": "lag-llama"}
 
 
+def _uni2ts_module(variant: Any) -> tuple[str, str]:
+    """uni2ts's package and module class for a MOIRAI variant."""
+    return ("moirai2", "Moirai2Module") if variant == "moirai-2" else ("moirai", "MoiraiModule")
+
+
 def _load_with_libraries(meta: dict[str, Any], saves: str, base: str) -> str | None:
     """How to load the folder with the family's own library (None where only vitalfm can)."""
     family, variant = meta.get("family"), meta.get("variant")
@@ -34,8 +39,7 @@ def _load_with_libraries(meta: dict[str, Any], saves: str, base: str) -> str | N
             ").merge_and_unload()"
         )
     if saves == "adapter" and family == "moirai":
-        module = "Moirai2Module" if variant == "moirai-2" else "MoiraiModule"
-        package = "moirai2" if variant == "moirai-2" else "moirai"
+        package, module = _uni2ts_module(variant)
         return (
             f"from peft import PeftModel\nfrom uni2ts.model.{package} import {module}\n\n"
             f'module = {module}.from_pretrained("{base}")\n'
@@ -47,8 +51,7 @@ def _load_with_libraries(meta: dict[str, Any], saves: str, base: str) -> str | N
             'pipeline = BaseChronosPipeline.from_pretrained("<this folder>")'
         )
     if saves == "model" and family == "moirai":
-        module = "Moirai2Module" if variant == "moirai-2" else "MoiraiModule"
-        package = "moirai2" if variant == "moirai-2" else "moirai"
+        package, module = _uni2ts_module(variant)
         return (
             f"from uni2ts.model.{package} import {module}\n\n"
             f'module = {module}.from_pretrained("<this folder>")'
