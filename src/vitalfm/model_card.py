@@ -15,6 +15,14 @@ from typing import Any
 LIBRARY = {"chronos": "chronos-forecasting", "moirai": "uni2ts", "lag_llama": "lag-llama"}
 
 
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.5g}" if isinstance(value, float) else str(value)
+
+
 def _uni2ts_module(variant: Any) -> tuple[str, str]:
     """uni2ts's package and module class for a MOIRAI variant."""
     return ("moirai2", "Moirai2Module") if variant == "moirai-2" else ("moirai", "MoiraiModule")
@@ -108,16 +116,18 @@ def model_card(meta: dict[str, Any], saves: str, base_reference: str | None) -> 
         f"({family}, variant {meta.get('variant')}; source `{meta.get('source')}`).",
         f"- **Method:** `{method.get('name')}` = "
         + ", ".join(f"{key} {value}" for key, value in method.items() if key != "name")
-        + f"; {parameters.get('trainable')} of {parameters.get('total')} parameters trained.",
+        + f"; {_count(parameters.get('trainable'))} of {_count(parameters.get('total'))} "
+        "parameters trained.",
         "- **Data:** the study's training windows: "
-        f"{data.get('train_series')} series of {data.get('context_steps')} context and "
+        f"{_count(data.get('train_series'))} series of {data.get('context_steps')} context and "
         f"{data.get('horizon_steps')} horizon steps; vitals "
         f"{', '.join(sorted(data.get('minmax_ranges', {})))}.",
         f"- **Training:** {training.get('steps')} steps; the weights kept are those of step "
         f"{training.get('best_step')}, chosen on the validation windows' "
         f"{training.get('selection_metric')} (min-max scaled).",
         f"- **Validation:** {training.get('selection_metric')} "
-        f"{training.get('best_validation_score')}, loss {training.get('best_validation_loss')} "
+        f"{_number(training.get('best_validation_score'))}, loss "
+        f"{_number(training.get('best_validation_loss'))} "
         "at that step. Test scores are in the study's tables "
         "(`results/tables/`), computed after this folder was written.",
         f"- **Software:** vitalfm at git {meta.get('git_revision')}; "
