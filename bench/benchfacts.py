@@ -92,3 +92,32 @@ def write_report(out: Path, benchmark: str, settings: dict[str, Any], **body: An
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"written {out}")
+
+
+def adapt_for_timed_training(
+    forecaster: Any, spec: Any, steps: int, batch: int, **config: Any
+) -> tuple[Any, int, int]:
+    """Adapt ``forecaster`` with ``spec`` (seeded; its module is consumed) and a Trainer config
+    for ``steps`` steps that forecasts no validation series and neither stops early nor
+    checkpoints within them; returns (config, trainable, total parameters). ``config`` entries
+    override the config's other fields."""
+    import torch
+
+    from vitalfm.engine.train import TrainingConfig
+    from vitalfm.methods.adapting import adapt, parameter_counts
+
+    torch.manual_seed(0)
+    forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
+    trainable, total = parameter_counts(forecaster.module)
+    training = TrainingConfig(
+        max_steps=steps,
+        batch_size=batch,
+        learning_rate=1e-4,
+        eval_every=steps,
+        checkpoint_every=steps + 1,
+        patience=10**6,
+        selection_metric="loss",
+        validation_forecast_series=0,
+        **config,
+    )
+    return training, trainable, total

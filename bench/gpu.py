@@ -50,7 +50,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from benchfacts import ROOT, load, summarise, write_report
+from benchfacts import ROOT, adapt_for_timed_training, load, summarise, write_report
 
 OUT = ROOT / "bench" / "results" / "gpu.json"
 CONTEXT, HORIZON = 24, 12
@@ -146,25 +146,11 @@ def train_steps(
     median period between batch draws after the first (warm-up) step is one step."""
     import torch
 
-    from vitalfm.engine.train import Trainer, TrainingConfig
+    from vitalfm.engine.train import Trainer
     from vitalfm.methods import MethodSpec
-    from vitalfm.methods.adapting import adapt, parameter_counts
 
     spec = MethodSpec.from_config(method, METHODS[method])
-    torch.manual_seed(0)
-    forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
-    trainable, total = parameter_counts(forecaster.module)
-    n = steps + 2
-    config = TrainingConfig(
-        max_steps=n,
-        batch_size=batch,
-        learning_rate=1e-4,
-        eval_every=n,
-        checkpoint_every=n + 1,
-        patience=10**6,
-        selection_metric="loss",
-        validation_forecast_series=0,
-    )
+    config, trainable, total = adapt_for_timed_training(forecaster, spec, steps + 2, batch)
     draws: list[float] = []
     draw = data.train_batch
 

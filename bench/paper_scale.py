@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchfacts import ROOT, load, run_json_subprocess, write_report
+from benchfacts import ROOT, adapt_for_timed_training, load, run_json_subprocess, write_report
 
 CONFIG = ROOT / "config" / "paper.yaml"
 OUT = ROOT / "bench" / "results" / "paper_scale.json"
@@ -395,23 +395,10 @@ def _train_once(forecaster: Any, data: Any, spec: Any, batch: int, steps: int) -
     """Adapt ``forecaster`` (its module is consumed) and time ``steps`` + 1 Trainer steps."""
     import torch
 
-    from vitalfm.engine.train import Trainer, TrainingConfig
-    from vitalfm.methods.adapting import adapt, parameter_counts
+    from vitalfm.engine.train import Trainer
 
-    torch.manual_seed(0)
-    forecaster.set_module(adapt(forecaster.module, spec, forecaster.target_modules()))
-    trainable, total = parameter_counts(forecaster.module)
-    total_steps = steps + 2
-    config = TrainingConfig(
-        max_steps=total_steps,
-        batch_size=batch,
-        learning_rate=1e-4,
-        eval_every=total_steps,
-        checkpoint_every=total_steps + 1,
-        patience=10**6,
-        selection_metric="loss",
-        validation_forecast_series=0,
-        validation_batch_size=batch,
+    config, trainable, total = adapt_for_timed_training(
+        forecaster, spec, steps + 2, batch, validation_batch_size=batch
     )
     draws: list[float] = []
     cpu_draws: list[float] = []
