@@ -14,6 +14,20 @@ from vitalfm.db.embedded import EmbeddedPostgres
 _schema_counter = itertools.count()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for a module of tests on tiny models: a second thread gains
+    nothing there, and on cores shared with other jobs OpenMP's spin-waits made a MOIRAI
+    training step ~50x slower (1.5 s instead of 30 ms) and Chronos-T5's decoding ~15x slower.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch  # here, not at the top: most test modules never load torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[EmbeddedPostgres]:
     with EmbeddedPostgres() as server:

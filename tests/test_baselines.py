@@ -11,7 +11,6 @@ import copy
 import itertools
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -48,12 +47,8 @@ TRAINED = ("nhits", "nbeats", "dlinear")
 NAN = float("nan")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models: one torch thread (see tests/conftest.py, one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(family: str, context: int = 24, horizon: int = 12, seed: int = 0) -> Any:

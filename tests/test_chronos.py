@@ -4,7 +4,6 @@ adaptation method end to end through the engine's run functions."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +35,8 @@ CPU = torch.device("cpu")
 VITALS = ("heart_rate", "mbp")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small models: on cores shared with other jobs a second intra-op thread made Chronos-T5's
-    decoding ~15x slower (OpenMP spin-waits), as tests/test_moirai.py found for MOIRAI."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models: one torch thread (see tests/conftest.py, one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ forecasting output. Resumption and checkpoints: tests/test_engine_checkpoints.py
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,15 +23,8 @@ from vitalfm.models.chronos import ChronosBoltForecaster, ChronosForecaster
 from vitalfm.models.moirai import MoiraiForecaster
 from vitalfm.testing import toy_windows
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: on cores shared with other jobs, OpenMP's spin-waits made a step of a
-    second intra-op thread cost more than it gains (see tests/test_moirai.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models: one torch thread (see tests/conftest.py, one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = dict(

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,8 @@ from test_engine import make_trainer, scripted_metrics, trainable
 
 from vitalfm.engine.train import TrainingError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models: one torch thread (see tests/conftest.py, one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> None:

@@ -80,13 +80,8 @@ TINY = {"n_layer": 1, "n_head": 2, "n_embd_per_head": 4}
 TINY_KWARGS = {**released_model_kwargs(), **TINY}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices gain nothing from threads, and on a busy machine threads cost seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models: one torch thread (see tests/conftest.py, one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def axis(rows: int, start_s: int = 1_600_000_000, step_s: int = 900) -> TimeAxis:

@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +41,8 @@ VITALS = ("heart_rate", "mbp")
 STANDINS = ("moirai", "moirai-2")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """These models are tiny: a second intra-op thread gains nothing, and on cores shared with
-    other jobs OpenMP's spin-waits made a training step ~50x slower (1.5 s instead of 30 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models: one torch thread (see tests/conftest.py, one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

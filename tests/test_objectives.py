@@ -31,12 +31,8 @@ VITALS = ("heart_rate", "mbp")
 RANGES = {"heart_rate": (0.0, 300.0), "mbp": (0.0, 190.0)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models: one torch thread (see tests/conftest.py, one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- capturing what each family's loss normalises with -------------------------------------
