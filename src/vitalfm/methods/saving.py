@@ -49,11 +49,24 @@ def save_peft(module: nn.Module, spec: MethodSpec, directory: Path) -> None:
         module.save_pretrained(str(tmp))
 
 
-def load_peft(base: nn.Module, spec: MethodSpec, directory: Path, method: Any) -> nn.Module:
-    """``base`` with the saved adapter merged in; ``method`` checks the saved config's kind."""
-    from peft import PeftModel
+def _peft_load_errors() -> tuple[type[BaseException], ...]:
+    """What peft raises for an adapter folder that does not fit or is damaged."""
     from safetensors import SafetensorError
 
+    return (SafetensorError, ValueError, TypeError, KeyError, OSError, RuntimeError)
+
+
+def _merge_peft(base: nn.Module, directory: Path) -> nn.Module:
+    """``base`` with the peft adapter in ``directory`` loaded (frozen) and merged into it."""
+    from peft import PeftModel
+
+    modules.patch_input_embeddings(base)
+    model = PeftModel.from_pretrained(base, str(directory), is_trainable=False)
+    return model.merge_and_unload()
+
+
+def load_peft(base: nn.Module, spec: MethodSpec, directory: Path, method: Any) -> nn.Module:
+    """``base`` with the saved adapter merged in; ``method`` checks the saved config's kind."""
     _require_files(directory, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), spec)
     try:
         config = json.loads((directory / ADAPTER_CONFIG).read_text())
@@ -64,12 +77,10 @@ def load_peft(base: nn.Module, spec: MethodSpec, directory: Path, method: Any) -
     if not method.holds_this_kind(config):
         saved = "DORA" if config.get("use_dora") else config.get("peft_type")
         raise _unreadable(directory, f"it holds a {saved} adapter, not {spec.kind}", spec)
-    modules.patch_input_embeddings(base)
     try:
-        model = PeftModel.from_pretrained(base, str(directory), is_trainable=False)
-    except (SafetensorError, ValueError, TypeError, KeyError, OSError, RuntimeError) as err:
+        return _merge_peft(base, directory)
+    except _peft_load_errors() as err:
         raise _unreadable(directory, f"{type(err).__name__}: {err}", spec) from err
-    return model.merge_and_unload()
 
 
 def merge_adapter_folder(base: nn.Module, directory: Path) -> nn.Module:
@@ -80,20 +91,16 @@ def merge_adapter_folder(base: nn.Module, directory: Path) -> nn.Module:
     it: parameters that require grad take other CPU kernels, and forecasts would differ from
     upstream's in the last bits. A method that trains it further sets what trains.
     """
-    from peft import PeftModel
-    from safetensors import SafetensorError
-
     read_adapter_config(directory)
-    modules.patch_input_embeddings(base)
     try:
-        model = PeftModel.from_pretrained(base, str(directory), is_trainable=False)
-    except (SafetensorError, ValueError, TypeError, KeyError, OSError, RuntimeError) as err:
+        merged = _merge_peft(base, directory)
+    except _peft_load_errors() as err:
         raise ModelError(
             f"adapter {directory} does not fit its base model ({type(err).__name__}: {err})",
             "check that the base (`base:` beside `adapter:`, else the adapter config's "
             "base_model_name_or_path) is the model the adapter was trained on",
         ) from None
-    return model.merge_and_unload().requires_grad_(False)
+    return merged.requires_grad_(False)
 
 
 def write_portable_base(directory: Path, base_reference: str) -> None:
