@@ -256,9 +256,7 @@ class MoiraiForecaster(Forecaster):
                 "check that config.json and the weights come from the same complete, "
                 "uncorrupted released checkpoint",
             ) from None
-        module.to(device)
-        if dtype != torch.float32:  # never for uni2ts's rule, kept for a rule that changes
-            module.to(dtype)
+        module.to(device=device, dtype=dtype)
         forecaster = variant(module, source)
         forecaster.checkpoint_dtype = stored
         return forecaster
