@@ -153,7 +153,8 @@ class OracleStates:
 
         ``seed``: one int for the call (series simulated together in chunks, whose streams
         depend on which series share a chunk), or one seed per series (int64 [N]): each series
-        then draws from its own stream, whatever else is asked with it (one chunk a series)."""
+        then draws from its own stream, whatever else is asked with it (one chunk a series:
+        measured 2.6 s instead of 0.6 s for 300 series x 100 paths of MBP, 1 thread)."""
         stay_ids = np.asarray(stay_ids, dtype=np.int64).reshape(-1)
         origins_s = np.asarray(origins_s, dtype=np.int64).reshape(-1)
         _check_request(stay_ids, origins_s, vital, horizon_steps, frequency_minutes, num_samples)
