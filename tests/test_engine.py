@@ -589,3 +589,52 @@ def test_pretraining_on_the_corpus_selects_on_the_loss(tmp_path: Path) -> None:
     assert trainer.forecast_set is None and result.selection_metric == "loss"
     assert result.best_validation_score == result.best_validation_loss
     assert result.validation_forecast == {}
+
+
+def test_a_predictor_gets_each_rows_vital_and_seed_without_padding() -> None:
+    """The oracle's route: a predictor sees the window rows, each row's vital and series seed
+    (calls may span vitals), and only real series."""
+    windows = toy_windows("test", n_stays=3)
+    config = ForecastConfig(num_samples=4, batch_size=8, seed=9)
+    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def predictor(rows, vitals, context, time, n, seeds):  # type: ignore[no-untyped-def]
+        seen.append((rows, vitals, seeds))
+        paths = context.nan_to_num().amax(dim=1)[:, None, None].expand(-1, n, 12).contiguous()
+        return Forecast(median=paths[:, 0], samples=paths)
+
+    result = forecast_windows(None, windows, VITALS, config, progress=False, predictor=predictor)
+    rows = np.concatenate([r for r, _, _ in seen])
+    vitals = np.concatenate([v for _, v, _ in seen])
+    seeds = np.concatenate([s for _, _, s in seen])
+    expected_rows = np.concatenate([usable_rows(windows, v) for v in VITALS])
+    assert np.array_equal(rows, expected_rows) and len(seen) == -(-len(rows) // 8)
+    assert any(len(set(v.tolist())) == 2 for _, v, _ in seen)  # a call across vitals
+    start_s, stays = windows.window_start_seconds(), windows.window_icustay_ids()
+    assert np.array_equal(seeds, series_seeds(9, stays[rows], start_s[rows], vitals.tolist()))
+    assert result.facts["padded_series"] == 0
+    assert result.paths.num_rows == int(result.table.column("observed").to_numpy().sum())
+
+
+def test_validation_forecasts_seed_each_series_in_calls_of_one_shape(tmp_path: Path) -> None:
+    from vitalfm.engine.train import _forecast_seed
+
+    trainer = make_trainer(tmp_path, validation_batch_size=16)
+    calls: list[tuple[int, np.ndarray]] = []
+    predict = trainer.forecaster.predict
+
+    def recorded(context: torch.Tensor, *args: Any, **kwargs: Any) -> Forecast:
+        calls.append((len(context), kwargs["seeds"]))
+        return predict(context, *args, **kwargs)
+
+    trainer.forecaster.predict = recorded  # type: ignore[method-assign]
+    first = trainer.validation_forecast_metrics()
+    pairs = trainer.forecast_set.pairs
+    assert len(pairs) % 16 and {size for size, _ in calls} == {16}
+    seeds = np.concatenate([s for _, s in calls])[: len(pairs)]
+    expected = series_seeds(
+        _forecast_seed(trainer.config.seed), pairs.window_ids, pairs.start_s, list(pairs.vitals)
+    )
+    assert np.array_equal(seeds, expected)
+    assert len(set(np.concatenate([s for _, s in calls]).tolist())) == 16 * len(calls)
+    assert trainer.validation_forecast_metrics()["crps"] == first["crps"]
