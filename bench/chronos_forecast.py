@@ -7,9 +7,9 @@ by the engine (``ChronosForecaster.load``) and by the library
 (``BaseChronosPipeline.from_pretrained``). Then, on the same windows (the study's test
 windows ``results/windows/test.npz`` if present, else ``toy_windows``), all vitals:
 
-* engine: :func:`vitalfm.engine.forecast.forecast_windows` (batches of ``--batch-size``
-  series; Bolt and Chronos-2 are deterministic, so it hands them several batches' series per
-  call; returns the parquet-ready table with median and the study's quantile levels);
+* engine: :func:`vitalfm.engine.forecast.forecast_windows` (calls of exactly
+  ``--batch-size`` series, the last one padded; returns the parquet-ready table with median
+  and the study's quantile levels);
 * library, per window: ``pipeline.predict`` on one context at a time, then the median and the
   same quantile levels (Bolt / Chronos-2: linear interpolation between the model's own
   levels, NaN outside them, as the engine does; Chronos-T5: ``torch.quantile`` of the
@@ -142,9 +142,8 @@ def engine_forecast(
 
     forecaster.t5_sampler = sampler
     started = time.perf_counter()
-    table, facts = forecast_windows(
-        forecaster, windows, windows.vital_names, config, progress=False
-    )
+    result = forecast_windows(forecaster, windows, windows.vital_names, config, progress=False)
+    table, facts = result.table, result.facts
     seconds = time.perf_counter() - started
     levels = facts["quantile_levels"]
     h = windows.horizon_steps

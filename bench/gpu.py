@@ -344,7 +344,7 @@ def forecast_model(
     def engine(repeat: int) -> dict[str, Any]:
         _sync(device)
         started = time.perf_counter()
-        table, _ = forecast_windows(forecaster, windows, VITALS, config, progress=False)
+        table = forecast_windows(forecaster, windows, VITALS, config, progress=False).table
         _sync(device)
         seconds = time.perf_counter() - started
         median = table.column("median").to_numpy().reshape(-1, HORIZON)

@@ -7,9 +7,9 @@ released small model (``moirai-1.x-R-small``: d_model 384, 6 layers; ``moirai-2.
 d_model 384, d_ff 1024, 6 layers, 4 predicted tokens). Windows: the study's test windows
 (``results/windows/test.npz``) if present, else ``toy_windows``; every vital. Routes:
 
-* engine: :func:`vitalfm.engine.forecast.forecast_windows` (batches of ``--batch-size``;
-  Moirai-2 is deterministic, so it gets several batches' series per call; the parquet-ready
-  table with median and the study's quantile levels);
+* engine: :func:`vitalfm.engine.forecast.forecast_windows` (calls of exactly
+  ``--batch-size`` series, the last one padded; the parquet-ready table with median and the
+  study's quantile levels);
 * MOIRAI 1.x, library: ``MoiraiForecast.create_predictor(batch_size).predict`` (uni2ts's
   gluonts predictor) on a ``ListDataset`` per vital, each context as a series starting at its
   first value; then the same quantile levels from the sample paths;
@@ -147,9 +147,8 @@ def engine_forecast(
 
     forecaster.sampler = sampler
     started = time.perf_counter()
-    table, facts = forecast_windows(
-        forecaster, windows, windows.vital_names, config, progress=False
-    )
+    result = forecast_windows(forecaster, windows, windows.vital_names, config, progress=False)
+    table, facts = result.table, result.facts
     seconds = time.perf_counter() - started
     h = windows.horizon_steps
     quantiles = np.stack(

@@ -154,7 +154,8 @@ def measure_forecast(
     config = ForecastConfig(num_samples=num_samples, batch_size=batch)
     started = time.perf_counter()
     chosen = tuple(vitals or test.vital_names)
-    table, facts = forecast_windows(forecaster, test, chosen, config, progress=False)
+    result = forecast_windows(forecaster, test, chosen, config, progress=False)
+    table, facts = result.table, result.facts
     return {
         "series": facts["series"],
         "series_per_s": facts["series_per_s"],

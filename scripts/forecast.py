@@ -22,6 +22,7 @@ def step(sm):
         list(sm.output.metadata),
         run_dir=optional_input(sm, "run"),
         standin_dir=optional_input(sm, "standin"),
+        out_paths=list(sm.output.paths),
     )
 
 

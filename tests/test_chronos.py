@@ -107,9 +107,9 @@ def test_engine_zero_shot_equals_library_predict_window_by_window(
 ) -> None:
     forecaster = load(standin_dirs[name])
     windows = toy_windows("test", n_stays=2)
-    table, _ = forecast_windows(
+    table = forecast_windows(
         forecaster, windows, VITALS, ForecastConfig(batch_size=16), progress=False
-    )
+    ).table
     frame = table.to_pandas()
     pipeline = load(standin_dirs[name]).pipeline  # a separate copy, called per window
     for vital in VITALS:

@@ -6,19 +6,26 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from vitalfm.engine import forecast as engine_forecast
-from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
+from vitalfm.engine.forecast import (
+    ForecastConfig,
+    forecast_windows,
+    paths_schema,
+    series_seeds,
+    to_quantiles,
+)
 from vitalfm.engine.train import Trainer, TrainingConfig, TrainingError
 from vitalfm.engine.training_data import WindowTrainingData, usable_rows
 from vitalfm.errors import ConfigError
 from vitalfm.methods import MethodSpec
 from vitalfm.methods.adapting import adapt
 from vitalfm.models.base import Forecast, ModelError, TimeAxis
+from vitalfm.models.baselines.persistence import PersistenceForecaster
 from vitalfm.models.chronos import ChronosBoltForecaster, ChronosForecaster
 from vitalfm.models.moirai import MoiraiForecaster
 from vitalfm.testing import toy_windows
@@ -164,72 +171,116 @@ def test_to_quantiles_copies_native_levels_and_keeps_infinities() -> None:
     assert torch.isnan(q[:, 4]).all()  # outside the model's levels
 
 
-def deterministic_standin(name: str) -> ChronosForecaster | MoiraiForecaster:
-    family = MoiraiForecaster if name.startswith("moirai") else ChronosForecaster
-    return family.standin(name, horizon=12, seed=0)
+class SeededNoise(PersistenceForecaster):
+    """A sampling stand-in: each row's paths are its last value plus noise drawn from
+    ``np.random.default_rng(seeds[row])``, so a test knows every path the engine must write."""
+
+    def predict(self, context, horizon, num_samples, time=None, seeds=None):  # type: ignore[override]
+        assert seeds is not None and seeds.dtype == np.int64 and len(seeds) == len(context)
+        last = torch.nan_to_num(context.float()).amax(dim=1).numpy()
+        paths = np.stack(
+            [
+                last[i] + np.random.default_rng(int(seed)).standard_normal((num_samples, horizon))
+                for i, seed in enumerate(seeds)
+            ]
+        ).astype(np.float32)
+        samples = torch.from_numpy(paths)
+        return Forecast(median=samples.quantile(0.5, dim=1), samples=samples)
 
 
-@pytest.mark.parametrize("name", ["chronos-bolt", "chronos-2", "moirai-2"])
-def test_deterministic_families_forecast_the_same_in_fewer_calls(name: str) -> None:
-    """A deterministic family gets several batches' series (of any vital) per call: the
-    table is the one that batch-by-batch calls give (equal up to float rounding, which may
-    depend on how many rows a matrix product has)."""
-    forecaster = deterministic_standin(name)
-    assert forecaster.deterministic
-    windows = toy_windows("test", n_stays=4)
-    config = ForecastConfig(batch_size=8)
-    sizes: list[int] = []
+def seeded_noise() -> SeededNoise:
+    return SeededNoise.from_scratch({}, 24, 12, 0)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("name", ["chronos-bolt", "persistence"])
+def test_every_call_has_the_batch_size_and_padding_is_discarded(name: str) -> None:
+    """Calls of exactly forecast.batch_size rows (the last padded with copies of its first
+    series, with their own seeds) across vitals; the table holds the real series only, and
+    equals what one call per series of the same shape gives."""
+    forecaster = (
+        ChronosForecaster.standin(name, horizon=12, seed=0)
+        if name.startswith("chronos")
+        else PersistenceForecaster.from_scratch({}, 24, 12, 0)
+    )
+    windows = toy_windows("test", n_stays=3)
+    config = ForecastConfig(batch_size=8, seed=5)
+    calls: list[tuple[int, np.ndarray]] = []
     predict = forecaster.predict
 
-    def counted(context: torch.Tensor, *args: object, **kwargs: object) -> Forecast:
-        sizes.append(len(context))
+    def counted(context: torch.Tensor, *args: object, **kwargs: Any) -> Forecast:
+        calls.append((len(context), kwargs["seeds"]))
         return predict(context, *args, **kwargs)
 
     forecaster.predict = counted  # type: ignore[method-assign]
-    together, _ = forecast_windows(forecaster, windows, VITALS, config, progress=False)
-    calls_together = len(sizes)
-    sizes.clear()
-    forecaster.deterministic = False  # type: ignore[misc]
-    one_by_one, _ = forecast_windows(forecaster, windows, VITALS, config, progress=False)
+    result = forecast_windows(forecaster, windows, VITALS, config, progress=False)
     series = sum(len(usable_rows(windows, v)) for v in VITALS)
-    batches = sum(-(-len(usable_rows(windows, v)) // 8) for v in VITALS)
-    assert calls_together == 1 and len(sizes) == batches > 2 and sum(sizes) == series
-    assert together.schema == one_by_one.schema
-    for column in together.column_names:
-        mine, theirs = together.column(column).to_numpy(), one_by_one.column(column).to_numpy()
-        if mine.dtype.kind == "f":
-            np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-4)
-        else:
-            assert np.array_equal(mine, theirs)
+    assert series % 8  # the last call is padded
+    assert [size for size, _ in calls] == [8] * -(-series // 8)
+    assert result.facts["calls"] == len(calls)
+    assert result.facts["padded_series"] == 8 * len(calls) - series
+    seeds = np.concatenate([s for _, s in calls])
+    assert len(set(seeds.tolist())) == len(seeds)  # padding rows draw their own streams
+    assert result.table.num_rows == series * 12
+    assert result.paths.num_rows == 0  # quantiles only: no paths
+    assert result.paths.schema == paths_schema(config.num_samples)
 
 
-def test_deterministic_calls_are_cut_evenly_and_sampling_batches_keep_their_seeds() -> None:
-    counts = [("heart_rate", 300), ("mbp", 0), ("spo2", 150)]
-    config = ForecastConfig(batch_size=128, seed=2)
-    sampling = engine_forecast._calls(counts, config, deterministic=False, limit=200)
-    assert [(c.vital, c.start, c.stop) for c in sampling] == [
-        ("heart_rate", 0, 128),
-        ("heart_rate", 128, 256),
-        ("heart_rate", 256, 300),
-        ("spo2", 300, 428),
-        ("spo2", 428, 450),
-    ]
-    assert [c.seed for c in sampling] == [2 * 1_000_003 + i for i in range(5)]
-    together = engine_forecast._calls(counts, config, deterministic=True, limit=200)
-    assert [(c.vital, c.start, c.stop, c.seed) for c in together] == [
-        ("heart_rate", 0, 150, None),
-        ("heart_rate", 150, 300, None),
-        ("spo2", 300, 450, None),
-    ]
-    assert engine_forecast._calls([("mbp", 0)], config, True, 200) == []
+def test_sample_paths_are_the_forecast_samples_at_observed_points() -> None:
+    windows = toy_windows("test", n_stays=3)
+    config = ForecastConfig(num_samples=5, batch_size=8, seed=2)
+    result = forecast_windows(seeded_noise(), windows, VITALS, config, progress=False)
+    table, paths = result.table.to_pandas(), result.paths
+    assert paths.schema == paths_schema(5)
+    observed = table[table.observed]
+    assert paths.num_rows == len(observed) > 0
+    assert np.array_equal(paths.column("window_id").to_numpy(), observed.window_id.to_numpy())
+    assert np.array_equal(paths.column("step").to_numpy(), observed.step.to_numpy())
+    assert paths.column("vital").to_pylist() == observed.vital.astype(str).tolist()
+    samples = np.stack(paths.column("samples").to_numpy(zero_copy_only=False))
+    assert samples.dtype == np.float32 and samples.shape == (len(observed), 5)
+    # each series' own stream, at its observed steps
+    start_s = windows.window_start_seconds()
+    for vital in VITALS:
+        rows = usable_rows(windows, vital)
+        seeds = series_seeds(
+            config.seed, windows.window_icustay_ids()[rows], start_s[rows], [vital] * len(rows)
+        )
+        mask = windows.horizon_observed_mask(vital, rows)
+        last = np.nanmax(windows.context(vital, rows), axis=1).astype(np.float32)
+        for i in (0, len(rows) - 1):
+            drawn = np.random.default_rng(int(seeds[i])).standard_normal((5, 12))
+            expected = (last[i] + drawn).astype(np.float32)[:, mask[i]].T
+            mine = (observed.window_id.to_numpy() == rows[i]) & (observed.vital == vital).to_numpy()
+            assert np.array_equal(samples[mine], expected)
+    # the table's quantiles are those of the same paths
+    assert np.allclose(table["median"], table["q0.5"], atol=1e-5)
+
+
+def test_a_quantile_family_writes_an_empty_paths_table(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from vitalfm.io import write_parquet
+
+    config = ForecastConfig(num_samples=7, batch_size=16)
+    result = forecast_windows(
+        PersistenceForecaster.from_scratch({}, 24, 12, 0),
+        toy_windows("test", n_stays=2),
+        VITALS,
+        config,
+        progress=False,
+    )
+    write_parquet(result.paths, tmp_path / "p.parquet")
+    back = pq.read_table(tmp_path / "p.parquet")
+    assert back.num_rows == 0 and back.schema == paths_schema(7)
 
 
 def test_forecast_table_has_truth_masks_and_ordered_quantiles() -> None:
     forecaster = ChronosForecaster.standin("chronos-2", horizon=12, seed=0)
     windows = toy_windows("test", n_stays=3)
-    table, facts = forecast_windows(
+    result = forecast_windows(
         forecaster, windows, ("heart_rate", "mbp"), ForecastConfig(batch_size=7), progress=False
     )
+    table, facts = result.table, result.facts
     frame = table.to_pandas()
     expected_series = sum(len(usable_rows(windows, v)) for v in ("heart_rate", "mbp"))
     assert facts["series"] == expected_series and len(frame) == expected_series * 12
@@ -292,22 +343,23 @@ def test_batches_and_forecasts_carry_when_each_window_was_measured() -> None:
     seen: list[TimeAxis] = []
 
     class Recorder(ChronosBoltForecaster):
-        def predict(self, context, horizon, num_samples, time=None):  # type: ignore[override]
+        def predict(self, context, horizon, num_samples, time=None, seeds=None):  # type: ignore[override]
             seen.append(time)
-            return super().predict(context, horizon, num_samples, time)
+            return super().predict(context, horizon, num_samples, time, seeds)
 
     recorder = Recorder(
         ChronosForecaster.standin("chronos-bolt", 12, 0).pipeline, lora_bolt().source
     )
-    table, _ = forecast_windows(
+    table = forecast_windows(
         recorder, windows, ("heart_rate",), ForecastConfig(batch_size=4), progress=False
-    )
+    ).table
     first_window = table.column("window_id").to_numpy()[0]
     assert seen[0] is not None
     assert seen[0].timestamps(1)[0, 0] == frame["context_start"].to_numpy()[first_window].astype(
         "datetime64[s]"
     )
-    assert sum(len(axis.start_s) for axis in seen) == table.num_rows // windows.horizon_steps
+    series = table.num_rows // windows.horizon_steps  # each call of 4 rows, the last padded
+    assert sum(len(axis.start_s) for axis in seen) == 4 * -(-series // 4)
 
 
 def test_unknown_model_options_are_refused_with_the_allowed_ones() -> None:
@@ -376,9 +428,9 @@ def test_validation_metrics_equal_the_study_scoring(tmp_path: Path) -> None:
     windows = toy_windows("validation", n_stays=2, seed=1)
     assert len(trainer.forecast_set) == sum(len(usable_rows(windows, v)) for v in RANGES)
     got = trainer.validation_forecast_metrics()
-    table, _ = forecast_windows(
+    table = forecast_windows(
         trainer.forecaster, windows, tuple(RANGES), ForecastConfig(num_samples=1), progress=False
-    )
+    ).table
     scores = score_forecasts(table.to_pandas(), windows, RANGES, "bolt")
     cell = scores[(scores.scale == "minmax") & (scores.vital == "all") & (scores.step == 0)]
     n_points = cell["n_points"].sum()
@@ -390,7 +442,6 @@ def test_validation_metrics_equal_the_study_scoring(tmp_path: Path) -> None:
 def test_validation_forecasts_use_a_fixed_seed_and_leave_training_rng_alone(
     tmp_path: Path,
 ) -> None:
-    from vitalfm.models.moirai import MoiraiForecaster
 
     forecaster = MoiraiForecaster.standin("moirai", horizon=12, seed=0)  # a sampling model
     forecaster.module.requires_grad_(True)
@@ -538,3 +589,52 @@ def test_pretraining_on_the_corpus_selects_on_the_loss(tmp_path: Path) -> None:
     assert trainer.forecast_set is None and result.selection_metric == "loss"
     assert result.best_validation_score == result.best_validation_loss
     assert result.validation_forecast == {}
+
+
+def test_a_predictor_gets_each_rows_vital_and_seed_without_padding() -> None:
+    """The oracle's route: a predictor sees the window rows, each row's vital and series seed
+    (calls may span vitals), and only real series."""
+    windows = toy_windows("test", n_stays=3)
+    config = ForecastConfig(num_samples=4, batch_size=8, seed=9)
+    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def predictor(rows, vitals, context, time, n, seeds):  # type: ignore[no-untyped-def]
+        seen.append((rows, vitals, seeds))
+        paths = context.nan_to_num().amax(dim=1)[:, None, None].expand(-1, n, 12).contiguous()
+        return Forecast(median=paths[:, 0], samples=paths)
+
+    result = forecast_windows(None, windows, VITALS, config, progress=False, predictor=predictor)
+    rows = np.concatenate([r for r, _, _ in seen])
+    vitals = np.concatenate([v for _, v, _ in seen])
+    seeds = np.concatenate([s for _, _, s in seen])
+    expected_rows = np.concatenate([usable_rows(windows, v) for v in VITALS])
+    assert np.array_equal(rows, expected_rows) and len(seen) == -(-len(rows) // 8)
+    assert any(len(set(v.tolist())) == 2 for _, v, _ in seen)  # a call across vitals
+    start_s, stays = windows.window_start_seconds(), windows.window_icustay_ids()
+    assert np.array_equal(seeds, series_seeds(9, stays[rows], start_s[rows], vitals.tolist()))
+    assert result.facts["padded_series"] == 0
+    assert result.paths.num_rows == int(result.table.column("observed").to_numpy().sum())
+
+
+def test_validation_forecasts_seed_each_series_in_calls_of_one_shape(tmp_path: Path) -> None:
+    from vitalfm.engine.train import _forecast_seed
+
+    trainer = make_trainer(tmp_path, validation_batch_size=16)
+    calls: list[tuple[int, np.ndarray]] = []
+    predict = trainer.forecaster.predict
+
+    def recorded(context: torch.Tensor, *args: Any, **kwargs: Any) -> Forecast:
+        calls.append((len(context), kwargs["seeds"]))
+        return predict(context, *args, **kwargs)
+
+    trainer.forecaster.predict = recorded  # type: ignore[method-assign]
+    first = trainer.validation_forecast_metrics()
+    pairs = trainer.forecast_set.pairs
+    assert len(pairs) % 16 and {size for size, _ in calls} == {16}
+    seeds = np.concatenate([s for _, s in calls])[: len(pairs)]
+    expected = series_seeds(
+        _forecast_seed(trainer.config.seed), pairs.window_ids, pairs.start_s, list(pairs.vitals)
+    )
+    assert np.array_equal(seeds, expected)
+    assert len(set(np.concatenate([s for _, s in calls]).tolist())) == 16 * len(calls)
+    assert trainer.validation_forecast_metrics()["crps"] == first["crps"]

@@ -164,7 +164,7 @@ def test_engine_samples_equal_moirai_forecast_for_the_same_seed(
     forecaster.sampler = "library"
     windows = toy_windows("test", n_stays=2)
     config = ForecastConfig(num_samples=12, batch_size=256, seed=3)
-    table, _ = forecast_windows(forecaster, windows, VITALS, config, progress=False)
+    table = forecast_windows(forecaster, windows, VITALS, config, progress=False).table
     frame = table.to_pandas()
     net = uni2ts_forecast(
         standin_dirs["moirai"], 24, patch_size=patch_size, num_samples=config.num_samples

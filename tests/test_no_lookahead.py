@@ -188,7 +188,7 @@ def test_forecasts_ignore_what_follows_the_origin(family: str, fill: str) -> Non
     forecaster = FAMILIES[family]()
     config = ForecastConfig(num_samples=8, batch_size=1, seed=3)
     frames = [
-        forecast_windows(forecaster, w, VITALS, config, progress=False)[0].to_pandas()
+        forecast_windows(forecaster, w, VITALS, config, progress=False).table.to_pandas()
         for w in (before, after)
     ]
     keep = [f["window_id"].isin(np.flatnonzero(unchanged)).to_numpy() for f in frames]

@@ -264,3 +264,21 @@ def test_ensemble_crps_and_persistence_helpers_against_their_definitions() -> No
     np.testing.assert_allclose(ensemble_crps(samples, y), expected, atol=1e-12)
     context = np.array([[1.0, np.nan, 3.0, np.nan], [np.nan] * 4, [5.0, 6.0, 7.0, 8.0]])
     np.testing.assert_array_equal(persistence_forecast(context), [3.0, np.nan, 8.0])
+
+
+def test_per_series_seeds_make_each_series_draws_its_own(windows: pd.DataFrame) -> None:
+    """With one seed per series (what the engine passes), a series' draws do not depend on
+    which other series are asked with it, their number or order."""
+    w = windows.iloc[:12]
+    ids, origins = w.icustay_id.to_numpy(), w.origin_s.to_numpy()
+    seeds = np.arange(100, 112, dtype=np.int64) * 7_919
+    states = oracle_module.oracle_states(CFG, ids)
+    every = states.samples(ids, origins, "mbp", HORIZON, FREQ, 16, seeds)
+    assert np.isfinite(every).all()
+    picked = np.array([9, 2, 5])
+    some = states.samples(ids[picked], origins[picked], "mbp", HORIZON, FREQ, 16, seeds[picked])
+    np.testing.assert_array_equal(some, every[picked])
+    threaded = states.samples(ids, origins, "mbp", HORIZON, FREQ, 16, seeds, threads=2)
+    np.testing.assert_array_equal(threaded, every)
+    with pytest.raises(ConfigError, match="seeds for"):
+        states.samples(ids, origins, "mbp", HORIZON, FREQ, 16, seeds[:3])

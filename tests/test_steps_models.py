@@ -16,7 +16,7 @@ import torch
 from vitalfm import job_settings
 from vitalfm.config import validate_config
 from vitalfm.engine.checkpoints import finish_checkpoints
-from vitalfm.engine.forecast import ForecastError, replicate_seed
+from vitalfm.engine.forecast import ForecastError, paths_schema, replicate_seed
 from vitalfm.engine.training_config import TrainingError
 from vitalfm.errors import ConfigError
 from vitalfm.models.base import ModelError
@@ -182,6 +182,12 @@ def test_a_zero_shot_baseline_forecasts_without_a_run_folder(
     )
     assert meta["parameters"] == {"trainable": 0, "total": 0, "base_total": 0}
     assert json.loads(out.with_suffix(".json").read_text())["run"] == "persistence/zero_shot"
+    # the sample paths beside the table: none for a quantile model, in the paths schema
+    paths = pq.read_table(tmp_path / "persistence.paths.parquet")
+    assert models.sample_paths_file(out) == tmp_path / "persistence.paths.parquet"
+    assert paths.num_rows == 0 and paths.schema == paths_schema(
+        meta["forecast_config"]["num_samples"]
+    )
 
 
 def test_an_untrained_run_has_nothing_to_finetune(

@@ -146,6 +146,10 @@ def test_every_family_adapts_its_pretrained_standin(study: Path, model: str) -> 
             table = pd.read_parquet(path.with_suffix(".parquet"))
             assert len(table) == forecast["forecast"]["rows"] > 0
             assert (table["q0.1"] <= table["q0.9"]).all()
+            # sample paths at the observed points (none from a quantile model)
+            paths = pd.read_parquet(path.with_suffix(".paths.parquet"))
+            assert len(paths) == forecast["forecast"]["path_rows"]
+            assert len(paths) in (0, int(table["observed"].sum()))
             totals.add(forecast["parameters"]["base_total"])
         if setting == "zero_shot":
             continue

@@ -71,6 +71,11 @@ rule forecast:
             "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.parquet",
             split=SPLITS_SCORED,
         ),
+        # the sample paths at the observed horizon points (no rows for a quantile model)
+        paths=expand(
+            "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.paths.parquet",
+            split=SPLITS_SCORED,
+        ),
         metadata=expand(
             "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.json",
             split=SPLITS_SCORED,

@@ -2,7 +2,9 @@
 
 The same function serves zero-shot and adapted models: only the forecaster's module differs.
 Each row is one (window, vital, horizon step) with the truth, whether it is scorable
-(observed, not filled), the median and the study's quantile levels, all in original units.
+(observed, not filled), the median and the study's quantile levels, all in original units; a
+second table holds the sample paths at the observed points (:class:`WindowForecasts`). No
+series' forecast depends on the others forecast with it (:func:`forecast_windows`).
 A :data:`Predictor` stands in for a forecaster where the forecasts come from elsewhere (the
 synthetic study's oracle, :func:`oracle_predictor`).
 """
@@ -10,9 +12,9 @@ synthetic study's oracle, :func:`oracle_predictor`).
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,84 +117,107 @@ def replicate_seed(base: int, seed: int) -> int:
     return int(np.random.SeedSequence([int(base), int(seed)]).generate_state(1)[0]) % 2**31
 
 
-#: ``predict(vital, rows, context, time, num_samples, batch_seed) -> Forecast`` for window
-#: rows of one vital: what :func:`forecast_windows` calls instead of a forecaster (the oracle).
-Predictor = Callable[[str, np.ndarray, torch.Tensor, TimeAxis, int, int], Forecast]
+#: A series' sampling seed keys its own random stream (see :func:`series_seeds`); the tags
+#: keep these streams apart from the other uses of the same replicate seed.
+_SERIES_TAG, _PADDING_TAG = 17, 18
+_U64, _U63 = (1 << 64) - 1, (1 << 63) - 1
+
+
+def series_seeds(
+    seed: int, stay_ids: np.ndarray, start_s: np.ndarray, vitals: Sequence[str]
+) -> np.ndarray:
+    """int64 [N] in ``[0, 2**63)``: series ``i``'s sampling seed, from the replicate's forecast
+    seed, its window's ``icustay_id`` and the epoch second its context starts, and its vital
+    (``zlib.crc32`` of the name), through :class:`numpy.random.SeedSequence`: never from its
+    place among other series, so adding, removing or reordering others leaves it alone."""
+    codes = {vital: zlib.crc32(str(vital).encode()) for vital in set(vitals)}
+    out = np.empty(len(stay_ids), np.int64)
+    base = int(seed) & _U64
+    for i, (stay, start, vital) in enumerate(
+        zip(np.asarray(stay_ids).tolist(), np.asarray(start_s).tolist(), vitals, strict=True)
+    ):
+        entropy = [base, _SERIES_TAG, int(stay) & _U64, int(start) & _U64, codes[vital]]
+        out[i] = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & _U63
+    return out
+
+
+def padding_seeds(seed: int, count: int) -> np.ndarray:
+    """int64 [count]: seeds of the padding rows of a call (distinct streams; discarded)."""
+    state = np.random.SeedSequence([int(seed) & _U64, _PADDING_TAG]).generate_state(
+        max(count, 0), np.uint64
+    )
+    return (state & np.uint64(_U63)).astype(np.int64)
+
+
+#: ``predict(rows, vitals, context, time, num_samples, seeds) -> Forecast``: what
+#: :func:`forecast_windows` calls instead of a forecaster (the oracle) for window rows
+#: ``rows`` [B], their vitals (str [B]) and their series' seeds (int64 [B],
+#: :func:`series_seeds`); row ``i`` must depend on row ``i``'s inputs only.
+Predictor = Callable[[np.ndarray, np.ndarray, torch.Tensor, TimeAxis, int, np.ndarray], Forecast]
 
 
 def oracle_predictor(synthetic: Mapping[str, Any], windows: WindowSet) -> Predictor:
     """The synthetic study's reference: samples of each horizon bin from the generator's own
-    state at the window's origin (:func:`vitalfm.synthetic.oracle.oracle_samples`);
-    ``synthetic`` is the generator's settings (the config's ``synthetic`` section)."""
+    state at the window's origin (:func:`vitalfm.synthetic.oracle.oracle_samples`), each
+    series drawn from its own stream (its seed); ``synthetic`` is the generator's settings
+    (the config's ``synthetic`` section)."""
     from vitalfm.synthetic.oracle import oracle_samples
 
     stays, origins = windows.window_icustay_ids(), windows.origin_seconds()
 
     def predict(
-        vital: str, rows: np.ndarray, context: torch.Tensor, time: Any, samples: int, seed: int
+        rows: np.ndarray,
+        vitals: np.ndarray,
+        context: torch.Tensor,
+        time: Any,
+        samples: int,
+        seeds: np.ndarray,
     ) -> Forecast:
-        drawn = oracle_samples(
-            synthetic,
-            stays[rows],
-            origins[rows],
-            vital,
-            windows.horizon_steps,
-            windows.frequency_minutes,
-            samples,
-            seed,
-        )
-        paths = torch.from_numpy(np.ascontiguousarray(drawn, dtype=np.float32))
+        drawn = np.empty((len(rows), samples, windows.horizon_steps), np.float32)
+        for vital in dict.fromkeys(vitals.tolist()):
+            mine = np.flatnonzero(vitals == vital)
+            drawn[mine] = oracle_samples(
+                synthetic,
+                stays[rows[mine]],
+                origins[rows[mine]],
+                vital,
+                windows.horizon_steps,
+                windows.frequency_minutes,
+                samples,
+                seeds[mine],
+            )
+        paths = torch.from_numpy(drawn)
         return Forecast(median=paths.quantile(0.5, dim=1), samples=paths)
 
     return predict
 
 
-#: A deterministic forecaster (:attr:`Forecaster.deterministic`) is called with the series of
-#: several of the study's batches at once: calls of equal size holding at most this many context
-#: values (or one batch, if that is larger). For the study's contexts (24 steps) that is up to
-#: 1,365 series a call instead of 128. Measured (bench/chronos_forecast.py,
-#: bench/moirai_forecast.py): each call of a small model costs several ms of Python in the
-#: libraries, and a model of the released small size slows down again beyond ~800 series a call
-#: (its activations outgrow the CPU caches). The call's input stays tiny next to one batch of
-#: long contexts, so forecast.batch_size still bounds the memory.
-DETERMINISTIC_CALL_VALUES = 2**15
+def paths_schema(num_samples: int) -> pa.Schema:
+    """The sample-path table's schema (:class:`WindowForecasts`)."""
+    return pa.schema(
+        [
+            ("window_id", pa.int64()),
+            ("vital", pa.string()),
+            ("step", pa.int16()),
+            ("samples", pa.list_(pa.float32(), int(num_samples))),
+        ]
+    )
 
 
 @dataclass(frozen=True)
-class _Call:
-    """One predict call: series ``start:stop`` in the engine's order (vital by vital), the
-    vital of its first series, and its sampling seed (None: a deterministic call, unseeded)."""
+class WindowForecasts:
+    """What :func:`forecast_windows` returns.
 
-    vital: str
-    start: int
-    stop: int
-    seed: int | None
+    ``table``: one row per (window, vital, horizon step) with the truth, the median and the
+    quantile levels. ``paths``: the forecast's sample paths at the observed horizon points,
+    one row per (window, vital, step) whose ``observed`` is true in ``table``, in the same
+    order (:func:`paths_schema`: ``samples`` is a fixed-size list of ``num_samples`` float32);
+    no rows when the model forecasts quantiles, not samples. ``facts``: timing and counts.
+    """
 
-
-def _calls(
-    counts: Sequence[tuple[str, int]], config: ForecastConfig, deterministic: bool, limit: int
-) -> list[_Call]:
-    """The predict calls over ``counts`` (series per vital, in order): one per batch of
-    ``config.batch_size`` series of a vital, batch ``i`` (counted over all vitals) seeded with
-    ``config.seed * 1_000_003 + i``; for a deterministic forecaster the same series in as few
-    equal calls of at most ``limit`` series as will do, across vitals."""
-    batches: list[_Call] = []
-    offset = 0
-    for vital, count in counts:
-        for start in range(0, count, config.batch_size):
-            stop = min(start + config.batch_size, count)
-            seed = config.seed * 1_000_003 + len(batches)
-            batches.append(_Call(vital, offset + start, offset + stop, seed))
-        offset += count
-    if not deterministic or not batches:
-        return batches
-    bounds = np.linspace(0, offset, -(-offset // limit) + 1).round().astype(int).tolist()
-    firsts = np.cumsum([count for _, count in counts])
-    vital_of = [vital for vital, _ in counts]
-    return [
-        _Call(vital_of[int(np.searchsorted(firsts, start, side="right"))], start, stop, None)
-        for start, stop in itertools.pairwise(bounds)
-    ]
+    table: pa.Table
+    paths: pa.Table
+    facts: dict[str, Any]
 
 
 def forecast_windows(
@@ -202,29 +227,46 @@ def forecast_windows(
     config: ForecastConfig,
     progress: bool = True,
     predictor: Predictor | None = None,
-) -> tuple[pa.Table, dict[str, float]]:
-    """Forecast every scorable window of every vital (see :func:`usable_rows`); returns the
-    table and timing facts. ``predictor`` replaces ``forecaster.predict`` (see
+) -> WindowForecasts:
+    """Forecast every scorable window of every vital (see :func:`usable_rows`): the
+    forecast table, the sample paths at its observed points and timing facts
+    (:class:`WindowForecasts`). ``predictor`` replaces ``forecaster.predict`` (see
     :data:`Predictor`).
 
-    The series are cut into batches of ``config.batch_size`` per vital; batch ``i`` (counted
-    over all vitals) samples from ``torch.manual_seed(config.seed * 1_000_003 + i)``. A
-    deterministic forecaster (:attr:`Forecaster.deterministic`: no random draws, each row's
-    forecast depends on its own context only) is called with several batches' series at once
-    (:data:`DETERMINISTIC_CALL_VALUES`): the same rows, the same forecasts (up to the last bit
-    in the tests: tests/test_engine.py), in fewer calls.
+    Patient isolation: a series' forecast (quantiles and paths, bit for bit on CPU) does not
+    depend on which other series are forecast with it, their number or order
+    (tests/test_patient_isolation.py). The series (vital by vital, windows
+    ascending) are cut into calls of exactly ``config.batch_size`` rows, the last one padded
+    with copies of its first series (given their own seeds, their outputs discarded): CPU
+    kernels may round differently for another number of rows (measured: 1 ulp for
+    Chronos-Bolt, Chronos-2 and Moirai-2), so every call has the same shape. Each series
+    draws from its own random stream (``seeds``, :func:`series_seeds`), never from its
+    position in a call. A predictor is called per call without padding.
+
+    Fixed-shape calls replace the earlier merging of a deterministic model's batches into
+    calls of up to 2**15 context values, whose size followed the number of series. Measured
+    (toy windows, 1,540 series, context 24, batch 128, 1 CPU thread, median of 5): Chronos-Bolt
+    stand-in 0.049 s merged vs 0.096 s fixed, Chronos-2 0.080 vs 0.112 s, Moirai-2 0.037 vs
+    0.083 s: 1.4-2.2x, a few hundredths of a second per 1,500 series.
     """
     if (forecaster is None) == (predictor is None):
         raise ModelError("forecast_windows needs a forecaster or a predictor", "pass one")
+    if config.batch_size < 1:
+        raise ModelError(f"forecast batch size {config.batch_size}", "set forecast.batch_size >= 1")
     horizon = windows.horizon_steps
-    deterministic = predictor is None and forecaster is not None and forecaster.deterministic
+    pad = predictor is None
     if predictor is None:
         model = forecaster
 
         def predictor(
-            vital: str, rows: np.ndarray, context: torch.Tensor, time: TimeAxis, n: int, seed: int
+            rows: np.ndarray,
+            vitals: np.ndarray,
+            context: torch.Tensor,
+            time: TimeAxis,
+            n: int,
+            seeds: np.ndarray,
         ) -> Forecast:
-            return model.predict(context, horizon, n, time=time)
+            return model.predict(context, horizon, n, time=time, seeds=seeds)
 
     levels = tuple(config.quantile_levels)
     if 0.5 not in levels:
@@ -234,35 +276,13 @@ def forecast_windows(
     rows_of = {vital: usable_rows(windows, vital) for vital in vitals}
     present = [vital for vital in vitals if len(rows_of[vital])]
     rows = np.concatenate([rows_of[v] for v in vitals]) if vitals else np.zeros(0, np.int64)
+    series_vital = np.concatenate(
+        [np.full(len(rows_of[v]), v, dtype=object) for v in vitals] or [np.zeros(0, object)]
+    )
     contexts = [windows.context(v, rows_of[v]) for v in vitals]
     context_all = np.ascontiguousarray(
         np.concatenate(contexts) if contexts else np.zeros((0, windows.context_steps))
     )
-    limit = max(config.batch_size, DETERMINISTIC_CALL_VALUES // max(1, windows.context_steps))
-    n_series = len(rows)
-    window_start_s, step_s = windows.window_start_seconds()[rows], windows.frequency_minutes * 60
-    median = np.empty((n_series, horizon), np.float32)
-    # level-major, so that each quantile column is one contiguous block
-    quantiles = np.empty((len(levels), n_series, horizon), np.float32)
-
-    started = time.perf_counter()
-    bar = tqdm(total=n_series, desc="forecast", disable=not progress, mininterval=15.0)
-    counts = [(vital, len(rows_of[vital])) for vital in vitals]
-    # a deterministic call may span vitals: its vital and seed go unused (forecaster.predict)
-    for call in _calls(counts, config, deterministic, limit):
-        first, stop = call.start, call.stop
-        if call.seed is not None:  # (a deterministic call draws nothing)
-            torch.manual_seed(call.seed)
-        context = torch.from_numpy(context_all[first:stop])
-        axis = TimeAxis(window_start_s[first:stop], step_s)
-        seed = 0 if call.seed is None else call.seed
-        forecast = predictor(call.vital, rows[first:stop], context, axis, config.num_samples, seed)
-        median[first:stop] = forecast.median.float().cpu().numpy()
-        write_quantiles(forecast, levels, quantiles[:, first:stop])
-        bar.update(stop - first)
-    bar.close()
-    elapsed = time.perf_counter() - started
-
     truth = np.concatenate(
         [windows.horizon(v, rows_of[v]) for v in vitals] or [np.zeros((0, horizon))]
     )
@@ -270,9 +290,68 @@ def forecast_windows(
         [windows.horizon_observed_mask(v, rows_of[v]) for v in vitals]
         or [np.zeros((0, horizon), bool)]
     )
+    n_series = len(rows)
+    window_start_s, step_s = windows.window_start_seconds()[rows], windows.frequency_minutes * 60
+    seeds = series_seeds(
+        config.seed, windows.window_icustay_ids()[rows], window_start_s, series_vital.tolist()
+    )
+    size = config.batch_size
+    pad_seeds = padding_seeds(config.seed, size)
+    median = np.empty((n_series, horizon), np.float32)
+    # level-major, so that each quantile column is one contiguous block
+    quantiles = np.empty((len(levels), n_series, horizon), np.float32)
+    call_quantiles = np.empty((len(levels), size, horizon), np.float32)
+    paths: list[np.ndarray] = []  # [observed points of the call, S] each
+    with_samples: set[bool] = set()
+
+    started = time.perf_counter()
+    bar = tqdm(total=n_series, desc="forecast", disable=not progress, mininterval=15.0)
+    calls = padded = 0
+    for first in range(0, n_series, size):
+        stop = min(first + size, n_series)
+        real = stop - first
+        index = np.arange(first, stop)
+        call_seeds = seeds[index]
+        if pad and real < size:  # copies of the call's first series, with their own seeds
+            index = np.concatenate([index, np.full(size - real, first)])
+            call_seeds = np.concatenate([call_seeds, pad_seeds[: size - real]])
+            padded += size - real
+        context = torch.from_numpy(context_all[index])
+        axis = TimeAxis(window_start_s[index], step_s)
+        # every call starts from the same global state: a draw a family still takes from it
+        # (none should, with seeds) depends on neither the call's place nor earlier calls
+        torch.manual_seed(config.seed)
+        forecast = predictor(
+            rows[index], series_vital[index], context, axis, config.num_samples, call_seeds
+        )
+        calls += 1
+        median[first:stop] = forecast.median[:real].float().cpu().numpy()
+        out = call_quantiles[:, : len(index)]
+        write_quantiles(forecast, levels, out)
+        quantiles[:, first:stop] = out[:, :real]
+        with_samples.add(forecast.samples is not None)
+        if forecast.samples is not None:
+            drawn = forecast.samples[:real].float().cpu().numpy()  # [real, S, H]
+            if drawn.shape[1] != config.num_samples:
+                raise ModelError(
+                    f"a forecast of {drawn.shape[1]} sample paths where {config.num_samples} "
+                    "were asked for",
+                    "fix the family module: predict must return num_samples paths",
+                )
+            paths.append(drawn.transpose(0, 2, 1)[observed[first:stop]])
+        bar.update(real)
+    bar.close()
+    elapsed = time.perf_counter() - started
+    if len(with_samples) > 1:
+        raise ModelError(
+            "a forecaster returned samples for some calls and quantiles for others",
+            "fix the family module: one kind of output for every call",
+        )
+
     vital_codes = np.repeat(
         np.arange(len(present), dtype=np.int32), [len(rows_of[v]) for v in present]
     )
+    steps = np.tile(np.arange(1, horizon + 1, dtype=np.int16), n_series)
     arrays = {
         "window_id": pa.array(np.repeat(rows, horizon)),
         "subject_id": pa.array(np.repeat(windows.window_subject_ids()[rows], horizon)),
@@ -280,7 +359,7 @@ def forecast_windows(
         "vital": pa.DictionaryArray.from_arrays(
             pa.array(np.repeat(vital_codes, horizon), pa.int32()), pa.array(present, pa.string())
         ),
-        "step": pa.array(np.tile(np.arange(1, horizon + 1, dtype=np.int16), n_series)),
+        "step": pa.array(steps),
         "y_true": pa.array(
             np.where(observed, truth, np.nan).reshape(-1).astype(np.float32), pa.float32()
         ),
@@ -290,11 +369,31 @@ def forecast_windows(
     for j, level in enumerate(levels):
         arrays[quantile_column(level)] = pa.array(quantiles[j].reshape(-1), pa.float32())
     table = pa.table(arrays)
+    schema = paths_schema(config.num_samples)
+    if paths:
+        flat = observed.reshape(-1)
+        drawn = np.concatenate(paths).astype(np.float32, copy=False)
+        path_table = pa.table(
+            [
+                pa.array(np.repeat(rows, horizon)[flat], pa.int64()),
+                pa.array(np.repeat(series_vital, horizon)[flat].tolist(), pa.string()),
+                pa.array(steps[flat], pa.int16()),
+                pa.FixedSizeListArray.from_arrays(
+                    pa.array(drawn.reshape(-1), pa.float32()), config.num_samples
+                ),
+            ],
+            schema=schema,
+        )
+    else:
+        path_table = schema.empty_table()
     facts = {
         "series": n_series,
         "rows": table.num_rows,
+        "path_rows": path_table.num_rows,
+        "calls": calls,
+        "padded_series": padded,
         "seconds": elapsed,
         "series_per_s": n_series / elapsed if elapsed else float("nan"),
         "quantile_levels": list(levels),
     }
-    return table, facts
+    return WindowForecasts(table, path_table, facts)

@@ -94,9 +94,9 @@ def seed_step_generators(seed: int, device: torch.device) -> None:
         torch.manual_seed(seed)
 
 
-def _forecast_seed(seed: int, batch: int) -> int:
-    """The sampling seed of validation-forecast batch ``batch``: the same at every evaluation."""
-    return int(np.random.SeedSequence([seed, 5, batch]).generate_state(1)[0])
+def _forecast_seed(seed: int) -> int:
+    """The base of the validation forecasts' per-series seeds: the same at every evaluation."""
+    return int(np.random.SeedSequence([seed, 5]).generate_state(1)[0])
 
 
 @contextmanager
@@ -235,13 +235,17 @@ class Trainer:
         :data:`~vitalfm.evaluation.quantiles.CRPS_LEVELS` from the forecast
         (:func:`~vitalfm.engine.forecast.to_quantiles`), CRPS as their mean 2 x pinball loss
         and the absolute error of the forecast's median, on the min-max scale of each
-        series' vital, pooled over observed target points. Each batch samples with a seed
-        that is the same at every evaluation (the training RNG is left as it was), so
-        evaluations differ only by the weights. Empty without a forecast set.
+        series' vital, pooled over observed target points. As in the study's forecasts
+        (:func:`~vitalfm.engine.forecast.forecast_windows`), each series samples from its own
+        stream (:func:`~vitalfm.engine.forecast.series_seeds` of its window's index in the
+        validation split, start and vital), the same at every evaluation (the training RNG is
+        left as it was), and every call has ``validation_batch_size`` rows (the last padded),
+        so evaluations differ only by the weights and no series' forecast depends on the
+        others. Empty without a forecast set.
         """
         if self.forecast_set is None:
             return {}
-        from vitalfm.engine.forecast import to_quantiles
+        from vitalfm.engine.forecast import padding_seeds, series_seeds, to_quantiles
         from vitalfm.evaluation.metrics import point_terms, to_minmax
         from vitalfm.evaluation.quantiles import CRPS_LEVELS
 
@@ -252,18 +256,27 @@ class Trainer:
         horizon = pairs.target.shape[1]
         crps, abs_error, points = 0.0, 0.0, 0
         devices = [self.device] if self.device.type == "cuda" else []
+        base, size = _forecast_seed(cfg.seed), cfg.validation_batch_size
+        seeds = series_seeds(base, pairs.window_ids, pairs.start_s, pairs.vitals.tolist())
+        pad_seeds = padding_seeds(base, size)
         with torch.random.fork_rng(devices=devices), torch.no_grad():
-            for batch, start in enumerate(range(0, len(pairs), cfg.validation_batch_size)):
-                rows = slice(start, start + cfg.validation_batch_size)
-                torch.manual_seed(_forecast_seed(cfg.seed, batch))
+            torch.manual_seed(base % 2**63)
+            for start in range(0, len(pairs), size):
+                rows = slice(start, start + size)
+                index = np.arange(len(pairs))[rows]
+                real = len(index)
+                call_seeds = np.concatenate([seeds[index], pad_seeds[: size - real]])
+                index = np.concatenate([index, np.full(size - real, start)])
                 forecast = self.forecaster.predict(
-                    torch.from_numpy(np.ascontiguousarray(pairs.context[rows])),
+                    torch.from_numpy(np.ascontiguousarray(pairs.context[index])),
                     horizon,
                     cfg.validation_num_samples,
-                    time=TimeAxis(pairs.start_s[rows], pairs.step_s),
+                    time=TimeAxis(pairs.start_s[index], pairs.step_s),
+                    seeds=call_seeds,
                 )
                 quantiles = to_quantiles(forecast, CRPS_LEVELS).detach().cpu().double().numpy()
                 median = forecast.median.detach().cpu().double().numpy()
+                quantiles, median = quantiles[:real], median[:real]
                 truth = pairs.target[rows].astype(np.float64)
                 observed = np.isfinite(truth)
                 low = np.broadcast_to(self.forecast_set.low[rows, None], truth.shape)[observed]

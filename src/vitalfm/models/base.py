@@ -313,10 +313,9 @@ class Forecaster(ABC):
     loss_name: ClassVar[str] = "loss"
     #: Settings a config may give under ``models.<name>.options``: {name: what it does}.
     OPTIONS: ClassVar[dict[str, str]] = {}
-    #: True when :meth:`predict` draws nothing at random and each row's forecast depends on
-    #: its own context only (not on the other rows of its batch): the engine may then forecast
-    #: several of the study's batches in one call (:func:`vitalfm.engine.forecast
-    #: .forecast_windows`). Sampling families leave it False.
+    #: True when :meth:`predict` draws nothing at random (it ignores ``seeds``) and each
+    #: row's forecast depends on its own context only (not on the other rows of its batch).
+    #: Sampling families leave it False.
     deterministic: ClassVar[bool] = False
     #: True when the family's library loads a checkpoint on GPU in the checkpoint's own dtype
     #: (chronos-forecasting: ``dtype="auto"``); False when it builds the network in float32 and
@@ -423,10 +422,17 @@ class Forecaster(ABC):
         horizon: int,
         num_samples: int,
         time: TimeAxis | None = None,
+        seeds: np.ndarray | None = None,
     ) -> Forecast:
         """Forecast ``horizon`` steps for each row of ``context`` [B, C] (eval mode, no grad).
 
         ``time`` places the rows in time (point 0 = first context point), where known.
+        ``seeds`` (int64 [B], each in ``[0, 2**63)``, or None) is one seed per row: when
+        given, every random draw for row ``i`` must come from its own stream seeded by
+        ``seeds[i]``, so that row ``i``'s output depends only on its own context, time and
+        seed, never on the other rows of the call, their number or order (the engine's
+        patient isolation: :func:`vitalfm.engine.forecast.forecast_windows`). Families that
+        draw nothing (:attr:`deterministic`) ignore it.
         """
 
     def describe(self) -> dict[str, Any]:

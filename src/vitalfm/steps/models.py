@@ -31,6 +31,7 @@ from vitalfm.engine.devices import DeviceClaim, claim_device, describe_environme
 from vitalfm.engine.forecast import (
     ForecastConfig,
     ForecastError,
+    WindowForecasts,
     forecast_windows,
     oracle_predictor,
     replicate_seed,
@@ -374,18 +375,24 @@ def forecast(
     out_jsons: Sequence[str | Path],
     run_dir: str | Path | None = None,
     standin_dir: str | None = None,
+    out_paths: Sequence[str | Path] | None = None,
 ) -> list[dict[str, Any]]:
     """Rule forecast: forecast every window of each split (``windows_paths``: one window file
     per split, the validation and the test split in the study) with one replicate of a run;
-    one parquet table + metadata JSON per split.
+    one parquet table + metadata JSON per split, and the sample paths at the observed horizon
+    points beside each table (``out_paths``; default :func:`sample_paths_file` of the table:
+    :class:`~vitalfm.engine.forecast.WindowForecasts`, no rows for a quantile model).
 
     One job forecasts all the splits so that it imports the model's libraries and loads the
     model once: apart from the windows the forecasts are the same as one job per split would
     make (the same sampling seed for each split).
     """
-    if not len(windows_paths) == len(out_parquets) == len(out_jsons) > 0:
+    if out_paths is None:
+        out_paths = [sample_paths_file(path) for path in out_parquets]
+    if not len(windows_paths) == len(out_parquets) == len(out_jsons) == len(out_paths) > 0:
         raise ModelError(
-            "the forecast step needs one parquet and one JSON output per window file",
+            "the forecast step needs one parquet, one paths parquet and one JSON output per "
+            "window file",
             "fix the forecast rule's input and output lists",
         )
     cfg = settings_for(settings, "forecast", [*REPLICATE_KEYS, "forecast", "vitals"])
@@ -427,10 +434,13 @@ def forecast(
             "git_revision": git_revision(),
         }
         written = []
-        for windows, out_parquet, out_json in zip(splits, out_parquets, out_jsons, strict=True):
+        for windows, out_parquet, out_path, out_json in zip(
+            splits, out_parquets, out_paths, out_jsons, strict=True
+        ):
             predictor = oracle_predictor(synthetic, windows) if run.is_oracle else None
             with phase("compute"):
-                table, facts = _forecast_split(run, forecaster, predictor, windows, vitals, config)
+                result = _forecast_split(run, forecaster, predictor, windows, vitals, config)
+            table, facts = result.table, result.facts
             meta = {
                 "run": run.run_id,
                 "model": run.model,
@@ -450,6 +460,7 @@ def forecast(
             }
             with phase("writing"):
                 write_parquet(table, out_parquet)
+                write_parquet(result.paths, out_path)
                 write_json(meta, out_json)
             written.append(meta)
         return written
@@ -462,20 +473,28 @@ def _forecast_split(
     windows: WindowSet,
     vitals: list[str],
     config: ForecastConfig,
-) -> tuple[Any, dict[str, Any]]:
+) -> WindowForecasts:
     try:
-        table, facts = forecast_windows(forecaster, windows, vitals, config, predictor=predictor)
+        result = forecast_windows(forecaster, windows, vitals, config, predictor=predictor)
     except torch.OutOfMemoryError:
         raise ForecastError(
             f"the GPU ran out of memory forecasting batches of {config.batch_size} series",
             f"lower forecast.batch_size (e.g. to {max(1, config.batch_size // 2)})",
         ) from None
-    if table.num_rows == 0:
+    if result.table.num_rows == 0:
         raise ModelError(
             f"run {run.run_id} produced no forecasts of the {windows.split} split",
             f"check that the {windows.split} split has windows with observed horizons",
         )
-    return table, facts
+    return result
+
+
+def sample_paths_file(forecast_parquet: str | Path) -> Path:
+    """Where the forecast rule writes a forecast table's sample paths:
+    ``results/forecasts/{split}/{model}/{setting}/seed-{seed}.paths.parquet`` beside
+    ``seed-{seed}.parquet``."""
+    path = Path(forecast_parquet)
+    return path.with_name(path.name.removesuffix(".parquet") + ".paths.parquet")
 
 
 def _forecast_parameters(

@@ -144,12 +144,17 @@ class OracleStates:
         horizon_steps: int,
         frequency_minutes: int,
         num_samples: int,
-        seed: int,
+        seed: int | np.ndarray,
         *,
         threads: int | None = None,
     ) -> np.ndarray:
         """float32 [N, S, H]: draws of the scored bin means (see the module docstring).
-        Deterministic for given arguments, whatever ``threads`` (default: see :func:`_threads`)."""
+        Deterministic for given arguments, whatever ``threads`` (default: see :func:`_threads`).
+
+        ``seed``: one int for the call (series simulated together in chunks, whose streams
+        depend on which series share a chunk), or one seed per series (int64 [N]): each series
+        then draws from its own stream, whatever else is asked with it (one chunk a series:
+        measured 2.6 s instead of 0.6 s for 300 series x 100 paths of MBP, 1 thread)."""
         stay_ids = np.asarray(stay_ids, dtype=np.int64).reshape(-1)
         origins_s = np.asarray(origins_s, dtype=np.int64).reshape(-1)
         _check_request(stay_ids, origins_s, vital, horizon_steps, frequency_minutes, num_samples)
@@ -176,25 +181,34 @@ class OracleStates:
         kstart = np.clip(k0, 0, st.n_points[pos] - 1)
         k_last = (origin_min + h * f - 1 - st.base_min[pos]) // STEP_MIN
         n_steps = np.maximum(k_last - kstart, 0)
+        per_series = np.ndim(seed) > 0
+        if per_series and np.shape(seed) != (n,):
+            raise ConfigError(
+                f"oracle: {np.size(seed)} seeds for {n} series",
+                "pass one int seed, or one seed per series",
+            )
         order = np.argsort(n_steps, kind="stable")  # similar path lengths per chunk
-        per_chunk = max(1, PATHS_PER_CHUNK // s)
+        per_chunk = 1 if per_series else max(1, PATHS_PER_CHUNK // s)
         chunks = [order[i : i + per_chunk] for i in range(0, n, per_chunk)]
 
         def run(c: int) -> None:
             idx = chunks[c]
-            # per chunk (any thread order), and different for calls on other series with the
-            # same seed (a caller may ask batch by batch)
             first = int(idx[0])
-            rng = np.random.default_rng(
-                [
-                    int(seed),
-                    7,
-                    c,
-                    int(stay_ids[first]) & _U63,
-                    int(origins_s[first]) & _U63,
-                    idx.size,
-                ]
-            )
+            if per_series:  # the series' own stream
+                rng = np.random.default_rng([int(np.asarray(seed)[first]) & _U63, 7])
+            else:
+                # per chunk (any thread order), and different for calls on other series with
+                # the same seed (a caller may ask batch by batch)
+                rng = np.random.default_rng(
+                    [
+                        int(seed),
+                        7,
+                        c,
+                        int(stay_ids[first]) & _U63,
+                        int(origins_s[first]) & _U63,
+                        idx.size,
+                    ]
+                )
             out[idx] = chunk_samples(
                 rng, st, pos[idx], origin_min[idx], kstart[idx], int(n_steps[idx].max()), vital,
                 h, f, s,
@@ -282,10 +296,11 @@ def oracle_samples(
     horizon_steps: int,
     frequency_minutes: int,
     num_samples: int,
-    seed: int,
+    seed: int | np.ndarray,
 ) -> np.ndarray:
     """float32 [N, S, H]: the oracle's draws of the scored bin means of ``vital`` for series
-    ``(stay_ids[i], origins_s[i])`` (epoch seconds of the first horizon bin's start).
+    ``(stay_ids[i], origins_s[i])`` (epoch seconds of the first horizon bin's start); ``seed``
+    one int, or one per series (each series its own stream: :meth:`OracleStates.samples`).
 
     The best any model could do on the synthetic database of ``synthetic_cfg`` (see the module
     docstring): it knows each stay's latent state at the origin.

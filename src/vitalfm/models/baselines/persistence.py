@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -100,6 +101,7 @@ class PersistenceForecaster(ScratchForecaster):
         horizon: int,
         num_samples: int,
         time: TimeAxis | None = None,
+        seeds: np.ndarray | None = None,  # draws nothing
     ) -> Forecast:
         if horizon < 1:
             raise ModelError(f"a horizon of {horizon} steps", "forecast at least one step")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -267,6 +268,7 @@ class QuantileForecaster(ScratchForecaster):
         horizon: int,
         num_samples: int,
         time: TimeAxis | None = None,
+        seeds: np.ndarray | None = None,  # draws nothing
     ) -> Forecast:
         self._check_horizon(horizon)
         eval_mode(self.module)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from vitalfm.models.base import Forecast, ModelSource, SeriesBatch, TimeAxis, eval_mode
@@ -94,6 +95,7 @@ class ChronosBoltForecaster(ChronosForecaster):
         horizon: int,
         num_samples: int,
         time: TimeAxis | None = None,  # Chronos has no calendar features
+        seeds: np.ndarray | None = None,  # deterministic: draws nothing
     ) -> Forecast:
         eval_mode(self.module)
         context = context.float().cpu()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from vitalfm.models.base import (
@@ -106,6 +107,7 @@ class Chronos2Forecaster(ChronosForecaster):
         horizon: int,
         num_samples: int,
         time: TimeAxis | None = None,  # Chronos has no calendar features
+        seeds: np.ndarray | None = None,  # deterministic: draws nothing
     ) -> Forecast:
         eval_mode(self.module)
         context = context.float().cpu()

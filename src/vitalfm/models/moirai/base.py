@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -147,8 +148,15 @@ class MoiraiForecaster(Forecaster):
         """A new module of the variant's stand-in shape (random init from torch's RNG)."""
 
     @abstractmethod
-    def _forecast(self, context: torch.Tensor, horizon: int, num_samples: int) -> Forecast:
-        """Forecast a float context already on the module's device (eval mode, no grad)."""
+    def _forecast(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        num_samples: int,
+        seeds: np.ndarray | None = None,
+    ) -> Forecast:
+        """Forecast a float context already on the module's device (eval mode, no grad);
+        ``seeds`` as in :meth:`Forecaster.predict` (one random stream per row)."""
 
     def auto_patch_size(self) -> int | str:
         """What option ``patch_size: auto`` forecasts with (a variant with one size: that)."""
@@ -327,9 +335,10 @@ class MoiraiForecaster(Forecaster):
         horizon: int,
         num_samples: int,
         time: TimeAxis | None = None,  # MOIRAI has no calendar features
+        seeds: np.ndarray | None = None,
     ) -> Forecast:
         eval_mode(self.module)
         device = self._device()
         if self._net.device != device:  # Moirai2Forecast places its own tensors on it
             self._net.to(device)
-        return self._forecast(context.float().to(device), horizon, num_samples)
+        return self._forecast(context.float().to(device), horizon, num_samples, seeds=seeds)

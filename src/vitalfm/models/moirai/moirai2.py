@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -184,7 +185,13 @@ class Moirai2Forecaster(MoiraiForecaster):
 
     # --- forecasting -----------------------------------------------------------------------
 
-    def _forecast(self, context: torch.Tensor, horizon: int, num_samples: int) -> Forecast:
+    def _forecast(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        num_samples: int,
+        seeds: np.ndarray | None = None,  # deterministic: draws nothing
+    ) -> Forecast:
         """Quantiles [B, Q, H] of ``Moirai2Forecast.forward`` on the batch.
 
         When one token predicts the whole horizon (up to ``num_predict_token`` patches, 64
