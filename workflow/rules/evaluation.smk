@@ -58,6 +58,8 @@ rule metrics:
         replicates_csv="results/metrics/replicates.csv",
         gap="results/metrics/oracle_gap.parquet",
         gap_csv="results/metrics/oracle_gap.csv",
+        calibration="results/metrics/calibration.parquet",
+        calibration_csv="results/metrics/calibration.csv",
     params:
         settings=job_settings.metrics(config),
         # (split, run id, seed) of each score file, in input order
