@@ -1,6 +1,7 @@
 # Scoring: each replicate's forecasts of each split -> per-patient sums (rule score), then every
 # run's metrics on validation and test with intervals over patients and seeds, paired
-# differences and the share of the persistence-to-oracle gap closed (rule metrics). Only
+# differences, the share of the persistence-to-oracle gap closed and each run's observed coverage
+# at every quantile level (rule metrics; results/metrics/calibration). Only
 # observed targets count. Every "best" (setting, rank, baseline) is chosen on validation.
 
 # From vitalfm.config, not vitalfm.evaluation: parsing the Snakefile stays free of pandas.
