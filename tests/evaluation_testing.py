@@ -78,6 +78,13 @@ def reference_metrics(points: list[dict]) -> dict[str, float]:
         usable = [p for p in points if not (math.isnan(p["q"][lo]) or math.isnan(p["q"][hi]))]
         inside = [p for p in usable if p["q"][lo] <= p["y"] <= p["q"][hi]]
         out[name] = len(inside) / len(usable) if usable else math.nan
+    deviations = []  # calibration: each level that some point has, y <= q_a among those points
+    for a in LEVELS:
+        usable = [p for p in points if a in p["q"] and not math.isnan(p["q"][a])]
+        if usable:
+            below = sum(1 for p in usable if p["y"] <= p["q"][a])
+            deviations.append(abs(below / len(usable) - a))
+    out["calibration_error"] = sum(deviations) / len(deviations) if deviations else math.nan
     series: dict[tuple, list[dict]] = {}
     for p in points:
         series.setdefault(p["series"], []).append(p)

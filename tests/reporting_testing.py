@@ -22,7 +22,18 @@ from vitalfm.study import study_runs
 from vitalfm.testing import toy_windows
 
 VITALS = ("heart_rate", "mbp")
-METRICS = ("mse", "mae", "mape", "dtw", "crps", "wql", "mase", "coverage_80", "coverage_95")
+METRICS = (
+    "mse",
+    "mae",
+    "mape",
+    "dtw",
+    "crps",
+    "wql",
+    "mase",
+    "coverage_80",
+    "coverage_95",
+    "calibration_error",
+)
 HORIZON = 12
 QUANTILES = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975)
 # Overall test min-max MAE of each run; the other numbers are derived from it.
@@ -83,6 +94,8 @@ def _json(path: Path, obj: Any) -> None:
 def _metric_value(level: float, metric: str, vital_i: int, step: int, scale: str) -> float:
     if metric.startswith("coverage"):
         return 0.6 + 0.3 * level / 0.12 + 0.01 * vital_i
+    if metric == "calibration_error":  # no unit: the same on both scales
+        return 0.5 * level + 0.01 * vital_i + 0.001 * step
     factor = {"mse": 0.2, "mape": 90, "dtw": 6, "crps": 0.8, "wql": 1.5, "mase": 9}.get(metric, 1)
     unit = 150 if scale == "original" else 1
     return level * factor * unit * (1 + 0.1 * vital_i) * (1 + 0.03 * step)
@@ -92,6 +105,42 @@ def _levels(split: str, levels: dict[str, float]) -> dict[str, float]:
     if split == "test" or levels is not LEVEL:
         return levels
     return VALIDATION_LEVEL
+
+
+def calibration_rows(runs: list, levels: dict[str, float]) -> pd.DataFrame:
+    """The calibration table: a normal forecast whose spread is off by a factor that grows with
+    the run's error (coverage Phi(z_a / width)); m-b has no outer levels (0.1-0.9 only)."""
+    rows = []
+    for split in ("validation", "test"):
+        for run in runs:
+            width = 0.4 + 8 * _levels(split, levels)[run.run_id]  # < 1: overconfident
+            for vi, vital in enumerate(("all", *VITALS)):
+                for a in QUANTILES:
+                    if run.model == "m-b" and not 0.1 <= a <= 0.9:
+                        continue
+                    coverage = NormalDist().cdf(NormalDist().inv_cdf(a) / width) + 0.01 * vi
+                    rows.append(
+                        {
+                            "run": run.run_id,
+                            "model": run.model,
+                            "family": run.family,
+                            "setting": run.setting,
+                            "method": run.method["method"],
+                            "kind": run.method["kind"],
+                            "rank": float(run.method.get("rank", math.nan)),
+                            "baseline": run.baseline,
+                            "split": split,
+                            "vital": vital,
+                            "level": a,
+                            "coverage": coverage,
+                            "ci_low": coverage - 0.02,
+                            "ci_high": coverage + 0.02,
+                            "n_seeds": len(run.seeds),
+                            "n_patients": 3,
+                            "n_points": 400 + 100 * vi,
+                        }
+                    )
+    return pd.DataFrame(rows)
 
 
 def make_results(
@@ -244,6 +293,7 @@ def make_results(
     gap_columns += ["vital", "metric", "value", "persistence_value", "oracle_value"]
     gap_columns += ["share_closed", "ci_low", "ci_high"]
     pd.DataFrame(gap_rows, columns=gap_columns).to_parquet(root / "metrics" / "oracle_gap.parquet")
+    calibration_rows(runs, levels).to_parquet(root / "metrics" / "calibration.parquet")
 
     bench_columns = ["s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out"]
     for k, run in enumerate(runs):

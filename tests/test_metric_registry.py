@@ -62,6 +62,12 @@ EXPECTED = {
     "mase": (1 / 1 + 2 / 2 + 0 / 0.5) / 3,  # no scale: left out
     "coverage_80": 1 / 4,  # only y = m lies in [m, m]
     "coverage_95": 1 / 3,  # 2 outside [0.5, 1.5], 0 outside [0.5, 1.5], 3 inside [2.5, 3.5]
+    # y <= m at 3 of 4 points (0.75 at each 0.1-0.9 level), y <= q_0.025 at 2 of 4, y <= q_0.975
+    # at 2 of the 3 points that have it; 0.05 and 0.95 are absent: 11 levels in the mean.
+    "calibration_error": (
+        sum(abs(0.75 - a) for a in CRPS_LEVELS) + abs(2 / 4 - 0.025) + abs(2 / 3 - 0.975)
+    )
+    / 11,
 }
 #: The count each metric reports as n_points on the example.
 EXPECTED_POINTS = {"mape": 3, "mase": 3, "coverage_95": 3}
@@ -103,13 +109,17 @@ def test_the_score_tables_columns_follow_the_registry() -> None:
         "mase",
         "coverage_80",
         "coverage_95",
+        "calibration_error",
     )
     point = ("se", "ae", "ape", "n_ape", "crps", "abs_y", "ase", "n_ase")
     point += ("cov80", "n_cov80", "cov95", "n_cov95")
+    point += tuple(f"below_q{a:g}" for a in FORECAST_LEVELS)
+    point += ("n_q0.025", "n_q0.05", "n_q0.95", "n_q0.975")
     assert (*BASE_SUMS, *point, "dtw", "n_dtw") == STATISTICS
     counts = ("n_ape", "n_ase", "n_cov80", "n_cov95", "n_dtw")
     assert (*BASE_SUMS, *counts) == metric_registry.COUNT_SUMS
-    assert [m.name for m in REGISTRY.error_metrics()] == list(METRICS[:7])
+    errors = [m.name for m in REGISTRY.error_metrics()]
+    assert errors == [*METRICS[:7], "calibration_error"]
     assert metric_registry.SELECTION_METRIC is MAE and DTW.whole_horizon_only
 
 
@@ -183,6 +193,20 @@ def registry_with(*records: Metric) -> MetricRegistry:
         ),
         ({"selects": True}, "metric 'mae' selects already"),
         ({"factor": 0.0}, "its factor 0.0 is not a positive number"),
+        ({"numerator": None}, "it needs a numerator and a denominator, or a value function"),
+        (
+            {"value": metric_registry.calibration_error},
+            "a metric with a value function is a point metric without numerator",
+        ),
+        (
+            {
+                "value": metric_registry.calibration_error,
+                "numerator": None,
+                "denominator": None,
+                "factor": 2.0,
+            },
+            "a metric with a value function is a point metric without numerator",
+        ),
     ],
 )
 def test_register_refuses_clashes_and_sums_that_do_not_add_up(changes, problem) -> None:

@@ -132,7 +132,8 @@ def test_main_comparison_holds_the_test_metrics_and_marks_the_validation_best(
         for _, row in table.iterrows():
             part = sel[(sel["run"] == _run_of(row)) & (sel["vital"] == row["Vital"])]
             part = part.set_index("metric")
-            for metric, label in (("mae", "MAE"), ("crps", "CRPS"), ("coverage_95", "Cov. 95%")):
+            shown = (("mae", "MAE"), ("crps", "CRPS"), ("coverage_95", "Cov. 95%"))
+            for metric, label in (*shown, ("calibration_error", "Cal. err.")):
                 _close(row[label], tuple(part.loc[metric, ["value", "ci_low", "ci_high"]]))
             assert int(row["n windows"]) == part.loc["mae", "n_windows"]
             assert int(row["n points"].replace(",", "")) == part.loc["mae", "n_points"]
@@ -211,6 +212,11 @@ def test_rank_sweep_and_method_comparison_hold_the_paired_differences(workflow: 
         assert float(row["P(better than zero-shot)"]) == pytest.approx(ref["fraction_better"])
     methods = _csv(workflow, "method_comparison")
     assert len(methods) == len(LEVEL)  # every run, baselines and the oracle included
+    calibration = _calibration_errors(workflow)
+    for _, row in pd.concat([ranked.assign(Setting="lora-r" + ranked["Rank"]), methods]).iterrows():
+        if row["Family"] != "oracle":
+            run = f"{row['Model']}/{row['Setting']}"
+            _close(row["Cal. err."], tuple(calibration.loc[run]))
     gap = pd.read_parquet(workflow / "results" / "metrics" / "oracle_gap.parquet")
     gap = gap[(gap["split"] == "test") & (gap["scale"] == "minmax") & (gap["vital"] == "all")]
     gap = gap.set_index("run")
@@ -233,8 +239,17 @@ def test_rank_sweep_and_method_comparison_hold_the_paired_differences(workflow: 
             assert closed == MISSING
 
 
+def _calibration_errors(workflow: Path) -> pd.DataFrame:
+    """Each run's test calibration error (min-max, all vitals, whole horizon) by run."""
+    metrics = _test(_metrics(workflow))
+    sel = metrics[(metrics["metric"] == "calibration_error") & (metrics["scale"] == "minmax")]
+    sel = sel[(sel["vital"] == "all") & (sel["step"] == 0)]
+    return sel.set_index("run")[["value", "ci_low", "ci_high"]]
+
+
 def test_findings_pick_each_models_best_adapted_run_on_validation(workflow: Path) -> None:
     table = _csv(workflow, "findings").set_index("Model")
+    calibration = _calibration_errors(workflow)
     assert set(table.index) == {"tiny_chronos", "m-b"}  # baselines and the oracle are not
     for model in table.index:
         adapted = {r: v for r, v in VALIDATION_LEVEL.items() if r.startswith(f"{model}/lora")}
@@ -242,6 +257,9 @@ def test_findings_pick_each_models_best_adapted_run_on_validation(workflow: Path
         assert table.loc[model, "Best adapted setting (on validation)"] == best.split("/")[1]
         assert parse_ci(table.loc[model, "Its test MAE"])[0] == pytest.approx(LEVEL[best], rel=1e-3)
         assert table.loc[model, "Adapted vs zero-shot"] == "better"  # interval below zero
+        _close(table.loc[model, "Its cal. err."], tuple(calibration.loc[best]))
+        zero = tuple(calibration.loc[f"{model}/zero_shot"])
+        _close(table.loc[model, "Zero-shot cal. err."], zero)
     # rank 2 would have won on test: the table does not pick on test
     assert table.loc["tiny_chronos", "Best adapted setting (on validation)"] == "lora-r1"
     notes = (workflow / "results" / "tables" / "findings.md").read_text()

@@ -17,7 +17,7 @@ from vitalfm.steps import SettingsError, evaluation, models
 from vitalfm.study import SPLITS_SCORED, find_replicate, study_runs
 from vitalfm.testing import toy_window_files
 
-OUTPUTS = ("metrics", "paired", "replicates", "gap")
+OUTPUTS = ("metrics", "paired", "replicates", "gap", "calibration")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,9 @@ def test_metrics_summarise_the_runs_of_the_settings(
     metrics = pd.read_parquet(outputs["metrics"])
     assert set(metrics["run"]) == {run.run_id for run in study_runs(cfg)}
     assert set(metrics["split"]) == set(SPLITS_SCORED)
+    calibration = pd.read_csv(outputs["calibration_csv"])
+    assert set(calibration["run"]) == set(metrics["run"])
+    assert calibration["coverage"].between(0, 1).all() and (calibration["n_points"] > 0).all()
 
 
 def test_scoring_names_a_vital_without_a_range(

@@ -174,7 +174,17 @@ def test_metrics_cover_every_run_on_both_splits_with_intervals(study: Path) -> N
     assert set(metrics["split"]) == {"validation", "test"}
     overall = metrics[(metrics["vital"] == "all") & (metrics["step"] == 0)]
     for split in ("validation", "test"):
-        for metric in ("mse", "mae", "mape", "dtw", "crps", "wql", "mase", "coverage_80"):
+        for metric in (
+            "mse",
+            "mae",
+            "mape",
+            "dtw",
+            "crps",
+            "wql",
+            "mase",
+            "coverage_80",
+            "calibration_error",
+        ):
             cells = overall[
                 (overall["metric"] == metric)
                 & (overall["scale"] == "minmax")
@@ -208,6 +218,10 @@ def test_metrics_cover_every_run_on_both_splits_with_intervals(study: Path) -> N
     gap = pd.read_parquet(study / "results/metrics/oracle_gap.parquet")
     assert set(gap["run"]) == set(runs) - {"oracle/oracle"}
     assert (gap[gap["run"] == "persistence/zero_shot"]["share_closed"].abs() < 1e-9).all()
+    calibration = pd.read_parquet(study / "results/metrics/calibration.parquet")
+    assert set(calibration["run"]) == set(runs)
+    assert calibration["coverage"].between(0, 1).all()
+    assert (calibration["ci_low"] <= calibration["coverage"] + 1e-9).all()
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 # Scoring: each replicate's forecasts of each split -> per-patient sums (rule score), then every
 # run's metrics on validation and test with intervals over patients and seeds, paired
-# differences and the share of the persistence-to-oracle gap closed (rule metrics). Only
+# differences, the share of the persistence-to-oracle gap closed and each run's observed coverage
+# at every quantile level (rule metrics; results/metrics/calibration). Only
 # observed targets count. Every "best" (setting, rank, baseline) is chosen on validation.
 
 # From vitalfm.config, not vitalfm.evaluation: parsing the Snakefile stays free of pandas.
@@ -58,6 +59,8 @@ rule metrics:
         replicates_csv="results/metrics/replicates.csv",
         gap="results/metrics/oracle_gap.parquet",
         gap_csv="results/metrics/oracle_gap.csv",
+        calibration="results/metrics/calibration.parquet",
+        calibration_csv="results/metrics/calibration.csv",
     params:
         settings=job_settings.metrics(config),
         # (split, run id, seed) of each score file, in input order

@@ -30,7 +30,7 @@ REPORT_RUN_INPUTS = {
 }
 METRICS_TABLES = {
     name: f"results/metrics/{name}.parquet"
-    for name in ("metrics", "paired", "replicates", "oracle_gap")
+    for name in ("metrics", "paired", "replicates", "oracle_gap", "calibration")
 }
 
 # Report category and subcategory of the tables that are not results.

@@ -1,9 +1,11 @@
 """The study's metrics, one :class:`Metric` record each: the only place a metric is declared.
 
-Every metric is ``factor * numerator / denominator``, both sums over observed target points (or,
-for a series metric such as DTW, over series). Because of that, per-patient sums are sufficient
-statistics: a cell (scale, vital, step) of any run, and any patient bootstrap resample of it, is
-a weighted sum of them (:mod:`vitalfm.evaluation.scoring`). A record says which sums it adds to
+Every metric is a function of sums over observed target points (or, for a series metric such as
+DTW, over series): most are ``factor * numerator / denominator``; the calibration error is the
+mean over quantile levels of |sum(below level) / sum(has level) - level| (a record's
+:attr:`Metric.value`). Because of that, per-patient sums are sufficient statistics: a cell
+(scale, vital, step) of any run, and any patient bootstrap resample of it, follows from a
+weighted sum of them (:mod:`vitalfm.evaluation.scoring`). A record says which sums it adds to
 the score tables and how each point (or series) contributes to them, how the tables label it,
 which count the tables report beside it, and whether it is an error (lower is better) or a
 coverage (best at its nominal level).
@@ -25,7 +27,12 @@ from functools import cached_property
 import numpy as np
 from gluonts.ev import stats
 
-from vitalfm.evaluation.quantiles import CENTRAL_INTERVALS, CRPS_LEVELS
+from vitalfm.evaluation.quantiles import (
+    CENTRAL_INTERVALS,
+    CRPS_LEVELS,
+    FORECAST_LEVELS,
+    quantile_column,
+)
 
 #: Sums every score table has whatever the metrics: scored points and distinct windows.
 BASE_SUMS = ("n_points", "n_windows")
@@ -55,6 +62,8 @@ class PointForecast:
 
 #: Per-point terms of a metric's sums, one array for each name in :attr:`Metric.sums`.
 PointTerms = Callable[[PointForecast], tuple[np.ndarray, ...]]
+#: A metric's value from the score tables' sums (arrays of one shape, e.g. [B, S, C]).
+SumsValue = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 #: Per-series value: (truth, forecast, observed) [S, H] -> [S], NaN for a series without points.
 SeriesValue = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -71,10 +80,11 @@ class Metric:
     definition: str
     #: The sums that make it: ``factor * sum(numerator) / sum(denominator)``. Each is one of
     #: :data:`BASE_SUMS`, one of this record's :attr:`sums` or a sum an earlier record declares.
-    numerator: str
-    denominator: str
+    #: None (both) for a metric that is no single ratio: :attr:`value` says how it follows.
+    numerator: str | None = None
+    denominator: str | None = None
     #: The sums this record adds to the score tables, in column order.
-    sums: tuple[str, ...]
+    sums: tuple[str, ...] = ()
     #: How each point contributes to :attr:`sums` (a point metric) ...
     terms: PointTerms | None = None
     #: ... or the value of each (window, vital) series over the whole horizon (a series metric:
@@ -92,6 +102,10 @@ class Metric:
     interval: tuple[float, float] | None = None
     #: The metric every "best" (setting, rank, baseline) is chosen on, on validation.
     selects: bool = False
+    #: A point metric that is no single ratio of sums (the calibration error): its value from
+    #: the sums, in place of ``factor * numerator / denominator``. It must be a function of
+    #: sums only, so that the patient and seed bootstrap resample it like any other.
+    value: SumsValue | None = None
 
     @property
     def lower_is_better(self) -> bool:
@@ -140,7 +154,17 @@ class MetricRegistry:
         if clash:
             return f"sum(s) {', '.join(clash)} are declared already"
         usable = {*known, *metric.sums}
-        for role in ("numerator", "denominator", "point_count"):
+        ratio = metric.numerator is not None or metric.denominator is not None
+        if metric.value is not None:
+            if ratio or metric.series is not None or metric.factor != 1.0:
+                return (
+                    "a metric with a value function is a point metric without numerator, "
+                    "denominator or factor"
+                )
+        elif metric.numerator is None or metric.denominator is None:
+            return "it needs a numerator and a denominator, or a value function"
+        roles = ("numerator", "denominator", "point_count") if ratio else ("point_count",)
+        for role in roles:
             if getattr(metric, role) not in usable:
                 return f"its {role} {getattr(metric, role)!r} is no declared sum"
         if metric.series is not None and metric.sums != (metric.numerator, metric.denominator):
@@ -264,6 +288,73 @@ def interval_coverage(interval: tuple[float, float]) -> PointTerms:
         )
 
     return terms
+
+
+#: The levels the calibration error is taken over: every default forecast level (a forecast
+#: without some of them, NaN or absent, is scored on the levels it has; a level a config adds
+#: beyond these is not scored).
+CALIBRATION_LEVELS = FORECAST_LEVELS
+
+
+def below_sum(level: float) -> str:
+    """The score tables' sum of points with y <= q_level (``below_q0.1``)."""
+    return f"below_{quantile_column(level)}"
+
+
+def level_count(level: float) -> str:
+    """The sum counting the points that have a finite q_level: ``n_points`` for the levels
+    every forecast must hold (:data:`CRPS_LEVELS`), ``n_q0.025`` etc. for the others."""
+    return "n_points" if level in CRPS_LEVELS else f"n_{quantile_column(level)}"
+
+
+#: The calibration error's sums: each level's count below, then the counts of the levels a
+#: forecast may lack.
+CALIBRATION_SUMS = (
+    *(below_sum(level) for level in CALIBRATION_LEVELS),
+    *(level_count(level) for level in CALIBRATION_LEVELS if level not in CRPS_LEVELS),
+)
+
+
+def _below_levels(points: PointForecast) -> tuple[np.ndarray, ...]:
+    """Per level: whether y <= q_level (a tie counts as below, as gluonts' coverage does);
+    then, for the levels a forecast may lack, whether q_level is finite. A missing or NaN
+    quantile is neither below nor counted."""
+    below, has = [], []
+    for level in CALIBRATION_LEVELS:
+        values = points.quantiles.get(level)
+        if values is None:
+            values = np.full_like(points.y, np.nan)
+        finite = np.isfinite(values)
+        with np.errstate(invalid="ignore"):
+            below.append((finite & (points.y <= values)).astype(np.float64))
+        if level not in CRPS_LEVELS:
+            has.append(finite.astype(np.float64))
+    return (*below, *has)
+
+
+def level_coverages(sums: Mapping[str, np.ndarray]) -> dict[float, np.ndarray]:
+    """Observed coverage of each calibration level: the share of points with y <= q_level
+    among those that have q_level (NaN where none has it), from sums of any shape."""
+    out = {}
+    for level in CALIBRATION_LEVELS:
+        below = np.asarray(sums[below_sum(level)], dtype=np.float64)
+        count = np.asarray(sums[level_count(level)], dtype=np.float64)
+        share = np.full(np.broadcast_shapes(below.shape, count.shape), np.nan)
+        np.divide(below, count, out=share, where=count > 0)
+        out[level] = share
+    return out
+
+
+def calibration_error(sums: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Mean over the levels present (count > 0) of |coverage(level) - level|; NaN if none."""
+    deviations = [np.abs(share - level) for level, share in level_coverages(sums).items()]
+    stacked = np.stack(deviations)
+    present = np.isfinite(stacked)
+    count = present.sum(axis=0)
+    total = np.where(present, stacked, 0.0).sum(axis=0)
+    out = np.full(total.shape, np.nan)
+    np.divide(total, count, out=out, where=count > 0)
+    return out
 
 
 def dtw_distances(truth: np.ndarray, forecast: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -421,6 +512,22 @@ COVERAGE_95 = REGISTRY.register(
         left_out="without 0.025/0.975 quantiles",
         nominal=0.95,
         interval=CENTRAL_INTERVALS[0.95],
+    )
+)
+
+CALIBRATION_ERROR = REGISTRY.register(
+    Metric(
+        name="calibration_error",
+        label="Cal. err.",
+        definition=(
+            "mean over the quantile levels a of |share of points with y <= q_a - a|, over "
+            "0.025, 0.05, 0.1, ..., 0.9, 0.95, 0.975; a level the forecast lacks (NaN or "
+            "absent, e.g. a 0.1-0.9 model's outer levels) is left out of the mean, and each "
+            "level's share counts only the points that have it"
+        ),
+        sums=CALIBRATION_SUMS,
+        terms=_below_levels,
+        value=calibration_error,
     )
 )
 

@@ -84,6 +84,8 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray, factor: float = 1.0) -
 def metric_value(metric: str, sums: Mapping[str, np.ndarray]) -> np.ndarray:
     """A metric from sums of a score table's statistics (arrays of any shape, e.g. [B, C])."""
     record = REGISTRY.get(metric)
+    if record.value is not None:
+        return record.value(sums)
     return ratio(sums[record.numerator], sums[record.denominator], record.factor)
 
 

@@ -16,20 +16,29 @@ horizon step) of a run:
   simulations with known variance. A run with one seed has patient-only intervals.
 
 The summary keeps each whole-horizon cell's resamples, so that :mod:`vitalfm.evaluation.paired`
-can compare two runs on the same resampled patients and seeds.
+can compare two runs on the same resampled patients and seeds, and each whole-horizon cell's
+observed coverage at every calibration level with the same kind of interval (the calibration
+table, :func:`calibration_rows`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from vitalfm.evaluation.bootstrap import percentile_interval
-from vitalfm.evaluation.metric_registry import METRICS, REGISTRY, STATISTICS
+from vitalfm.evaluation.metric_registry import (
+    CALIBRATION_LEVELS,
+    METRICS,
+    REGISTRY,
+    STATISTICS,
+    level_count,
+    level_coverages,
+)
 from vitalfm.evaluation.metrics import SCALES, metric_value
 
 #: The split every "best" is chosen on, and the one results are reported on.
@@ -54,6 +63,21 @@ METRICS_COLUMNS = (
     "n_seeds",
     "n_patients",
     "n_windows",
+    "n_points",
+)
+
+#: The calibration table: observed coverage at each calibration level per run, split and vital
+#: (whole horizon; coverage does not depend on the scale, so original units only).
+CALIBRATION_COLUMNS = (
+    *RUN_COLUMNS,
+    "split",
+    "vital",
+    "level",
+    "coverage",
+    "ci_low",
+    "ci_high",
+    "n_seeds",
+    "n_patients",
     "n_points",
 )
 
@@ -106,6 +130,8 @@ class RunSummary:
     resamples: dict[str, np.ndarray]  # metric -> [B, W], whole-horizon cells only
     counts: dict[str, np.ndarray]  # n_windows, n_points, ... -> [C] (the same for every seed)
     n_patients: np.ndarray  # [C]
+    #: level -> (coverage, ci_low, ci_high), each [W] over the whole-horizon cells
+    coverage: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def columns(self, keys: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """(columns of :attr:`resamples`, cells of :attr:`values`) of whole-horizon ``keys``."""
@@ -176,6 +202,14 @@ def summarise_run(
         combined = _weighted_seed_mean(metric_value(metric, boot_sums), seed_draws)  # [B, C]
         low[metric], high[metric] = percentile_interval(combined, CONFIDENCE)
         resamples[metric] = combined[:, whole_cells]
+    whole_sums = {name: values[..., whole_cells] for name, values in boot_sums.items()}
+    resampled_coverage = level_coverages(whole_sums)  # level -> [B, S, W]
+    coverage = {}
+    for level, share in level_coverages(sums).items():
+        combined = _weighted_seed_mean(resampled_coverage[level], seed_draws)
+        with np.errstate(invalid="ignore"):
+            value = _nanmean(share[:, whole_cells], axis=0)
+        coverage[level] = (value, *percentile_interval(combined, CONFIDENCE))
     first = totals[0]
     counts = {name: first[:, STATISTICS.index(name)] for name in STATISTICS}
     n_points = per_patient[0, :, :, STATISTICS.index("n_points")]
@@ -191,6 +225,7 @@ def summarise_run(
         resamples=resamples,
         counts=counts,
         n_patients=(n_points > 0).sum(axis=0),
+        coverage=coverage,
     )
 
 
@@ -224,6 +259,36 @@ def metric_rows(facts: dict[str, Any], split: str, summary: RunSummary) -> pd.Da
         frame[name] = frame[name].round().astype(np.int64)
     frame["step"] = frame["step"].astype(np.int64)
     return frame[list(METRICS_COLUMNS)]
+
+
+def calibration_rows(facts: dict[str, Any], split: str, summary: RunSummary) -> pd.DataFrame:
+    """The run's rows of the calibration table: per vital (whole horizon, original units), the
+    observed coverage at each calibration level with its interval; levels the run's forecasts
+    lack are left out."""
+    keys = [key for key in summary.whole if key[0] == "original"]
+    columns, cells = summary.columns(keys)
+    parts = []
+    for level in CALIBRATION_LEVELS:
+        value, low, high = (part[columns] for part in summary.coverage[level])
+        parts.append(
+            pd.DataFrame(
+                {
+                    "vital": [key[1] for key in keys],
+                    "level": level,
+                    "coverage": value,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_seeds": len(summary.seeds),
+                    "n_patients": summary.n_patients[cells],
+                    "n_points": summary.counts[level_count(level)][cells],
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True).assign(split=split, **facts)
+    frame = frame[frame["n_points"] > 0].reset_index(drop=True)
+    for name in ("n_patients", "n_points"):
+        frame[name] = frame[name].round().astype(np.int64)
+    return frame[list(CALIBRATION_COLUMNS)]
 
 
 def replicate_rows(run: Any, split: str, summary: RunSummary) -> pd.DataFrame:

@@ -31,14 +31,15 @@ from vitalfm.evaluation.metric_registry import (
     STATISTICS,
 )
 from vitalfm.evaluation.metrics import SCALES, mase_scale, point_terms, to_minmax
-from vitalfm.evaluation.quantiles import CRPS_LEVELS, OPTIONAL_LEVELS, quantile_column
+from vitalfm.evaluation.quantiles import CRPS_LEVELS, FORECAST_LEVELS, quantile_column
 
 log = logging.getLogger(__name__)
 
 KEYS = ("subject_id", "scale", "vital", "step")
 ALL = "all"
-#: Columns every forecast table must have; the optional levels only add a metric (without
-#: the 95% interval's bounds, its coverage is NaN).
+#: Columns every forecast table must have; the other forecast levels only add to a metric
+#: (without the 95% interval's bounds its coverage is NaN; the calibration error is taken over
+#: the levels present).
 REQUIRED_COLUMNS = (
     "window_id",
     "subject_id",
@@ -51,6 +52,8 @@ REQUIRED_COLUMNS = (
 )
 #: Series metrics: {metric's value sum: the sum counting its series}.
 SERIES_COUNTS = {m.numerator: m.denominator for m in REGISTRY if m.series is not None}
+#: The scored levels beyond the required ones, read where a forecast table has them.
+OPTIONAL_SCORED = tuple(level for level in FORECAST_LEVELS if level not in CRPS_LEVELS)
 
 
 def forecast_path(results_dir: str | Path, split: str, replicate_id: str) -> Path:
@@ -90,7 +93,7 @@ def read_forecasts(path: str | Path, run_id: str) -> pd.DataFrame:
             "it was not written by this version's forecast rule: delete it and remake it with "
             f"`snakemake {path}` (rule forecast)",
         )
-    optional = [quantile_column(level) for level in OPTIONAL_LEVELS]
+    optional = [quantile_column(level) for level in OPTIONAL_SCORED]
     columns = [*REQUIRED_COLUMNS, *(name for name in optional if name in schema.names)]
     return pq.read_table(path, columns=columns).to_pandas()
 
@@ -175,7 +178,7 @@ def score_forecasts(
     step = frame["step"].to_numpy(np.int64)
     y = frame["y_true"].to_numpy(np.float64)
     median = frame["median"].to_numpy(np.float64)
-    levels = [*CRPS_LEVELS, *(lv for lv in OPTIONAL_LEVELS if quantile_column(lv) in frame)]
+    levels = [*CRPS_LEVELS, *(lv for lv in OPTIONAL_SCORED if quantile_column(lv) in frame)]
     quantiles = {level: frame[quantile_column(level)].to_numpy(np.float64) for level in levels}
 
     scale = np.full(len(frame), np.nan)

@@ -5,7 +5,8 @@ interval over patients and seeds), its comparisons from :mod:`vitalfm.evaluation
 (differences against its zero-shot form and the best baseline, the share of the
 persistence-to-oracle gap it closes). Within a split every run shares one set of resampled
 patients, and every run with the study's full seed list one set of resampled seeds, so paired
-differences compare like with like. Writes the metrics, paired, per-seed and gap tables.
+differences compare like with like. Writes the metrics, paired, per-seed, gap and calibration
+tables.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from vitalfm.evaluation.paired import (
     paired_rows,
 )
 from vitalfm.evaluation.run_summary import (
+    CALIBRATION_COLUMNS,
     METRICS_COLUMNS,
     REPLICATE_COLUMNS,
     REPORT_SPLIT,
     SELECTION_SPLIT,
     RunSummary,
+    calibration_rows,
     metric_rows,
     replicate_rows,
     run_facts,
@@ -54,13 +57,15 @@ ScoreKey = tuple[str, str, int]
 
 @dataclass
 class StudyTables:
-    """The metrics rule's four tables (see :mod:`vitalfm.evaluation.run_summary` and
+    """The metrics rule's tables (see :mod:`vitalfm.evaluation.run_summary` and
     :mod:`vitalfm.evaluation.paired` for their columns)."""
 
     metrics: pd.DataFrame
     paired: pd.DataFrame
     replicates: pd.DataFrame
     gap: pd.DataFrame
+    #: Observed coverage at each calibration level (the calibration figure's data).
+    calibration: pd.DataFrame
 
 
 def study_tables(
@@ -84,7 +89,13 @@ def study_tables(
             )
     study_seeds = sorted({s for run in runs for s in run.seeds})
     seed_draws = seed_weights(study_seeds, resamples, seed)
-    parts: dict[str, list[pd.DataFrame]] = {"metrics": [], "paired": [], "rep": [], "gap": []}
+    parts: dict[str, list[pd.DataFrame]] = {
+        "metrics": [],
+        "paired": [],
+        "rep": [],
+        "gap": [],
+        "calibration": [],
+    }
     summaries: dict[str, dict[str, RunSummary]] = {}
     for split in splits:
         tables = {r.run_id: [scores[(split, r.run_id, s)] for s in r.seeds] for r in runs}
@@ -104,6 +115,7 @@ def study_tables(
             )
             summary = summaries[split][run.run_id]
             parts["metrics"].append(metric_rows(run_facts(run), split, summary))
+            parts["calibration"].append(calibration_rows(run_facts(run), split, summary))
             parts["rep"].append(replicate_rows(run, split, summary))
 
     zero_shot = {r.model: r for r in runs if r.is_zero_shot}
@@ -164,6 +176,7 @@ def study_tables(
         paired=frame("paired", PAIRED_COLUMNS),
         replicates=frame("rep", REPLICATE_COLUMNS),
         gap=frame("gap", GAP_COLUMNS),
+        calibration=frame("calibration", CALIBRATION_COLUMNS),
     )
 
 
@@ -201,14 +214,15 @@ def write_metrics(
     outputs: Mapping[str, str | Path],
 ) -> StudyTables:
     """Rule ``metrics``: every table as parquet and CSV (``outputs``: metrics, metrics_csv,
-    paired, paired_csv, replicates, replicates_csv and, optionally, gap, gap_csv)."""
+    paired, paired_csv, replicates, replicates_csv and, optionally, gap, gap_csv, calibration,
+    calibration_csv)."""
     import pyarrow as pa
 
     from vitalfm.io import write_parquet, write_text
 
     started = time.perf_counter()
     tables = study_metrics(cfg, score_paths)
-    for name in ("metrics", "paired", "replicates", "gap"):
+    for name in ("metrics", "paired", "replicates", "gap", "calibration"):
         if name not in outputs:
             continue
         table = getattr(tables, name)

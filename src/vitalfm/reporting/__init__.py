@@ -31,6 +31,7 @@ FIGURES: dict[str, str] = {
     "rank_sweep": "Error against LoRA rank",
     "pareto": "Error against trainable parameters, with the Pareto front",
     "error_by_horizon": "Error by horizon step",
+    "calibration": "Calibration: observed coverage against each quantile level",
     "example_forecasts": "Example forecasts against the truth",
     "loss_curves": "Training and validation loss curves",
 }

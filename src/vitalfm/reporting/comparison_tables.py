@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from vitalfm.evaluation.metric_registry import CRPS, MAE
+from vitalfm.evaluation.metric_registry import CALIBRATION_ERROR, CRPS, MAE
 from vitalfm.models.registry import naive_reference_family
 from vitalfm.reporting import TABLES
 from vitalfm.reporting.formatting import MISSING, Table, fmt_count, fmt_int, fmt_percent
@@ -27,6 +27,7 @@ from vitalfm.reporting.lookups import (
     validation_best_mask,
 )
 from vitalfm.reporting.result_tables import (
+    CAL_NOTE,
     CHOSEN_NOTE,
     CI_NOTE,
     ORACLE_LABEL,
@@ -40,6 +41,9 @@ from vitalfm.reporting.result_tables import (
     value_cell,
 )
 
+#: The calibration error's column.
+CAL = CALIBRATION_ERROR.label
+
 
 def _swept(info: pd.DataFrame) -> pd.DataFrame:
     """Runs of ranked methods (LoRA, DoRA, VeRA) swept over at least two ranks for a model;
@@ -52,6 +56,7 @@ def _swept(info: pd.DataFrame) -> pd.DataFrame:
 
 def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) -> Table:
     mae, crps = overall(metrics, MAE.name), overall(metrics, CRPS.name)
+    calibration = overall(metrics, CALIBRATION_ERROR.name)
     d_mae = paired_for(paired, ZERO_SHOT, MAE.name)
     d_crps = paired_for(paired, ZERO_SHOT, CRPS.name)
     swept = _swept(info)
@@ -72,6 +77,7 @@ def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) 
                         "Trainable": fmt_count(run["trainable"]),
                         "MAE": value_cell(mae, rid),
                         "CRPS": value_cell(crps, rid),
+                        CAL: value_cell(calibration, rid),
                         "ΔMAE vs zero-shot": difference_cell(d_mae, rid),
                         "P(better than zero-shot)": fraction_cell(d_mae, rid),
                         "ΔCRPS vs zero-shot": difference_cell(d_crps, rid),
@@ -82,7 +88,14 @@ def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) 
                 bold_rows.append({"MAE": bool(flag)})
     for rid in oracle_runs(info) if rows else []:
         reference = {"Family": "oracle", "Model": ORACLE_LABEL}
-        rows.append({**reference, "MAE": value_cell(mae, rid), "CRPS": value_cell(crps, rid)})
+        rows.append(
+            {
+                **reference,
+                "MAE": value_cell(mae, rid),
+                "CRPS": value_cell(crps, rid),
+                CAL: value_cell(calibration, rid),
+            }
+        )
         bold_rows.append({"MAE": False})
     notes = [
         "Runs of each ranked method (LoRA, and DoRA/VeRA where swept) at every rank the study "
@@ -93,6 +106,7 @@ def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) 
         "Δ: the run minus the same model's zero-shot forecast on the same patients and seeds "
         "(negative = better), with a paired bootstrap interval; P(better): the share of "
         "bootstrap resamples in which the run has the lower error.",
+        CAL_NOTE,
         SCORED_NOTE,
     ]
     if not rows:
@@ -106,6 +120,7 @@ def rank_sweep(metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame) 
         "Trainable",
         "MAE",
         "CRPS",
+        CAL,
         "ΔMAE vs zero-shot",
         "P(better than zero-shot)",
         "ΔCRPS vs zero-shot",
@@ -120,6 +135,7 @@ def method_comparison(
     metrics: pd.DataFrame, paired: pd.DataFrame, info: pd.DataFrame, gap: pd.DataFrame
 ) -> Table:
     mae, crps = overall(metrics, MAE.name), overall(metrics, CRPS.name)
+    calibration = overall(metrics, CALIBRATION_ERROR.name)
     vs_zero = paired_for(paired, ZERO_SHOT, MAE.name)
     vs_base = paired_for(paired, "best_baseline", MAE.name)
     closed = gap_for(gap)
@@ -146,6 +162,7 @@ def method_comparison(
                     "% trainable": fmt_percent(run["percent_trainable"]),
                     "MAE": value_cell(mae, rid),
                     "CRPS": value_cell(crps, rid),
+                    CAL: value_cell(calibration, rid),
                     "ΔMAE vs zero-shot": difference_cell(vs_zero, rid),
                     "P(better than zero-shot)": fraction_cell(vs_zero, rid),
                     "ΔMAE vs best baseline": "reference"
@@ -177,6 +194,7 @@ def method_comparison(
         "persistence."
         if not gap.empty
         else "No gap closed: the study has no oracle (an external database) or no persistence.",
+        CAL_NOTE,
         ORACLE_NOTE,
         SCORED_NOTE,
     ]
@@ -206,7 +224,9 @@ def findings(
     """Per foundation model: zero-shot against its best adapted setting (chosen on validation,
     scored on test), the best baseline, and the share of the persistence-to-oracle gap."""
     mae = overall(metrics, MAE.name)
+    calibration = overall(metrics, CALIBRATION_ERROR.name)
     vs_zero = paired_for(paired, ZERO_SHOT, MAE.name)
+    cal_vs_zero = paired_for(paired, ZERO_SHOT, CALIBRATION_ERROR.name)
     vs_base = paired_for(paired, "best_baseline", MAE.name)
     closed = gap_for(gap)
     baseline = best_baseline_run(paired)
@@ -233,6 +253,9 @@ def findings(
                 "P(better than zero-shot)": fraction_cell(vs_zero, best) if best else MISSING,
                 "Adapted vs zero-shot": _verdict(vs_zero, best) if best else MISSING,
                 "ΔMAE vs best baseline": difference_cell(vs_base, best) if best else MISSING,
+                "Zero-shot cal. err.": value_cell(calibration, zero_id) if zero_id else MISSING,
+                "Its cal. err.": value_cell(calibration, best) if best else MISSING,
+                "ΔCal. err. vs zero-shot": difference_cell(cal_vs_zero, best) if best else MISSING,
                 "Gap closed (persistence → oracle)": gap_cell(closed, best) if best else MISSING,
                 "Zero-shot gap closed": gap_cell(closed, zero_id) if zero_id else MISSING,
                 "n windows": count_cell(mae, best or zero_id or "", "n_windows"),
@@ -263,6 +286,7 @@ def findings(
         *[f"{ORACLE_NOTE} Its test MAE {value_cell(mae, rid)}." for rid in oracles],
         "Gap closed: (persistence - run) / (persistence - oracle) of the test MAE: how far the "
         "run gets from persistence toward the best possible forecast.",
+        CAL_NOTE,
         CHOSEN_NOTE,
         CI_NOTE,
         SCORED_NOTE,
@@ -279,6 +303,9 @@ def findings(
         "P(better than zero-shot)",
         "Adapted vs zero-shot",
         "ΔMAE vs best baseline",
+        "Zero-shot cal. err.",
+        "Its cal. err.",
+        "ΔCal. err. vs zero-shot",
         "Gap closed (persistence → oracle)",
         "Zero-shot gap closed",
         "n windows",

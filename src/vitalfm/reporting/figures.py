@@ -1,7 +1,8 @@
 """Rule ``figures``: every figure of :data:`vitalfm.reporting.FIGURES`, as PNG and PDF.
 
 The figures live in modules of one subject each: :mod:`~.error_figures` (error against rank,
-against trainable parameters with the Pareto front, by horizon step), :mod:`~.forecast_figures`
+against trainable parameters with the Pareto front, by horizon step), :mod:`~.calibration_figure`
+(observed coverage against each quantile level), :mod:`~.forecast_figures`
 (example forecasts) and :mod:`~.training_figures` (loss curves); :mod:`~.plotting` holds what
 they share. A study without what a figure needs (no rank sweep, no trained run) gets a figure
 that says so, so the workflow's outputs do not depend on which families and methods the config
@@ -23,10 +24,16 @@ import matplotlib.pyplot as plt
 
 from vitalfm.errors import DataError
 from vitalfm.reporting import FIGURES
+from vitalfm.reporting.calibration_figure import calibration_figure
 from vitalfm.reporting.error_figures import horizon_figure, pareto_figure, rank_sweep_figure
 from vitalfm.reporting.forecast_figures import example_figure
-from vitalfm.reporting.inputs import ResultsLayout, check_runs_scored, load_metrics
-from vitalfm.reporting.lookups import run_info
+from vitalfm.reporting.inputs import (
+    ResultsLayout,
+    check_runs_scored,
+    load_calibration,
+    load_metrics,
+)
+from vitalfm.reporting.lookups import run_info, vitals_in
 from vitalfm.reporting.plotting import save_figure, with_overall
 from vitalfm.reporting.training_figures import loss_figure
 from vitalfm.study import study_runs
@@ -56,6 +63,9 @@ def build_figures(
         "pareto": lambda: pareto_figure(data),
         "error_by_horizon": lambda: horizon_figure(
             metrics, data, int(cfg["grid"]["frequency_minutes"])
+        ),
+        "calibration": lambda: calibration_figure(
+            load_calibration(layout), metrics, data, vitals_in(metrics, cfg)
         ),
         "example_forecasts": lambda: example_figure(data, layout, n_examples, seed),
         "loss_curves": lambda: loss_figure(data, layout),

@@ -20,7 +20,12 @@ import pandas as pd
 
 from vitalfm.errors import DataError
 from vitalfm.evaluation.paired import GAP_COLUMNS, PAIRED_COLUMNS
-from vitalfm.evaluation.run_summary import METRICS_COLUMNS, REPLICATE_COLUMNS, REPORT_SPLIT
+from vitalfm.evaluation.run_summary import (
+    CALIBRATION_COLUMNS,
+    METRICS_COLUMNS,
+    REPLICATE_COLUMNS,
+    REPORT_SPLIT,
+)
 from vitalfm.study import Run
 
 
@@ -45,6 +50,10 @@ class ResultsLayout:
     @property
     def gap(self) -> Path:
         return self.root / "metrics" / "oracle_gap.parquet"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "metrics" / "calibration.parquet"
 
     def run_dir(self, replicate_id: str) -> Path:
         """A trained replicate's folder (``<model>/<setting>/seed-<k>``)."""
@@ -147,6 +156,14 @@ def load_gap(layout: ResultsLayout) -> pd.DataFrame:
     """The share of the persistence-to-oracle gap each run closes (empty without an oracle)."""
     frame = _read_parquet(layout.gap, GAP_COLUMNS, layout.root)
     frame["split"] = frame["split"].astype(str)
+    return frame
+
+
+def load_calibration(layout: ResultsLayout) -> pd.DataFrame:
+    """Observed coverage at each quantile level per run, split and vital (rule metrics)."""
+    frame = _read_parquet(layout.calibration, CALIBRATION_COLUMNS, layout.root)
+    frame["split"] = frame["split"].astype(str)
+    frame["level"] = frame["level"].astype(float)
     return frame
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vitalfm.evaluation.metric_registry import CRPS, MAE, SELECTION_METRIC
+from vitalfm.evaluation.metric_registry import CALIBRATION_ERROR, CRPS, MAE, SELECTION_METRIC
 from vitalfm.evaluation.run_summary import REPORT_SPLIT
 from vitalfm.reporting import TABLES
 from vitalfm.reporting.formatting import (
@@ -79,6 +79,13 @@ CHOSEN_NOTE = (
     "Every 'best' (setting, rank, baseline) is chosen on the validation split (lowest "
     "validation min-max MAE, mean over seeds) and its test score reported: choosing on the "
     "test set would report the best of several draws."
+)
+CAL_NOTE = (
+    f"{CALIBRATION_ERROR.label}: the calibration error, the mean over the forecast's quantile "
+    "levels a (0.025 ... 0.975; a model without the outer ones on those it has) of "
+    "|coverage(a) - a|, coverage(a) the share of test points at or below the a-quantile; 0 is "
+    "calibrated (the same on both scales). The calibration figure shows which levels are off "
+    "and in which direction."
 )
 ORACLE_LABEL = "oracle (bound)"
 ORACLE_NOTE = (
@@ -179,6 +186,7 @@ def main_comparison(
         "Bold (CSV: the `best` column): the model's best method setting for that vital, chosen "
         "on validation MAE; the values shown are test scores.",
         "Size: the base model's parameters. Seeds: replicates averaged in each value.",
+        CAL_NOTE,
         ORACLE_NOTE,
     ]
     if scale == "original":
