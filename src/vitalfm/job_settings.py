@@ -239,3 +239,36 @@ def report(cfg: Mapping[str, Any]) -> str:
     settings["vitals"] = {k: v for k, v in cfg["vitals"].items() if k != "stays_per_query"}
     settings["database"] = {k: v for k, v in cfg["database"].items() if k != "connect_timeout_s"}
     return ordered(settings)
+
+
+def events(cfg: Mapping[str, Any]) -> str:
+    """Rule ``events``: the events and the alarm threshold (the windows and forecasts are
+    inputs)."""
+    evaluation = cfg["evaluation"]
+    return canonical(
+        {
+            "events": evaluation["events"],
+            "event_alarm_probability": evaluation["event_alarm_probability"],
+        }
+    )
+
+
+def event_metrics(cfg: Mapping[str, Any]) -> str:
+    """Rule ``event_metrics``: the runs (as :func:`metrics` resolves them), the bootstrap and
+    the alarm threshold."""
+    training = cfg["training"]
+    evaluation = cfg["evaluation"]
+    return ordered(
+        {
+            "database": {"source": cfg["database"]["source"]},
+            "models": cfg["models"],
+            "methods": cfg["methods"],
+            "training": {k: training[k] for k in TRAINING_REPLICATES if k in training},
+            "evaluation": {
+                "oracle": evaluation["oracle"],
+                "bootstrap": evaluation["bootstrap"],
+                "events": evaluation["events"],
+                "event_alarm_probability": evaluation["event_alarm_probability"],
+            },
+        }
+    )
