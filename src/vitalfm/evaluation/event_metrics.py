@@ -176,10 +176,11 @@ def run_event_metrics(
     out: dict[tuple[str, str], dict[str, Any]] = {}
     keys = dict.fromkeys((e, g) for t in tables for e in t["event"].unique() for g in GROUPS)
     for event, group in keys:
-        values, boots, first = [], [], None
-        for table in tables:
-            part = group_of(table[table["event"] == event], group)
-            first = part if first is None else first
+        parts = [group_of(table[table["event"] == event], group) for table in tables]
+        if not any(len(part) for part in parts):
+            continue  # no window of this group (e.g. no context shows the event): no row
+        values, boots, first = [], [], parts[0]
+        for part in parts:
             columns = np.searchsorted(patients, part["subject_id"].to_numpy(np.int64))
             point = group_metrics(part, np.ones((1, len(part))), alarm)
             boot = group_metrics(part, weights[:, columns], alarm)
@@ -196,7 +197,7 @@ def run_event_metrics(
         stacked = np.stack(boots)  # [S, M, B]
         boot = {m: _seed_mean(stacked[:, i], seed_draws) for i, m in enumerate(METRICS)}
         out[(event, group)] = {
-            "vital": str(first["vital"].iloc[0]) if len(first) else "",
+            "vital": str(next(p for p in parts if len(p))["vital"].iloc[0]),
             "value": dict(zip(METRICS, mean, strict=True)),
             "boot": boot,
             "n_patients": int(first["subject_id"].nunique()),

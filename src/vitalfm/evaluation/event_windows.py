@@ -143,8 +143,11 @@ def window_events(
                     "ongoing": ongoing,
                     "probability": probability.astype(np.float64),
                     "forecast_onset_step": forecast_onset.astype(np.int16),
-                    "lead_minutes": lead_minutes(
-                        onset, forecast_onset, int(windows.frequency_minutes)
+                    # counted on new-onset windows only (events.py)
+                    "lead_minutes": np.where(
+                        ongoing,
+                        np.nan,
+                        lead_minutes(onset, forecast_onset, int(windows.frequency_minutes)),
                     ),
                     "n_observed": observed.sum(axis=1).astype(np.int16),
                     "source": source,
