@@ -188,3 +188,45 @@ def test_event_metrics_rule_writes_every_run_event_group_and_comparison(
     ongoing_lead = table[(table["group"] == "ongoing") & (table["metric"] == "lead_minutes")]
     assert ongoing_lead["value"].isna().all()
     assert pd.read_csv(outputs["events_csv"]).shape == table.shape
+
+
+def test_report_writes_the_table_and_figure_of_the_validation_best_runs(
+    cfg: dict[str, Any], made: dict[str, Any]
+) -> None:
+    from vitalfm.evaluation.metric_registry import SELECTION_METRIC
+    from vitalfm.steps.report import clinical_events
+
+    work: Path = made["work"]
+    events = work / "metrics" / "clinical_events.parquet"
+    if not events.exists():
+        test_event_metrics_rule_writes_every_run_event_group_and_comparison(cfg, made)
+    # validation prefers m's zero-shot run over its lora run
+    metrics = pd.DataFrame(
+        {
+            "run": ["m/zero_shot", "m/lora-r2", "persistence/zero_shot"],
+            "metric": SELECTION_METRIC.name,
+            "scale": "minmax",
+            "vital": "all",
+            "step": 0,
+            "split": "validation",
+            "value": [0.01, 0.02, 0.03],
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+        }
+    )
+    metrics_path = work / "metrics" / "metrics.parquet"
+    metrics.to_parquet(metrics_path)
+    windows = {
+        run: made["files"][made["keys"].index(("test", run, 0))]
+        for run in ("m/zero_shot", "m/lora-r2", "persistence/zero_shot")
+    }
+    clinical_events(
+        job_settings.report(cfg), events, metrics_path, windows, work / "tables", work / "figures"
+    )
+    table = pd.read_csv(work / "tables" / "clinical_events.csv")
+    # m's lora run is neither zero-shot nor chosen on validation: not shown
+    assert set(table["run"]) == {"m/zero_shot", "persistence/zero_shot"}
+    assert table["event"].str.startswith("sustained_hypotension (mbp < 65 for >= 2 steps)").any()
+    assert (work / "tables" / "clinical_events.md").read_text().startswith("**Alarms")
+    for fmt in ("png", "pdf"):
+        assert (work / "figures" / f"clinical_events.{fmt}").stat().st_size > 1000

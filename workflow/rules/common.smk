@@ -113,4 +113,7 @@ def get_final_outputs():
         *[f"results/tables/{name}.{fmt}" for name in TABLES for fmt in TABLE_FORMATS],
         f"results/tables/{STUDY_CONFIG}",
         *[f"results/figures/{name}.{fmt}" for name in FIGURES for fmt in FIGURE_FORMATS],
+        # alarms from forecasts (rule clinical_events_report)
+        *[f"results/tables/clinical_events.{fmt}" for fmt in TABLE_FORMATS],
+        *[f"results/figures/clinical_events.{fmt}" for fmt in FIGURE_FORMATS],
     ]
