@@ -10,7 +10,13 @@ import pytest
 
 from vitalfm.config import validate_config
 from vitalfm.errors import ConfigError
-from vitalfm.evaluation.event_metrics import group_metrics, roc_points, weighted_auc_ap
+from vitalfm.evaluation.event_metrics import (
+    group_metrics,
+    resampled_auc_ap,
+    roc_points,
+    score_bins,
+    weighted_auc_ap,
+)
 from vitalfm.evaluation.events import (
     Event,
     lead_minutes,
@@ -176,6 +182,26 @@ def test_weighted_auroc_and_auprc_match_sklearn(ties):
     assert ap1 == pytest.approx(sklearn_metrics.average_precision_score(y, scores))
 
 
+def test_resampled_areas_weight_patients_and_rank_on_the_grid():
+    """The bootstrap's per-patient areas equal the exact ones on scores rounded to the grid,
+    each window weighted by its patient's draw count, and stay close to the unrounded ones."""
+    rng = np.random.default_rng(5)
+    n, patients = 400, 30
+    patient = rng.integers(0, patients, n)
+    y = rng.random(n) < 0.25
+    scores = np.clip(rng.random(n) * 0.8 + 0.25 * y, 0, 1)
+    scores[:50] = np.round(scores[:50], 1)  # ties across patients
+    draws = rng.integers(0, 3, size=(6, patients)).astype(float)
+    auc, ap = resampled_auc_ap(y, scores, patient, draws)
+    rounded = score_bins(scores) * 1e-3
+    want_auc, want_ap = weighted_auc_ap(y, rounded, draws[:, patient])
+    np.testing.assert_allclose(auc, want_auc, rtol=1e-12)
+    np.testing.assert_allclose(ap, want_ap, rtol=1e-12)
+    for b in range(6):
+        exact = sklearn_metrics.roc_auc_score(y, scores, sample_weight=draws[b, patient])
+        assert abs(auc[b] - exact) < 2e-3
+
+
 def test_roc_points_match_sklearn():
     rng = np.random.default_rng(3)
     y = rng.random(200) < 0.4
@@ -200,7 +226,7 @@ def test_brier_sensitivity_false_alarms_and_lead_time():
         }
     )
     w = np.array([[1.0, 1, 1, 1, 1], [2.0, 0, 1, 3, 1]])
-    got = group_metrics(frame, w, 0.5)
+    got = group_metrics(frame, np.arange(5), w, 0.5)  # each window its own patient
     y = frame["truth"].to_numpy(float)
     p = frame["probability"].to_numpy()
     for b in range(2):

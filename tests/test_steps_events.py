@@ -161,7 +161,9 @@ def test_event_metrics_rule_writes_every_run_event_group_and_comparison(
     )
     sm = SimpleNamespace(
         config=cfg,
-        params=SimpleNamespace(settings=job_settings.event_metrics(cfg), keys=made["keys"]),
+        params=SimpleNamespace(
+            settings=job_settings.event_metrics(cfg), event_keys=made["keys"]
+        ),
         input=SimpleNamespace(events=made["files"]),
         output=outputs,
         log=[str(work / "logs" / "event_metrics.log")],

@@ -87,20 +87,7 @@ rule metrics:
 # time per event, new-onset and ongoing windows apart, with intervals and paired differences
 # (rule event_metrics). See vitalfm.evaluation.events for the definitions and estimators.
 
-# Whether the forecast rule writes each replicate's sample paths beside its forecast table
-# (seed-<k>.paths.parquet, zero rows for a quantile family). Off: the events are scored from the
-# forecasts' quantiles only. The one switch to turn on once rule forecast declares that output.
-FORECAST_WRITES_PATHS = False
-
-
-def event_sample_paths(wildcards):
-    """The replicate's sample-path files, one per scored split ([] while they are not made)."""
-    if not FORECAST_WRITES_PATHS:
-        return []
-    return [
-        f"results/forecasts/{split}/{wildcards.model}/{wildcards.setting}/seed-{wildcards.seed}.paths.parquet"
-        for split in SPLITS_SCORED
-    ]
+# The sample-path switch and event_sample_paths live in common.smk.
 
 
 rule events:
@@ -146,7 +133,7 @@ rule event_metrics:
     params:
         settings=job_settings.event_metrics(config),
         # (split, run id, seed) of each event file, in input order
-        keys=[
+        event_keys=[
             (split, run.run_id, seed)
             for split in SPLITS_SCORED
             for run in RUNS
@@ -159,7 +146,9 @@ rule event_metrics:
     threads: 1
     resources:
         mem_mb=6000,
-        runtime=30,
+        # ~0.4 s per (replicate, split, event, window group) with 1000 test patients and 1000
+        # resamples: about 2 h for the paper's 916 replicates
+        runtime=180,
     conda:
         "../../envs/vitalfm.yaml"
     script:

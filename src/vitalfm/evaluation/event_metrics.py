@@ -20,9 +20,15 @@ weighted by its patient's count; a multi-seed run also resamples its seeds
 (:func:`~vitalfm.evaluation.bootstrap.seed_weights`) and averages the seeds' metrics with those
 counts, like :mod:`vitalfm.evaluation.run_summary`. The paired differences against the model's
 zero-shot run and against persistence use the same resamples, so they pair patients and seeds.
-Weighted AUROC and AUPRC are vectorised over resamples: scores are sorted once and tied scores
-grouped, then each resample's per-group positive and negative weights give both areas by
-cumulative sums.
+The point estimates of AUROC and AUPRC are exact (scores sorted once, tied scores grouped,
+cumulative weighted sums; checked against scikit-learn). Their resamples are vectorised over
+patients instead of windows: with the probabilities on a 0.001 grid (:data:`SCORE_RESOLUTION`),
+each patient's positive and negative windows are counted per occupied bin, and one matrix
+product per class gives every resample's weight per bin, from which both areas follow by
+cumulative sums (cost resamples x patients x bins, not resamples x windows: a paper-scale
+study has tens of thousands of test windows per event and replicate). Ties within a bin count
+one half, so a resample's AUROC moves by at most half the share of positive-negative pairs
+closer than 0.001.
 """
 
 from __future__ import annotations
@@ -67,6 +73,10 @@ EVENT_METRIC_COLUMNS = (
 )
 #: Resampled weights held at once ([chunk, windows] floats).
 CHUNK_VALUES = 4_000_000
+#: The bootstrap's AUROC and AUPRC rank probabilities on this grid (point estimates do not):
+#: 1001 bins at most, so resampling costs resamples x patients x bins whatever the number of
+#: windows. Probabilities from <= 1000 sample paths are multiples of 1/S and stay distinct.
+SCORE_RESOLUTION = 1e-3
 
 
 def _tie_groups(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,12 +87,30 @@ def _tie_groups(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, starts
 
 
+def _areas(tp: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(AUROC [B], average precision [B]) from the positive and negative weight of each group
+    of tied scores, ``tp`` and ``fp`` [B, G] with groups ordered from the highest score."""
+    ctp, cfp = np.cumsum(tp, axis=1), np.cumsum(fp, axis=1)
+    n_pos, n_neg = ctp[:, -1], cfp[:, -1]
+    # positives of a group beat the negatives of every lower group, tie half with their own
+    neg_below = n_neg[:, None] - cfp
+    pairs = (tp * (neg_below + 0.5 * fp)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = pairs / (n_pos * n_neg)
+        precision = np.where(ctp + cfp > 0, ctp / np.where(ctp + cfp > 0, ctp + cfp, 1.0), 0.0)
+        ap = (tp * precision).sum(axis=1) / n_pos
+    return (
+        np.where((n_pos > 0) & (n_neg > 0), auc, np.nan),
+        np.where(n_pos > 0, ap, np.nan),
+    )
+
+
 def weighted_auc_ap(
     y: np.ndarray, scores: np.ndarray, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(AUROC [B], average precision [B]) of ``scores`` for labels ``y`` under each row of
-    ``weights`` [B, N] (sample weights); NaN where a resample has no positive (AUROC: or no
-    negative) weight."""
+    ``weights`` [B, N] (sample weights), exact; NaN where a resample has no positive (AUROC:
+    or no negative) weight. Cost B x N: the point estimates use it, with one row."""
     weights = np.atleast_2d(weights)
     b = weights.shape[0]
     auc, ap = np.full(b, np.nan), np.full(b, np.nan)
@@ -95,18 +123,38 @@ def weighted_auc_ap(
         w = weights[first : first + chunk][:, order]
         tp = np.add.reduceat(np.where(pos, w, 0.0), starts, axis=1)  # [b, G], highest first
         fp = np.add.reduceat(np.where(pos, 0.0, w), starts, axis=1)
-        ctp, cfp = np.cumsum(tp, axis=1), np.cumsum(fp, axis=1)
-        n_pos, n_neg = ctp[:, -1], cfp[:, -1]
-        # positives of a group beat the negatives of every lower group, tie half with their own
-        neg_below = n_neg[:, None] - cfp
-        pairs = (tp * (neg_below + 0.5 * fp)).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            auc_c = pairs / (n_pos * n_neg)
-            precision = np.where(ctp + cfp > 0, ctp / (ctp + cfp), 0.0)
-            ap_c = (tp * precision).sum(axis=1) / n_pos
-        auc[first : first + chunk] = np.where((n_pos > 0) & (n_neg > 0), auc_c, np.nan)
-        ap[first : first + chunk] = np.where(n_pos > 0, ap_c, np.nan)
+        auc[first : first + chunk], ap[first : first + chunk] = _areas(tp, fp)
     return auc, ap
+
+
+def score_bins(scores: np.ndarray) -> np.ndarray:
+    """int [N]: each probability on the :data:`SCORE_RESOLUTION` grid (ties within a bin)."""
+    return np.rint(np.clip(scores, 0.0, 1.0) / SCORE_RESOLUTION).astype(np.int64)
+
+
+def resampled_auc_ap(
+    y: np.ndarray, scores: np.ndarray, patient: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(AUROC [B], average precision [B]) of every resample, window n weighted by
+    ``weights[b, patient[n]]``, with scores on the :data:`SCORE_RESOLUTION` grid.
+
+    Each patient's positives and negatives are counted per occupied score bin ([P, G]); one
+    matrix product per class gives every resample's weight per bin, so the cost is
+    B x P x G (G <= 1001 bins), not B x N windows."""
+    y = np.asarray(y, bool)
+    bins = score_bins(np.asarray(scores, dtype=np.float64))
+    occupied, group = np.unique(-bins, return_inverse=True)  # highest score first
+    n_groups, n_patients = len(occupied), weights.shape[1]
+    cell = patient.astype(np.int64) * n_groups + group.reshape(-1)
+    size = n_patients * n_groups
+    positives = np.bincount(cell[y], minlength=size).reshape(n_patients, n_groups)
+    negatives = np.bincount(cell[~y], minlength=size).reshape(n_patients, n_groups)
+    # draw counts times window counts are whole numbers far below 2**24: exact in float32,
+    # whose products are twice as fast
+    w32 = weights.astype(np.float32)
+    tp = (w32 @ positives.astype(np.float32)).astype(np.float64)
+    fp = (w32 @ negatives.astype(np.float32)).astype(np.float64)
+    return _areas(tp, fp)
 
 
 def roc_points(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,26 +172,50 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def group_metrics(frame: pd.DataFrame, weights: np.ndarray, alarm: float) -> dict[str, np.ndarray]:
-    """{metric: [B]} of one replicate's windows of one (event, group), each window weighted by
-    the row of ``weights`` [B, N] (its patient's draw count; one row of ones: the estimate)."""
+def group_metrics(
+    frame: pd.DataFrame,
+    patient: np.ndarray,
+    weights: np.ndarray,
+    alarm: float,
+    exact: bool = False,
+) -> dict[str, np.ndarray]:
+    """{metric: [B]} of one replicate's windows of one (event, group): window n weighted by
+    ``weights[b, patient[n]]`` (its patient's draw count in resample b). Every metric but the
+    areas is a ratio of per-patient sums; the areas are :func:`resampled_auc_ap`, or
+    :func:`weighted_auc_ap` on the unrounded scores when ``exact`` (the point estimates)."""
     y = frame["truth"].to_numpy(bool)
     p = frame["probability"].to_numpy(np.float64)
     alarmed = p >= alarm
     lead = frame["lead_minutes"].to_numpy(np.float64)
     detected = np.isfinite(lead) & y & alarmed
-    auc, ap = weighted_auc_ap(y, p, weights)
-    total = weights.sum(axis=1)
-    pos = weights @ y.astype(float)
-    neg = total - pos
+    terms = np.stack(
+        [
+            np.ones(len(y)),
+            y.astype(float),
+            (p - y) ** 2,
+            (y & alarmed).astype(float),
+            (~y & alarmed).astype(float),
+            np.where(detected, lead, 0.0),
+            detected.astype(float),
+        ],
+        axis=1,
+    )
+    per_patient = np.stack(
+        [np.bincount(patient, t, minlength=weights.shape[1]) for t in terms.T], axis=1
+    )
+    total, pos, sq, hits, false, lead_sum, n_detected = (weights @ per_patient).T
+    if exact:
+        auc, ap = weighted_auc_ap(y, p, weights[:, patient])
+    else:
+        auc, ap = resampled_auc_ap(y, p, patient, weights)
     return {
         "auroc": auc,
         "auprc": ap,
         "prevalence": _ratio(pos, total),
-        "brier": _ratio(weights @ (p - y) ** 2, total),
-        "sensitivity": _ratio(weights @ (y & alarmed).astype(float), pos),
-        "false_alarm_rate": _ratio(weights @ (~y & alarmed).astype(float), neg),
-        "lead_minutes": _ratio(weights @ np.where(detected, lead, 0.0), weights @ detected),
+        "brier": _ratio(sq, total),
+        "sensitivity": _ratio(hits, pos),
+        "false_alarm_rate": _ratio(false, total - pos),
+        "lead_minutes": _ratio(lead_sum, n_detected),
     }
 
 
@@ -182,8 +254,9 @@ def run_event_metrics(
         values, boots, first = [], [], parts[0]
         for part in parts:
             columns = np.searchsorted(patients, part["subject_id"].to_numpy(np.int64))
-            point = group_metrics(part, np.ones((1, len(part))), alarm)
-            boot = group_metrics(part, weights[:, columns], alarm)
+            present, local = np.unique(columns, return_inverse=True)
+            point = group_metrics(part, local, np.ones((1, len(present))), alarm, exact=True)
+            boot = group_metrics(part, local, weights[:, present], alarm)
             values.append([point[m][0] for m in METRICS])
             boots.append(np.stack([boot[m] for m in METRICS]))  # [M, B]
         seed_values = np.array(values)  # [S, M]
