@@ -68,6 +68,7 @@ def events(
 
     ``paths_path`` is the replicate's sample-path file (rule forecast); None, or a file with
     no rows, scores the events from the forecast's quantiles."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -81,6 +82,16 @@ def events(
     found = parse_events({"evaluation": cfg})
     with phase("compute"):
         forecasts = read_forecasts(forecasts_path, replicate)
+        # every stored level sharpens the interpolated distribution (read_forecasts reads
+        # those the scores use)
+        extra = [
+            name
+            for name in pq.read_schema(forecasts_path).names
+            if name.startswith("q") and name not in forecasts.columns
+        ]
+        if extra:
+            more = pq.read_table(forecasts_path, columns=extra).to_pandas()
+            forecasts = pd.concat([forecasts, more], axis=1)
         windows = WindowSet.load(windows_path)
         paths = pq.read_table(paths_path) if paths_path is not None else None
         table = window_events(
