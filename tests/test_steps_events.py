@@ -161,9 +161,7 @@ def test_event_metrics_rule_writes_every_run_event_group_and_comparison(
     )
     sm = SimpleNamespace(
         config=cfg,
-        params=SimpleNamespace(
-            settings=job_settings.event_metrics(cfg), event_keys=made["keys"]
-        ),
+        params=SimpleNamespace(settings=job_settings.event_metrics(cfg), event_keys=made["keys"]),
         input=SimpleNamespace(events=made["files"]),
         output=outputs,
         log=[str(work / "logs" / "event_metrics.log")],
@@ -232,3 +230,47 @@ def test_report_writes_the_table_and_figure_of_the_validation_best_runs(
     assert (work / "tables" / "clinical_events.md").read_text().startswith("**Alarms")
     for fmt in ("png", "pdf"):
         assert (work / "figures" / f"clinical_events.{fmt}").stat().st_size > 1000
+
+
+def test_a_study_without_events_gets_empty_tables_and_a_figure_that_says_so(
+    cfg: dict[str, Any], made: dict[str, Any], tmp_path: Path
+) -> None:
+    from vitalfm.evaluation.metric_registry import SELECTION_METRIC
+    from vitalfm.steps import evaluation
+    from vitalfm.steps.report import clinical_events
+
+    none = validate_config({**_raw(cfg), "evaluation": {"events": {}, "oracle": False}})
+    split, run, seed = made["keys"][-1]
+    forecasts = made["work"] / "forecasts" / split / f"{run}/seed-{seed}.parquet"
+    out = tmp_path / "events.parquet"
+    evaluation.events(
+        job_settings.events(none),
+        "r",
+        forecasts,
+        made["work"] / "windows" / f"{split}.npz",
+        out,
+    )
+    assert pd.read_parquet(out).empty
+    keys = [(s, r.run_id, k) for s in SPLITS_SCORED for r in study_runs(none) for k in r.seeds]
+    outputs = {"events": tmp_path / "m.parquet", "events_csv": tmp_path / "m.csv"}
+    evaluation.event_metrics(job_settings.event_metrics(none), keys, [out] * len(keys), outputs)
+    assert pd.read_parquet(outputs["events"]).empty
+    metrics = pd.DataFrame(
+        {"run": ["m/zero_shot"], "metric": SELECTION_METRIC.name, "scale": "minmax"}
+        | {"vital": "all", "step": 0, "split": "validation", "value": 0.1}
+    )
+    metrics.to_parquet(tmp_path / "metrics.parquet")
+    clinical_events(
+        job_settings.report(none),
+        outputs["events"],
+        tmp_path / "metrics.parquet",
+        {},
+        tmp_path,
+        tmp_path,
+    )
+    assert (tmp_path / "clinical_events.png").exists()
+    assert "event" in (tmp_path / "clinical_events.csv").read_text()
+
+
+def _raw(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: cfg[k] for k in ("vitals", "models", "methods", "training")}

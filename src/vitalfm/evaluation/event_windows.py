@@ -45,8 +45,8 @@ PATH_COLUMNS = ("window_id", "vital", "step", "samples")
 
 
 def _levels(frame: pd.DataFrame) -> list[tuple[float, str]]:
-    """The quantile levels a forecast table holds with values (a model without the outer
-    levels writes NaN there), increasing."""
+    """The quantile levels a forecast table holds on every row (a model without the outer
+    levels writes NaN there; such a level is left out), increasing."""
     out = []
     for name in frame.columns:
         if name.startswith("q") and name != "q":
@@ -54,7 +54,7 @@ def _levels(frame: pd.DataFrame) -> list[tuple[float, str]]:
                 level = float(name[1:])
             except ValueError:
                 continue
-            if quantile_column(level) == name and frame[name].notna().any():
+            if quantile_column(level) == name and frame[name].notna().all():
                 out.append((level, name))
     return sorted(out)
 

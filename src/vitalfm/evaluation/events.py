@@ -47,7 +47,8 @@ the forecast's alarm step comes before the first observed event step (warned ear
 it is on time, negative when late. The alarm itself is available at the forecast origin; the
 lead time measures how well the forecast places the event in time.
 
-Pure numpy: the rule ``events`` (:mod:`vitalfm.steps.evaluation`) reads the files.
+Pure numpy: :mod:`vitalfm.evaluation.event_windows` applies it to a forecast table, and
+:mod:`vitalfm.evaluation.event_metrics` turns the windows into metrics.
 """
 
 from __future__ import annotations
