@@ -274,3 +274,21 @@ def test_a_study_without_events_gets_empty_tables_and_a_figure_that_says_so(
 
 def _raw(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: cfg[k] for k in ("vitals", "models", "methods", "training")}
+
+
+def test_a_paths_file_missing_observed_points_is_refused(made: dict[str, Any]) -> None:
+    from vitalfm.errors import DataError
+    from vitalfm.evaluation.event_windows import window_events
+    from vitalfm.evaluation.events import Event
+
+    split = SPLITS_SCORED[-1]
+    windows = WindowSet.load(made["work"] / "windows" / f"{split}.npz")
+    frame = make_forecasts(windows, seed=1)
+    paths = _paths_table(frame, 0)
+    event = Event("hypotension", "mbp", 65.0, below=True)
+    table = window_events(frame, windows, [event], 0.5, paths)
+    assert set(table["source"]) == {"paths"}
+    with pytest.raises(DataError, match="lacks paths for observed points of mbp"):
+        first = paths.column("vital").to_pylist().index("mbp")
+        gap = pa.concat_tables([paths.slice(0, first), paths.slice(first + 1)])
+        window_events(frame, windows, [event], 0.5, gap)

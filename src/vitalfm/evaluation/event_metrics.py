@@ -14,9 +14,10 @@ Per run, split, event and window group (:data:`GROUPS`):
 - ``lead_minutes``: mean lead time of detected new-onset positives
   (:mod:`vitalfm.evaluation.events`; NaN for ongoing windows).
 
-Intervals resample patients with the same draw counts as the metrics rule (the split's patients
-sorted, :func:`~vitalfm.evaluation.bootstrap.patient_weights` with the same seed), each window
-weighted by its patient's count; a multi-seed run also resamples its seeds
+Intervals resample patients as the metrics rule does (the split's patients with a window in any
+run's event table, sorted, and :func:`~vitalfm.evaluation.bootstrap.patient_weights` with the
+bootstrap's seed: the same draws as the metrics rule's wherever the two see the same patients),
+each window weighted by its patient's count; a multi-seed run also resamples its seeds
 (:func:`~vitalfm.evaluation.bootstrap.seed_weights`) and averages the seeds' metrics with those
 counts, like :mod:`vitalfm.evaluation.run_summary`. The paired differences against the model's
 zero-shot run and against persistence use the same resamples, so they pair patients and seeds.

@@ -116,7 +116,9 @@ def window_events(
             where = np.searchsorted(ids, p_window)
             known = (where < len(ids)) & (ids[np.minimum(where, len(ids) - 1)] == p_window)
             cube[where[known], p_step[known] - 1] = samples[known]
-            if np.isnan(cube[observed]).any():
+            covered = np.zeros_like(observed)
+            covered[where[known], p_step[known] - 1] = True
+            if (observed & ~covered).any():
                 raise DataError(
                     f"{replicate}: the sample-path file lacks paths for observed points of "
                     f"{event.vital}",
