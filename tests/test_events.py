@@ -267,3 +267,17 @@ def test_an_event_needs_exactly_one_threshold():
         validate_config(
             {"evaluation": {"events": {"odd": {"vital": "mbp", "below": 60, "above": 90}}}}
         )
+
+
+def test_changing_an_event_reruns_the_event_jobs_only():
+    from vitalfm import job_settings
+
+    base = validate_config({})
+    moved = validate_config(
+        {"evaluation": {"events": {"hypotension": {"vital": "mbp", "below": 60}}}}
+    )
+    assert job_settings.events(base) != job_settings.events(moved)
+    assert job_settings.event_metrics(base) != job_settings.event_metrics(moved)
+    assert job_settings.score(base) == job_settings.score(moved)
+    alarm = validate_config({"evaluation": {"event_alarm_probability": 0.3}})
+    assert job_settings.events(base) != job_settings.events(alarm)
