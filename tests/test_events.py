@@ -279,5 +279,6 @@ def test_changing_an_event_reruns_the_event_jobs_only():
     assert job_settings.events(base) != job_settings.events(moved)
     assert job_settings.event_metrics(base) != job_settings.event_metrics(moved)
     assert job_settings.score(base) == job_settings.score(moved)
+    assert job_settings.metrics(base) == job_settings.metrics(moved)
     alarm = validate_config({"evaluation": {"event_alarm_probability": 0.3}})
     assert job_settings.events(base) != job_settings.events(alarm)

@@ -210,13 +210,18 @@ def forecast(cfg: Mapping[str, Any], run: Run, seed: int) -> str:
 # --- scoring and reporting --------------------------------------------------------------------
 
 
+#: ``evaluation`` keys the metrics rule does not compute from: the ranges (the scores hold
+#: them) and the clinical events (rules events and event_metrics).
+METRICS_LEAVE_OUT = ("minmax_ranges", "events", "event_alarm_probability")
+
+
 def score(cfg: Mapping[str, Any]) -> str:
     return canonical({"minmax_ranges": _ranges(cfg)})
 
 
 def metrics(cfg: Mapping[str, Any]) -> str:
     """The sections the study's runs are expanded from (:func:`vitalfm.study.study_runs`), in
-    the config's order, and the evaluation settings (less the ranges: the scores hold them)."""
+    the config's order, and the evaluation settings (less :data:`METRICS_LEAVE_OUT`)."""
     training = cfg["training"]
     return ordered(
         {
@@ -224,7 +229,9 @@ def metrics(cfg: Mapping[str, Any]) -> str:
             "models": cfg["models"],
             "methods": cfg["methods"],
             "training": {k: training[k] for k in TRAINING_REPLICATES if k in training},
-            "evaluation": {k: v for k, v in cfg["evaluation"].items() if k != "minmax_ranges"},
+            "evaluation": {
+                k: v for k, v in cfg["evaluation"].items() if k not in METRICS_LEAVE_OUT
+            },
         }
     )
 
