@@ -129,7 +129,8 @@ def test_comonotone_matches_many_quantile_level_paths():
         for t in range(6):
             # the interpolated quantile function with flat tails beyond the outer levels
             paths[i, t] = np.interp(u, LEVELS, q[i, t])
-    for event in (HYPO, HYPO2):
+    high = Event("high", "mbp", 68.0, below=False, min_steps=2)
+    for event in (HYPO, HYPO2, high):
         p_closed, on_closed = quantile_forecast(event, q, LEVELS, observed, 0.3)
         p_paths, on_paths = path_forecast(event, paths, observed, 0.3)
         np.testing.assert_allclose(p_closed, p_paths, atol=2e-3)
