@@ -16,7 +16,12 @@ from typing import Any
 import jsonschema
 import yaml
 
-from vitalfm.config_rules import check_study_rules, describe_schema_error, yaml_error
+from vitalfm.config_rules import (
+    check_events,
+    check_study_rules,
+    describe_schema_error,
+    yaml_error,
+)
 from vitalfm.db.dsn import check_dsn
 from vitalfm.errors import ConfigError
 
@@ -85,6 +90,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(problem + more, fix)
     _check_cross_field(instance)
     check_study_rules(instance)
+    check_events(instance, given="events" in (config.get("evaluation") or {}))
     return instance
 
 

@@ -355,3 +355,34 @@ def yaml_error(path: Any, err: Exception) -> ConfigError:
         f"fix the syntax there (open {path} at that line: look for a missing ':', an unclosed "
         "bracket or quote, or tabs used for indentation)",
     )
+
+
+def check_events(cfg: dict[str, Any], given: bool) -> None:
+    """Keep ``evaluation.events`` usable for the configured vitals (called on a validated
+    config with defaults filled in).
+
+    The defaults name every bedside vital; a study of fewer vitals keeps the default events of
+    its vitals only (so the paper's three vitals need not delete five defaults). An event the
+    config writes itself on a vital that is not in ``vitals.names`` is an error: it would
+    silently score nothing.
+    """
+    evaluation = cfg["evaluation"]
+    names = list(cfg["vitals"]["names"])
+    events = evaluation.get("events") or {}
+    for name, entry in events.items():
+        has_below, has_above = entry.get("below") is not None, entry.get("above") is not None
+        if has_below == has_above:
+            raise ConfigError(
+                f"config key evaluation.events.{name} needs exactly one of `below` and `above`",
+                f"write e.g. `{name}: {{vital: {entry.get('vital', 'mbp')}, below: 65}}`",
+            )
+    if not given:
+        evaluation["events"] = {n: e for n, e in events.items() if e["vital"] in names}
+        return
+    for name, entry in events.items():
+        if entry["vital"] not in names:
+            raise ConfigError(
+                f"config key evaluation.events.{name} is on vital {entry['vital']}, which is "
+                f"not forecast (vitals.names = {names})",
+                f"add {entry['vital']} to vitals.names or remove the event",
+            )

@@ -210,13 +210,18 @@ def forecast(cfg: Mapping[str, Any], run: Run, seed: int) -> str:
 # --- scoring and reporting --------------------------------------------------------------------
 
 
+#: ``evaluation`` keys the metrics rule does not compute from: the ranges (the scores hold
+#: them) and the clinical events (rules events and event_metrics).
+METRICS_LEAVE_OUT = ("minmax_ranges", "events", "event_alarm_probability")
+
+
 def score(cfg: Mapping[str, Any]) -> str:
     return canonical({"minmax_ranges": _ranges(cfg)})
 
 
 def metrics(cfg: Mapping[str, Any]) -> str:
     """The sections the study's runs are expanded from (:func:`vitalfm.study.study_runs`), in
-    the config's order, and the evaluation settings (less the ranges: the scores hold them)."""
+    the config's order, and the evaluation settings (less :data:`METRICS_LEAVE_OUT`)."""
     training = cfg["training"]
     return ordered(
         {
@@ -224,7 +229,9 @@ def metrics(cfg: Mapping[str, Any]) -> str:
             "models": cfg["models"],
             "methods": cfg["methods"],
             "training": {k: training[k] for k in TRAINING_REPLICATES if k in training},
-            "evaluation": {k: v for k, v in cfg["evaluation"].items() if k != "minmax_ranges"},
+            "evaluation": {
+                k: v for k, v in cfg["evaluation"].items() if k not in METRICS_LEAVE_OUT
+            },
         }
     )
 
@@ -239,3 +246,36 @@ def report(cfg: Mapping[str, Any]) -> str:
     settings["vitals"] = {k: v for k, v in cfg["vitals"].items() if k != "stays_per_query"}
     settings["database"] = {k: v for k, v in cfg["database"].items() if k != "connect_timeout_s"}
     return ordered(settings)
+
+
+def events(cfg: Mapping[str, Any]) -> str:
+    """Rule ``events``: the events and the alarm threshold (the windows and forecasts are
+    inputs)."""
+    evaluation = cfg["evaluation"]
+    return canonical(
+        {
+            "events": evaluation["events"],
+            "event_alarm_probability": evaluation["event_alarm_probability"],
+        }
+    )
+
+
+def event_metrics(cfg: Mapping[str, Any]) -> str:
+    """Rule ``event_metrics``: the runs (as :func:`metrics` resolves them), the bootstrap and
+    the alarm threshold."""
+    training = cfg["training"]
+    evaluation = cfg["evaluation"]
+    return ordered(
+        {
+            "database": {"source": cfg["database"]["source"]},
+            "models": cfg["models"],
+            "methods": cfg["methods"],
+            "training": {k: training[k] for k in TRAINING_REPLICATES if k in training},
+            "evaluation": {
+                "oracle": evaluation["oracle"],
+                "bootstrap": evaluation["bootstrap"],
+                "events": evaluation["events"],
+                "event_alarm_probability": evaluation["event_alarm_probability"],
+            },
+        }
+    )

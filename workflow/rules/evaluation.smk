@@ -82,3 +82,77 @@ rule metrics:
         "../../envs/vitalfm.yaml"
     script:
         "../../scripts/metrics.py"
+
+
+# Alarms from forecasts (table and figure clinical_events): each replicate's forecasts of each
+# split -> every (window, event)'s truth, onset, context status and forecast probability (rule
+# events), then every run's AUROC, AUPRC, Brier score, sensitivity, false-alarm rate and lead
+# time per event, new-onset and ongoing windows apart, with intervals and paired differences
+# (rule event_metrics). See vitalfm.evaluation.events for the definitions and estimators.
+
+# The sample-path switch and event_sample_paths live in common.smk.
+
+
+rule events:
+    input:
+        forecasts=expand(
+            "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.parquet",
+            split=SPLITS_SCORED,
+        ),
+        paths=event_sample_paths,
+        windows=expand("results/windows/{split}.npz", split=SPLITS_SCORED),
+    output:
+        expand(
+            "results/events/{split}/{{model}}/{{setting}}/seed-{{seed}}.parquet",
+            split=SPLITS_SCORED,
+        ),
+    params:
+        settings=job_settings.events(config),
+        splits=list(SPLITS_SCORED),
+    log:
+        "results/logs/events/{model}/{setting}/seed-{seed}.log",
+    benchmark:
+        "results/benchmarks/events/{model}/{setting}/seed-{seed}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/events.py"
+
+
+rule event_metrics:
+    input:
+        events=[
+            f"results/events/{split}/{rep}.parquet"
+            for split in SPLITS_SCORED
+            for _, rep in REPLICATES
+        ],
+    output:
+        events="results/metrics/clinical_events.parquet",
+        events_csv="results/metrics/clinical_events.csv",
+    params:
+        settings=job_settings.event_metrics(config),
+        # (split, run id, seed) of each event file, in input order
+        event_keys=[
+            (split, run.run_id, seed)
+            for split in SPLITS_SCORED
+            for run in RUNS
+            for seed in run.seeds
+        ],
+    log:
+        "results/logs/event_metrics.log",
+    benchmark:
+        "results/benchmarks/metrics/event_metrics.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        # ~0.4 s per (replicate, split, event, window group) with 1000 test patients and 1000
+        # resamples: about 2 h for the paper's 916 replicates
+        runtime=180,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/event_metrics.py"

@@ -133,3 +133,59 @@ rule figures:
         "../../envs/vitalfm.yaml"
     script:
         "../../scripts/figures.py"
+
+
+# Alarms from forecasts: the clinical_events table and figure (captions in workflow/report/),
+# from the event metrics, the metrics (which setting validation chose) and each run's first
+# test event table (ROC curves).
+from vitalfm.reporting import CLINICAL_EVENTS
+
+
+rule clinical_events_report:
+    input:
+        events="results/metrics/clinical_events.parquet",
+        metrics="results/metrics/metrics.parquet",
+        windows=[f"results/events/test/{rep}.parquet" for rep in FIRST_REPLICATES],
+    output:
+        **{
+            f"table_{fmt}": (
+                report(
+                    f"results/tables/{CLINICAL_EVENTS}.{fmt}",
+                    caption=f"../report/table_{CLINICAL_EVENTS}.rst",
+                    category="Results",
+                    subcategory="Tables",
+                    labels={"table": CLINICAL_EVENTS, "format": fmt.upper()},
+                )
+                if fmt in ("html", "csv")
+                else f"results/tables/{CLINICAL_EVENTS}.{fmt}"
+            )
+            for fmt in TABLE_FORMATS
+        },
+        **{
+            f"figure_{fmt}": (
+                report(
+                    f"results/figures/{CLINICAL_EVENTS}.{fmt}",
+                    caption=f"../report/figure_{CLINICAL_EVENTS}.rst",
+                    category="Results",
+                    subcategory="Figures",
+                    labels={"figure": CLINICAL_EVENTS},
+                )
+                if fmt == "png"
+                else f"results/figures/{CLINICAL_EVENTS}.{fmt}"
+            )
+            for fmt in FIGURE_FORMATS
+        },
+    params:
+        settings=job_settings.report(config),
+        runs=[run.run_id for run in RUNS],  # the run of each input event table, in order
+    log:
+        "results/logs/clinical_events_report.log",
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/vitalfm.yaml"
+    script:
+        "../../scripts/clinical_events_report.py"

@@ -11,6 +11,10 @@ metrics <- run_summary <- paired <- summary):
 - :mod:`~vitalfm.evaluation.run_summary`: one run on one split, over seeds and the bootstrap.
 - :mod:`~vitalfm.evaluation.paired`: differences against a reference, the oracle gap closed.
 - :mod:`~vitalfm.evaluation.summary`: rule ``metrics`` (every run on validation and test).
+- :mod:`~vitalfm.evaluation.events`: clinical events (truth, onset, forecast probability).
+- :mod:`~vitalfm.evaluation.event_windows`: rule ``events`` (each window's event facts).
+- :mod:`~vitalfm.evaluation.event_metrics`: rule ``event_metrics`` (AUROC, AUPRC, Brier,
+  alarms, lead time, with intervals and paired differences).
 
 Nothing is imported here, so that the config check can read the quantile levels while the
 Snakefile is parsed without loading numpy or pandas.

@@ -41,3 +41,7 @@ FIGURE_FORMATS = ("png", "pdf")
 #: highlighted HTML view for the report.
 STUDY_CONFIG = "study_config.yaml"
 STUDY_CONFIG_HTML = "study_config.html"
+
+#: The alarm table and figure (rule clinical_events_report, beside tables and figures):
+#: results/tables/clinical_events.{csv,md,tex,html} and results/figures/clinical_events.{png,pdf}.
+CLINICAL_EVENTS = "clinical_events"

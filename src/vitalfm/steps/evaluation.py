@@ -53,3 +53,86 @@ def metrics(
         {tuple(key): path for key, path in zip(scored, score_paths, strict=True)},
         dict(outputs),
     )
+
+
+def events(
+    settings: Settings,
+    replicate: str,
+    forecasts_path: str | Path,
+    windows_path: str | Path,
+    out_path: str | Path,
+    paths_path: str | Path | None = None,
+) -> None:
+    """Rule events: one replicate's forecasts of a split -> each (window, event)'s truth,
+    onset, context status and forecast probability (:mod:`vitalfm.evaluation.event_windows`).
+
+    ``paths_path`` is the replicate's sample-path file (rule forecast); None, or a file with
+    no rows, scores the events from the forecast's quantiles."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vitalfm.data.windows import WindowSet
+    from vitalfm.evaluation.event_windows import window_events
+    from vitalfm.evaluation.events import parse_events
+    from vitalfm.evaluation.scoring import read_forecasts
+    from vitalfm.io import write_parquet
+
+    cfg = settings_for(settings, "events", ["events", "event_alarm_probability"])
+    found = parse_events({"evaluation": cfg})
+    with phase("compute"):
+        forecasts = read_forecasts(forecasts_path, replicate)
+        # every stored level sharpens the interpolated distribution (read_forecasts reads
+        # those the scores use)
+        extra = [
+            name
+            for name in pq.read_schema(forecasts_path).names
+            if name.startswith("q") and name not in forecasts.columns
+        ]
+        if extra:
+            more = pq.read_table(forecasts_path, columns=extra).to_pandas()
+            forecasts = pd.concat([forecasts, more], axis=1)
+        windows = WindowSet.load(windows_path)
+        paths = pq.read_table(paths_path) if paths_path is not None else None
+        table = window_events(
+            forecasts, windows, found, float(cfg["event_alarm_probability"]), paths, replicate
+        )
+        write_parquet(pa.Table.from_pandas(table, preserve_index=False), out_path)
+
+
+def event_metrics(
+    settings: Settings,
+    keys: Sequence[Sequence[Any]],
+    event_paths: Sequence[str | Path],
+    outputs: Mapping[str, str | Path],
+) -> None:
+    """Rule event_metrics: every replicate's event table (``event_paths``, keyed in the same
+    order by ``keys``: (split, run id, seed)) -> the clinical_events metrics (parquet, CSV)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from vitalfm.evaluation.event_metrics import event_tables
+    from vitalfm.evaluation.run_summary import REPORT_SPLIT, SELECTION_SPLIT
+    from vitalfm.io import write_parquet, write_text
+    from vitalfm.models.registry import naive_reference_family
+    from vitalfm.study import study_runs
+
+    cfg = settings_for(settings, "event_metrics", ["database", "models", "methods", "evaluation"])
+    runs = study_runs(cfg)
+    tables = {
+        (str(split), str(run), int(seed)): pd.read_parquet(path)
+        for (split, run, seed), path in zip(keys, event_paths, strict=True)
+    }
+    evaluation = cfg["evaluation"]
+    with phase("compute"):
+        frame = event_tables(
+            runs,
+            tables,
+            int(evaluation["bootstrap"]["resamples"]),
+            int(evaluation["bootstrap"]["seed"]),
+            float(evaluation["event_alarm_probability"]),
+            [s for s in (SELECTION_SPLIT, REPORT_SPLIT) if any(k[0] == s for k in tables)],
+            naive_reference_family(),
+        )
+        write_parquet(pa.Table.from_pandas(frame, preserve_index=False), outputs["events"])
+        write_text(frame.to_csv(index=False), outputs["events_csv"])

@@ -38,3 +38,26 @@ def figures(
         n_examples=n_examples,
         seed=seed,
     )
+
+
+def clinical_events(
+    settings: Settings,
+    events_path: str | Path,
+    metrics_path: str | Path,
+    window_tables: dict[str, str | Path],
+    table_dir: str | Path,
+    figure_dir: str | Path,
+) -> None:
+    """Rule clinical_events_report: the alarm table and figure from the event metrics, the
+    metrics (which setting validation chose) and each run's first test event table
+    (``window_tables``: run id -> file) for the ROC curves."""
+    from vitalfm.reporting.event_report import build_clinical_events
+
+    build_clinical_events(
+        settings_for(settings, "clinical_events_report", REPORT_KEYS),
+        events_path,
+        metrics_path,
+        window_tables,
+        table_dir,
+        figure_dir,
+    )
