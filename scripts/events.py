@@ -8,9 +8,13 @@ def step(sm):
     from vitalfm.steps.evaluation import events
 
     wc = sm.wildcards
-    paths = list(sm.input.paths) or [None] * len(sm.params.splits)
     parts = zip(
-        sm.params.splits, sm.input.forecasts, sm.input.windows, paths, sm.output, strict=True
+        sm.params.splits,
+        sm.input.forecasts,
+        sm.input.windows,
+        sm.input.paths,
+        sm.output,
+        strict=True,
     )
     for split, forecasts, windows, sample_paths, out in parts:
         replicate = f"{wc.model}/{wc.setting}/seed-{wc.seed} ({split})"

@@ -117,20 +117,3 @@ def get_final_outputs():
         *[f"results/tables/clinical_events.{fmt}" for fmt in TABLE_FORMATS],
         *[f"results/figures/clinical_events.{fmt}" for fmt in FIGURE_FORMATS],
     ]
-
-
-# Whether the forecast rule writes each replicate's sample paths beside its forecast table
-# (seed-<k>.paths.parquet, zero rows for a quantile family). Off: the events are scored from the
-# forecasts' quantiles only. The one switch to turn on once rule forecast declares that output.
-FORECAST_WRITES_PATHS = False
-
-
-def event_sample_paths(wildcards):
-    """The replicate's sample-path files, one per scored split ([] while they are not made)."""
-    if not FORECAST_WRITES_PATHS:
-        return []
-    rep = f"{wildcards.model}/{wildcards.setting}/seed-{wildcards.seed}"
-    return [
-        f"results/forecasts/{split}/{rep}.paths.parquet"
-        for split in SPLITS_SCORED
-    ]

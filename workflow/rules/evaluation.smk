@@ -90,8 +90,6 @@ rule metrics:
 # time per event, new-onset and ongoing windows apart, with intervals and paired differences
 # (rule event_metrics). See vitalfm.evaluation.events for the definitions and estimators.
 
-# The sample-path switch and event_sample_paths live in common.smk.
-
 
 rule events:
     input:
@@ -99,7 +97,11 @@ rule events:
             "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.parquet",
             split=SPLITS_SCORED,
         ),
-        paths=event_sample_paths,
+        # the sample paths at the observed horizon points (no rows for a quantile model)
+        paths=expand(
+            "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.paths.parquet",
+            split=SPLITS_SCORED,
+        ),
         windows=expand("results/windows/{split}.npz", split=SPLITS_SCORED),
     output:
         expand(
