@@ -9,10 +9,10 @@ attention keeps each row its own group; MOIRAI packs each row as its own sample;
 is per series). The training loss is the pooling of these per-series losses the family
 declares (``Forecaster.loss_pooling``), and a series' loss is what the training loss would be
 for that series alone. With another number of rows a series' loss may differ by rounding
-(~1e-7 relative): some CPU kernels choose their path by the batch's shape. A series' gradient is the same, to float rounding, whatever shares its
-batch: backward sums a weight's gradient over all rows and positions, and where the batch
-changes, that sum's blocking (so its rounding) may change, though the other rows add exact
-zeros.
+(~1e-7 relative): some CPU kernels choose their path by the batch's shape. A series' gradient
+is the same, to float rounding, whatever shares its batch: backward sums a weight's gradient
+over all rows and positions, and where the batch changes, that sum's blocking (so its
+rounding) may change, though the other rows add exact zeros.
 
 Train mode draws dropout masks for the whole batch tensor, so there a row's noise (not its
 distribution) depends on its position; the tests run in eval mode, as validation does.

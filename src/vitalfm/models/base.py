@@ -423,9 +423,9 @@ class Forecaster(ABC):
 
         ``reduction="mean"`` (what the Trainer minimises): the scalar loss, pooled over the
         batch as :attr:`loss_pooling` says. ``"none"``: one loss per series [B], each what the
-        scalar loss would be for a batch of that series alone (its mean over its own scored
-        points), from the same forward pass; a series' loss depends on no other row of the
-        batch (tests/test_patient_isolation_training.py).
+        scalar loss would be for a batch of that series alone (for most families its mean over
+        its own scored points), from the same forward pass; a series' loss depends on no other
+        row of the batch (tests/test_patient_isolation_training.py).
         """
 
     @abstractmethod

@@ -118,9 +118,7 @@ class Chronos2Forecaster(ChronosForecaster):
             lambda _m, _i, out: captured.append(out)
         )
         try:
-            self.module(
-                context=batch.context, future_target=batch.target, num_output_patches=patches
-            )
+            module(context=batch.context, future_target=batch.target, num_output_patches=patches)
         finally:
             hook.remove()
         levels = base.quantiles.view(1, -1, 1)
