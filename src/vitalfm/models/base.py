@@ -411,9 +411,21 @@ class Forecaster(ABC):
 
     # --- training and forecasting ---------------------------------------------------------
 
+    #: How the scalar loss combines the batch's series: "points" (every scored point weighs
+    #: the same, so a series counts by its number of scored points) or "series" (the mean of
+    #: the series' own losses). See :mod:`vitalfm.models.series_loss`.
+    loss_pooling: ClassVar[str] = "points"
+
     @abstractmethod
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
-        """Scalar training loss of the current module on the batch (differentiable)."""
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
+        """Training loss of the current module on the batch (differentiable).
+
+        ``reduction="mean"`` (what the Trainer minimises): the scalar loss, pooled over the
+        batch as :attr:`loss_pooling` says. ``"none"``: one loss per series [B], each what the
+        scalar loss would be for a batch of that series alone (for most families its mean over
+        its own scored points), from the same forward pass; a series' loss depends on no other
+        row of the batch (tests/test_patient_isolation_training.py).
+        """
 
     @abstractmethod
     def predict(

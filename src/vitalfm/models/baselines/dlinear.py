@@ -32,6 +32,7 @@ from vitalfm.models.base import Forecast, SeriesBatch, TimeAxis, eval_mode
 from vitalfm.models.baselines.inputs import fill_context, fit_context, scale_context
 from vitalfm.models.baselines.options import choice, option_error, positive_int
 from vitalfm.models.baselines.scratch import ScratchForecaster
+from vitalfm.models.series_loss import pooled
 
 DISTRIBUTIONS = ("student_t", "normal")
 SCALINGS = ("standard", "mean", "std", "none")
@@ -108,7 +109,7 @@ class DLinearForecaster(ScratchForecaster):
             loc, scale = torch.zeros_like(filled[:, :1]), torch.ones_like(filled[:, :1])
         return filled, observed.float(), loc, scale
 
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
         horizon = batch.target.shape[-1]
         self._check_horizon(horizon)
         past, observed, our_loc, our_scale = self._past(batch.context)
@@ -125,7 +126,7 @@ class DLinearForecaster(ScratchForecaster):
             loc=loc,
             scale=scale,
         )
-        return (nll * future_observed).sum() / future_observed.sum().clamp_min(1)
+        return pooled(nll, future_observed, reduction)
 
     @torch.no_grad()
     def predict(

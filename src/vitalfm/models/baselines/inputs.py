@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from vitalfm.evaluation.quantiles import FORECAST_LEVELS
+from vitalfm.models.series_loss import pooled
 
 #: The study's quantile levels (as ``vitalfm.engine.forecast.DEFAULT_LEVELS``).
 QUANTILE_LEVELS = FORECAST_LEVELS
@@ -68,14 +69,19 @@ def fit_context(context: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def pinball_loss(
-    quantiles: torch.Tensor, target: torch.Tensor, levels: Sequence[float]
+    quantiles: torch.Tensor,
+    target: torch.Tensor,
+    levels: Sequence[float],
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Mean pinball loss of quantiles [B, Q, H] at ``levels`` against target [B, H].
 
-    Averaged over the levels and over the observed (finite) target points only.
+    Averaged over the levels and over the observed (finite) target points only: of the whole
+    batch, or (``reduction="none"``) of each series [B]
+    (:func:`~vitalfm.models.series_loss.pooled`).
     """
     observed = torch.isfinite(target)
     level = torch.tensor(levels, dtype=quantiles.dtype, device=quantiles.device).view(1, -1, 1)
     error = torch.where(observed, target, 0.0).unsqueeze(1).to(quantiles.dtype) - quantiles
     loss = torch.maximum(level * error, (level - 1) * error).mean(dim=1)
-    return (loss * observed).sum() / observed.sum().clamp_min(1)
+    return pooled(loss, observed, reduction)

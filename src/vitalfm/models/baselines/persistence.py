@@ -89,10 +89,10 @@ class PersistenceForecaster(ScratchForecaster):
         z = torch.distributions.Normal(0.0, 1.0).icdf(levels).view(1, -1, 1)
         return (last.view(-1, 1, 1) + z * spread.unsqueeze(1)).float()
 
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
         """The pinball loss of its quantiles (for reference; nothing trains)."""
         quantiles = self.quantiles(batch.context, batch.target.shape[-1])
-        return pinball_loss(quantiles, batch.target.cpu().float(), self.quantile_levels)
+        return pinball_loss(quantiles, batch.target.cpu().float(), self.quantile_levels, reduction)
 
     @torch.no_grad()
     def predict(

@@ -253,13 +253,13 @@ class QuantileForecaster(ScratchForecaster):
 
     loss_name: ClassVar[str] = "pinball"
 
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
         horizon = batch.target.shape[-1]
         self._check_horizon(horizon)
         x, mask, loc, scale = self._inputs(batch.context)
         quantiles = self.module(x, mask)[..., :horizon].float()  # fp32 loss under autocast
         target = (batch.target.to(x.device).float() - loc) / scale
-        return pinball_loss(quantiles, target, self.quantile_levels)
+        return pinball_loss(quantiles, target, self.quantile_levels, reduction)
 
     @torch.no_grad()
     def predict(

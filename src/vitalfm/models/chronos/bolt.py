@@ -14,6 +14,7 @@ import torch
 
 from vitalfm.models.base import Forecast, ModelSource, SeriesBatch, TimeAxis, eval_mode
 from vitalfm.models.chronos.base import STANDIN_COMMON, STANDIN_T5, ChronosForecaster
+from vitalfm.models.series_loss import pooled
 
 BOLT_QUANTILES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -70,7 +71,7 @@ class ChronosBoltForecaster(ChronosForecaster):
         )
         return ChronosBoltPipeline(model=ChronosBoltModelForForecasting(config))
 
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
         """Bolt's pinball loss, scaled by the context's mean absolute value.
 
         Bolt's own loss divides errors by the context's standard deviation (floored at 1e-5),
@@ -85,8 +86,7 @@ class ChronosBoltForecaster(ChronosForecaster):
         levels = torch.tensor(self._bolt_quantiles, device=preds.device).view(1, -1, 1)
         error = torch.where(observed, target, 0.0).unsqueeze(1) - preds
         pinball = 2 * torch.maximum(levels * error, (levels - 1) * error).sum(dim=1)
-        pinball = pinball / scale.unsqueeze(-1) * observed
-        return pinball.sum() / observed.sum().clamp_min(1)
+        return pooled(pinball / scale.unsqueeze(-1), observed, reduction)
 
     @torch.no_grad()
     def predict(

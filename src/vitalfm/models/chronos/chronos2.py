@@ -21,6 +21,7 @@ from vitalfm.models.base import (
 )
 from vitalfm.models.chronos.base import STANDIN_COMMON, ChronosForecaster
 from vitalfm.models.chronos.group_attention import use_own_group_attention
+from vitalfm.models.series_loss import check_reduction
 
 # Released size for comparison: amazon/chronos-2 d_model 768, 12 layers.
 STANDIN_CHRONOS2 = dict(d_model=64, d_kv=16, d_ff=256, num_layers=2, num_heads=4)
@@ -37,6 +38,7 @@ class Chronos2Forecaster(ChronosForecaster):
     VARIANT: ClassVar[str] = "chronos-2"
     PIPELINE: ClassVar[str] = "Chronos2Pipeline"
     loss_name: ClassVar[str] = "quantile_loss"
+    loss_pooling: ClassVar[str] = "series"
     #: Quantiles from forward passes where each row is its own group (no cross-learning).
     deterministic: ClassVar[bool] = True
 
@@ -94,11 +96,46 @@ class Chronos2Forecaster(ChronosForecaster):
             ),
         )
 
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
+        """The model's own quantile loss: per series, 2 x the pinball loss summed over the
+        levels and averaged over the (patch-padded) horizon, unobserved points counting 0;
+        the batch's loss is the mean over series. Every row is its own group (the model's
+        default ``group_ids``), so no series sees another.
+
+        ``reduction="none"`` recomputes the per-series terms from the same forward pass: the
+        normalised quantiles ``output_patch_embedding`` emits, against the target normalised
+        with the context's ``instance_norm`` statistics, as the model's loss does.
+        """
+        check_reduction(reduction)
         patches = -(-batch.target.shape[-1] // self._output_patch_size)
-        return self.module(
-            context=batch.context, future_target=batch.target, num_output_patches=patches
-        ).loss
+        if reduction == "mean":
+            return self.module(
+                context=batch.context, future_target=batch.target, num_output_patches=patches
+            ).loss
+        module = self.module
+        base = module.get_base_model() if hasattr(module, "get_base_model") else module
+        captured: list[torch.Tensor] = []
+        hook = base.output_patch_embedding.register_forward_hook(
+            lambda _m, _i, out: captured.append(out)
+        )
+        try:
+            module(context=batch.context, future_target=batch.target, num_output_patches=patches)
+        finally:
+            hook.remove()
+        levels = base.quantiles.view(1, -1, 1)
+        # [B, patches, Q * patch] -> [B, Q, patches * patch], as the model arranges them
+        preds = captured[-1].unflatten(-1, (levels.shape[1], self._output_patch_size))
+        preds = preds.permute(0, 2, 1, 3).flatten(2)
+        context = batch.context[..., -base.chronos_config.context_length :]
+        _, loc_scale = base.instance_norm(context)
+        target, _ = base.instance_norm(batch.target, loc_scale)
+        observed = ~torch.isnan(target)
+        padding = preds.shape[-1] - target.shape[-1]
+        target = torch.nn.functional.pad(torch.where(observed, target, 0.0), (0, padding))
+        observed = torch.nn.functional.pad(observed, (0, padding))
+        error = target.unsqueeze(1).to(preds.dtype) - preds
+        pinball = 2 * torch.maximum(levels * error, (levels - 1) * error)
+        return (pinball * observed.unsqueeze(1)).mean(dim=-1).sum(dim=-1)
 
     @torch.no_grad()
     def predict(

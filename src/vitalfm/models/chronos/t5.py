@@ -15,6 +15,7 @@ from torch import nn
 
 from vitalfm.models.base import Forecast, ModelError, SeriesBatch, TimeAxis, eval_mode
 from vitalfm.models.chronos.base import STANDIN_COMMON, STANDIN_T5, ChronosForecaster
+from vitalfm.models.series_loss import check_reduction, pooled
 
 
 @ChronosForecaster.VARIANTS.register
@@ -97,7 +98,10 @@ class ChronosT5Forecaster(ChronosForecaster):
             self._train_tokenizers[horizon] = config.create_tokenizer()
         return self._train_tokenizers[horizon]
 
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
+        """The cross-entropy of the value tokens: the T5's own (mean over the batch's scored
+        tokens), or per series from the same logits (``reduction="none"``)."""
+        check_reduction(reduction)
         device = batch.context.device
         tokenizer = self._train_tokenizer(batch.target.shape[-1])
         ids, attention, scale = tokenizer.context_input_transform(batch.context.cpu())
@@ -114,7 +118,13 @@ class ChronosT5Forecaster(ChronosForecaster):
             attention_mask=attention.to(device),
             labels=labels.to(device),
         )
-        return out.loss
+        if reduction == "mean":
+            return out.loss
+        labels = labels.to(out.logits.device)
+        tokens = torch.nn.functional.cross_entropy(
+            out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none"
+        )
+        return pooled(tokens.view(labels.shape), labels != -100, reduction)
 
     # --- forecasting ------------------------------------------------------------------------
 

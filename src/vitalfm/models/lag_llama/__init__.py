@@ -60,6 +60,7 @@ from vitalfm.models.lag_llama.network import (
     RopeScaling,
     SamplingCache,
 )
+from vitalfm.models.series_loss import pooled
 
 __all__ = ["LagLlamaForecaster", "released_model_kwargs", "standin_model_kwargs"]
 
@@ -316,8 +317,9 @@ class LagLlamaForecaster(Forecaster):
 
     # --- training ---------------------------------------------------------------------------
 
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
-        """Teacher-forced Student-t NLL over the last C-1 context and all H target points."""
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
+        """Teacher-forced Student-t NLL over the last C-1 context and all H target points
+        (observed ones): a series' own loss pools its scored context and target points."""
         context, target = batch.context.float(), batch.target.float()
         rows, horizon = target.shape
         values, observed, offset = self._past(context)
@@ -340,7 +342,7 @@ class LagLlamaForecaster(Forecaster):
         mask = torch.cat((observed[:, max_lag + 1 :], target_observed.float()), dim=1)
         log_prob = StudentT(df, mu, sigma, validate_args=False).log_prob((truth - loc) / scale)
         nll = -(log_prob - scale.log())  # density in data units
-        return (nll * mask).sum() / mask.sum().clamp_min(1.0)
+        return pooled(nll, mask, reduction)
 
     # --- forecasting --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from torch import nn
 from vitalfm.models.base import Forecast, ModelError, SeriesBatch
 from vitalfm.models.moirai.base import AUTO, MoiraiForecaster
 from vitalfm.models.moirai.inputs import moirai_inputs
+from vitalfm.models.series_loss import check_reduction, pooled
 
 # Stand-in: the released architecture and config format, scaled down so that the `pretrain`
 # rule trains it in a few CPU minutes (moirai-1.x-R-small: d_model 384, 6 layers).
@@ -39,6 +40,7 @@ class Moirai1Forecaster(MoiraiForecaster):
     VARIANT: ClassVar[str] = "moirai"
     CONFIG_KEYS: ClassVar[frozenset[str]] = frozenset({"patch_sizes", "distr_output"})
     loss_name: ClassVar[str] = "nll"
+    loss_pooling: ClassVar[str] = "series"
     #: "fast" (only the horizon's points drawn, same distribution; see
     #: :meth:`_horizon_distribution`) or "library" (``MoiraiForecast.forward``, its draws).
     sampler: str = "fast"
@@ -94,18 +96,27 @@ class Moirai1Forecaster(MoiraiForecaster):
 
     # --- training ------------------------------------------------------------------------
 
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
+        """The mixture's NLL (:meth:`_nll`); with several patch sizes, a training step draws
+        one and the validation loss averages them, series by series for ``"none"``."""
+        check_reduction(reduction)
         sizes = self.train_patch_sizes
         if len(sizes) == 1:
-            return self._nll(batch, sizes[0])
+            return self._nll(batch, sizes[0], reduction)
         if self.module.training and torch.is_grad_enabled():
             # The Trainer seeds torch before every step, so this draw is a function of
             # (seed, step): a resumed run trains the same sizes.
-            return self._nll(batch, sizes[int(torch.randint(len(sizes), ()))])
-        return torch.stack([self._nll(batch, size) for size in sizes]).mean()
+            return self._nll(batch, sizes[int(torch.randint(len(sizes), ()))], reduction)
+        losses = torch.stack([self._nll(batch, size, reduction) for size in sizes])
+        return losses.mean() if reduction == "mean" else losses.mean(dim=0)
 
-    def _nll(self, batch: SeriesBatch, patch_size: int) -> torch.Tensor:
-        """The mixture's mean NLL per observed horizon point (uni2ts's ``PackedNLLLoss``).
+    def _nll(self, batch: SeriesBatch, patch_size: int, reduction: str = "mean") -> torch.Tensor:
+        """The mixture's NLL per observed horizon point (uni2ts's ``PackedNLLLoss``).
+
+        Each row of the batch is one packed sample (its own ``sample_id`` sequence; attention
+        and scaling stay inside it). ``PackedNLLLoss`` averages each sample's NLL over its
+        observed horizon points, then the samples: the batch's loss is the mean of the
+        series' own losses, which ``reduction="none"`` returns from its per-point terms.
 
         Runs in float32 even under the engine's bf16 autocast: the mixture's fixed-scale
         normal component (scale 1e-3) turns bf16's rounding of its location into NLL noise.
@@ -125,14 +136,20 @@ class Moirai1Forecaster(MoiraiForecaster):
                 prediction_mask,
                 torch.full_like(time_id, patch_size),
             )
-            return PackedNLLLoss()(
-                pred=distr,
-                target=target,
-                prediction_mask=prediction_mask,
-                observed_mask=observed,
-                sample_id=sample_id,
-                variate_id=variate_id,
-            )
+            if reduction == "mean":
+                return PackedNLLLoss()(
+                    pred=distr,
+                    target=target,
+                    prediction_mask=prediction_mask,
+                    observed_mask=observed,
+                    sample_id=sample_id,
+                    variate_id=variate_id,
+                )
+            terms = PackedNLLLoss()._loss_func(
+                distr, target, prediction_mask, observed, sample_id, variate_id
+            )  # [B, tokens, patch]
+            scored = prediction_mask.unsqueeze(-1) & observed
+            return pooled(terms.flatten(1), scored.flatten(1), reduction)
 
     def pack_moirai(
         self, context: torch.Tensor, target: torch.Tensor, patch_size: int

@@ -22,6 +22,7 @@ from torch import nn
 from vitalfm.models.base import Forecast, ModelError, ModelSource, SeriesBatch
 from vitalfm.models.moirai.base import MoiraiForecaster
 from vitalfm.models.moirai.inputs import moirai2_inputs
+from vitalfm.models.series_loss import pooled
 
 # Stand-in: the released architecture and config format, scaled down so that the `pretrain`
 # rule trains it in a few CPU minutes (moirai-2.0-R-small: d_model 384, d_ff 1024, 6 layers,
@@ -52,16 +53,17 @@ def relative_pinball(
     target: torch.Tensor,
     levels: tuple[float, ...],
     context: torch.Tensor,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Mean over observed target points of 2 x the level-averaged pinball loss of quantiles
-    [B, Q, H] against target [B, H] (NaN: not scored), each series divided by its
-    :func:`context_level`."""
+    """Mean over observed target points (of the batch, or with ``reduction="none"`` of each
+    series) of 2 x the level-averaged pinball loss of quantiles [B, Q, H] against target
+    [B, H] (NaN: not scored), each series divided by its :func:`context_level`."""
     observed = torch.isfinite(target)
     level = torch.tensor(levels, dtype=quantiles.dtype, device=quantiles.device).view(1, -1, 1)
     error = torch.where(observed, target, 0.0).unsqueeze(1).to(quantiles.dtype) - quantiles
     pinball = 2 * torch.maximum(level * error, (level - 1) * error).mean(dim=1)  # [B, H]
     pinball = pinball / context_level(context).to(pinball.dtype).unsqueeze(-1)
-    return (pinball * observed).sum() / observed.sum().clamp_min(1)
+    return pooled(pinball, observed, reduction)
 
 
 @MoiraiForecaster.VARIANTS.register
@@ -113,7 +115,7 @@ class Moirai2Forecaster(MoiraiForecaster):
 
     # --- training ------------------------------------------------------------------------
 
-    def loss(self, batch: SeriesBatch) -> torch.Tensor:
+    def loss(self, batch: SeriesBatch, reduction: str = "mean") -> torch.Tensor:
         """Moirai-2's pinball loss on the horizon, relative to the context's level (our objective).
 
         uni2ts has no Moirai-2 training code (uni2ts #231). We run the module's own training
@@ -181,7 +183,7 @@ class Moirai2Forecaster(MoiraiForecaster):
         scored = per_token[:, source, ahead].float().unflatten(-1, (levels, patch))
         loc, scale = (t[:, source].float().unsqueeze(-1) for t in captured["loc_scale"])
         quantiles = (scored * scale + loc).permute(0, 2, 1, 3).flatten(2)[..., :n_horizon]
-        return relative_pinball(quantiles, horizon, self.quantile_levels, context)
+        return relative_pinball(quantiles, horizon, self.quantile_levels, context, reduction)
 
     # --- forecasting -----------------------------------------------------------------------
 
