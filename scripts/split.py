@@ -5,5 +5,5 @@ from vitalfm.steps.preprocess import split
 
 run(
     snakemake,  # noqa: F821
-    lambda sm: split(settings_of(sm), sm.input.grid, sm.output.manifest, sm.output.summary),
+    lambda sm: split(settings_of(sm), sm.input.cohort, sm.output.manifest, sm.output.summary),
 )

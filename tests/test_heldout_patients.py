@@ -158,7 +158,7 @@ def preprocess_study(cfg: dict[str, Any], root: Path, vitals: pd.DataFrame) -> P
     )
     preprocess.split(
         job_settings.split(cfg),
-        root / "grid.parquet",
+        root / "cohort.parquet",
         root / "manifest.parquet",
         root / "split_summary.tsv",
     )
@@ -224,15 +224,6 @@ def test_test_patients_data_reach_no_training_input(studies: dict[str, Path]) ->
         assert same, f"the {split} windows changed with the test patients' readings"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the split rule permutes the patients of the grid, not of the cohort: a test "
-    "patient none of whose readings is usable (all outside the stay, or all removed by the "
-    "vitals rule's range checks) leaves the grid, and every other patient's split is drawn "
-    "again. Splitting the cohort table (an input the rule already declares) would make the "
-    "split independent of every reading; it changes no split where each cohort patient has a "
-    "usable reading. Left for the lead: it can change a study's splits.",
-)
 def test_a_test_patient_without_usable_readings_leaves_the_other_splits_as_they_are(
     cfg: dict[str, Any], studies: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -28,8 +28,8 @@ rule grid:
 
 
 rule split:
+    # by the cohort's patients, not the grid's: no reading decides which split a patient is in
     input:
-        grid="results/grid/grid.parquet",
         cohort="results/cohort/cohort.parquet",
     output:
         manifest="results/splits/manifest.parquet",

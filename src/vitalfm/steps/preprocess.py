@@ -43,13 +43,17 @@ def grid(
 
 
 def split(
-    settings: Settings, grid_path: str | Path, out_manifest: str | Path, out_summary: str | Path
+    settings: Settings, cohort_path: str | Path, out_manifest: str | Path, out_summary: str | Path
 ) -> None:
-    """Rule split: assign every patient to train, validation or test."""
+    """Rule split: assign every patient of the cohort to train, validation or test.
+
+    The cohort's patients, not the grid's: a patient none of whose readings is usable would
+    leave the grid and redraw every other patient's split, so no reading decides a split.
+    """
     from vitalfm.data.splits import split_manifest, split_summary, write_manifest
 
     cfg = settings_for(settings, "split", ["split"])
-    stays = pq.read_table(grid_path, columns=["subject_id", "icustay_id"]).to_pandas()
+    stays = pq.read_table(cohort_path, columns=["subject_id", "icustay_id"]).to_pandas()
     manifest = split_manifest(stays.drop_duplicates(), **cfg["split"])
     summary = split_summary(manifest).reset_index()
     log.info("splits:\n%s", summary.to_string(index=False))
