@@ -107,6 +107,58 @@ def _levels(split: str, levels: dict[str, float]) -> dict[str, float]:
     return VALIDATION_LEVEL
 
 
+def event_window_rows(run_index: int, level: float, split: str) -> pd.DataFrame:
+    """One replicate's event table (rule events): hypotension on 40 windows of 8 patients,
+    a forecast whose probability separates the events less well as the run's error grows."""
+    rng = np.random.default_rng([run_index, 0 if split == "validation" else 1])
+    n = 40
+    truth = rng.random(n) < 0.3
+    ongoing = rng.random(n) < 0.25
+    noise = rng.normal(0.0, 4 * level, n)
+    probability = np.clip(0.2 + 0.6 * truth + noise, 0.0, 1.0)
+    onset = np.where(truth, rng.integers(1, HORIZON + 1, n), -1)
+    forecast_onset = np.where(probability >= 0.5, rng.integers(1, HORIZON + 1, n), -1)
+    detected = truth & (probability >= 0.5) & ~ongoing
+    return pd.DataFrame(
+        {
+            "window_id": np.arange(n, dtype=np.int64),
+            "subject_id": 100 + np.arange(n, dtype=np.int64) % 8,
+            "event": "hypotension",
+            "vital": "mbp",
+            "truth": truth,
+            "onset_step": onset.astype(np.int64),
+            "ongoing": ongoing,
+            "probability": probability,
+            "forecast_onset_step": forecast_onset.astype(np.int64),
+            "lead_minutes": np.where(detected, (onset - forecast_onset) * 15.0, np.nan),
+            "n_observed": np.full(n, 4, np.int64),
+            "source": "quantiles",
+        }
+    )
+
+
+def write_event_results(root: Path, runs: list, levels: dict[str, float]) -> None:
+    """Every replicate's event table and the clinical_events metrics made from them with the
+    event_metrics rule's own code."""
+    from vitalfm.evaluation.event_metrics import event_tables
+    from vitalfm.models.registry import naive_reference_family
+
+    tables = {}
+    for split in ("validation", "test"):
+        split_levels = _levels(split, levels)
+        for k, run in enumerate(runs):
+            for seed in run.seeds:
+                table = event_window_rows(k * 10 + seed, split_levels[run.run_id], split)
+                tables[(split, run.run_id, seed)] = table
+                path = root / "events" / split / f"{run.run_id}/seed-{seed}.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                table.to_parquet(path)
+    frame = event_tables(
+        runs, tables, 200, 7, 0.5, ("validation", "test"), naive_reference_family()
+    )
+    frame.to_parquet(root / "metrics" / "clinical_events.parquet")
+
+
 def calibration_rows(runs: list, levels: dict[str, float]) -> pd.DataFrame:
     """The calibration table: a normal forecast whose spread is off by a factor that grows with
     the run's error (coverage Phi(z_a / width)); m-b has no outer levels (0.1-0.9 only)."""
@@ -294,6 +346,7 @@ def make_results(
     gap_columns += ["share_closed", "ci_low", "ci_high"]
     pd.DataFrame(gap_rows, columns=gap_columns).to_parquet(root / "metrics" / "oracle_gap.parquet")
     calibration_rows(runs, levels).to_parquet(root / "metrics" / "calibration.parquet")
+    write_event_results(root, runs, levels)
 
     bench_columns = ["s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out"]
     for k, run in enumerate(runs):

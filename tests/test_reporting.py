@@ -27,7 +27,7 @@ from reporting_testing import (
 
 from vitalfm.config import validate_config
 from vitalfm.errors import DataError
-from vitalfm.reporting import FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
+from vitalfm.reporting import CLINICAL_EVENTS, FIGURES, STUDY_CONFIG, TABLE_FORMATS, TABLES
 from vitalfm.reporting.error_figures import pareto_front
 from vitalfm.reporting.figures import build_figures
 from vitalfm.reporting.forecast_figures import pick_examples
@@ -64,13 +64,12 @@ def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A working directory whose config is the small study and whose results/ holds the
-    hand-made tree; Snakemake runs only rules tables and figures on it."""
+    hand-made tree; Snakemake runs only the report's rules on it."""
     workdir = tmp_path_factory.mktemp("study")
     (workdir / "config.yaml").write_text(yaml.safe_dump(RAW_CONFIG))
     make_results(workdir / "results", validate_config(RAW_CONFIG))
-    done = _snakemake(
-        workdir, "tables", "figures", "--cores", "1", "--allowed-rules", "tables", "figures"
-    )
+    rules = ("tables", "figures", "clinical_events_report")
+    done = _snakemake(workdir, *rules, "--cores", "1", "--allowed-rules", *rules)
     assert done.returncode == 0, done.stderr[-3000:]
     return workdir
 
@@ -325,6 +324,7 @@ def test_report_builds_with_captions_config_and_versions(workflow: Path) -> None
         "Pareto front",  # a figure caption
         "Effective configuration",  # the configuration's caption
         "standin chronos-t5",  # the front page, filled in from the config
+        "Alarms from forecasts",  # the clinical events' captions
     ):
         assert phrase in html, phrase
     # every table, figure, the configuration and the software versions are report items
@@ -336,6 +336,7 @@ def test_report_builds_with_captions_config_and_versions(workflow: Path) -> None
     expected = {f"results/tables/{name}.html" for name in TABLES}
     expected |= {f"results/figures/{name}.png" for name in FIGURES}
     expected |= {f"results/tables/{STUDY_CONFIG}", "results/tables/study_config.html"}
+    expected |= {f"results/tables/{CLINICAL_EVENTS}.html", f"results/figures/{CLINICAL_EVENTS}.png"}
     assert expected <= items
 
 
