@@ -7,7 +7,8 @@ as ``MoiraiForecast._val_loss`` builds them; NaN in the horizon is unobserved, n
 With ``patch_size: auto`` (and for stand-ins) every step trains one patch size drawn from the
 model's, and the validation loss averages them all (:meth:`Moirai1Forecaster.loss`).
 Forecasting runs ``MoiraiForecast`` on the whole batch, by default drawing only the horizon's
-points from the same distribution (:attr:`Moirai1Forecaster.sampler`).
+points from the same distribution (:attr:`Moirai1Forecaster.sampler`); with per-series seeds,
+each series' paths are drawn under its own seed (:meth:`Moirai1Forecaster._sample_seeded`).
 """
 
 from __future__ import annotations
