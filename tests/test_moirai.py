@@ -210,7 +210,7 @@ def test_fast_sampler_draws_from_the_same_distribution(
     net = forecaster._net
     with torch.no_grad(), net.hparams_context(context_length=24, prediction_length=12):
         full = net._get_distr(patch_size, *inputs)
-        restricted = forecaster._horizon_distribution(*inputs, patch_size)
+        restricted = forecaster._distribution(*forecaster._horizon_parameters(*inputs, patch_size))
         first = net.context_token_length(patch_size)
         tokens = net.prediction_token_length(patch_size)
         values = 80 + 10 * torch.randn(restricted.batch_shape)

@@ -36,7 +36,6 @@ SELECTIONS: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] = (
     ((3, 2), ("mbp",)),
 )
 CONFIG = ForecastConfig(num_samples=8, batch_size=8, seed=11)
-SAMPLING = pytest.mark.xfail(strict=True, reason="per-series random streams (H2)")
 
 
 def pretrained(name: str) -> Callable[[], Forecaster]:
@@ -65,16 +64,16 @@ def baseline(name: str) -> Callable[[], Forecaster]:
 
 
 FAMILIES = [
-    pytest.param(pretrained("chronos-t5"), id="chronos-t5", marks=SAMPLING),
+    pytest.param(pretrained("chronos-t5"), id="chronos-t5"),
     pytest.param(pretrained("chronos-bolt"), id="chronos-bolt"),
     pytest.param(pretrained("chronos-2"), id="chronos-2"),
-    pytest.param(pretrained("moirai"), id="moirai", marks=SAMPLING),
+    pytest.param(pretrained("moirai"), id="moirai"),
     pytest.param(pretrained("moirai-2"), id="moirai-2"),
-    pytest.param(pretrained("lag-llama"), id="lag-llama", marks=SAMPLING),
+    pytest.param(pretrained("lag-llama"), id="lag-llama"),
     pytest.param(baseline("persistence"), id="persistence"),
     pytest.param(baseline("nhits"), id="nhits"),
     pytest.param(baseline("nbeats"), id="nbeats"),
-    pytest.param(baseline("dlinear"), id="dlinear", marks=SAMPLING),
+    pytest.param(baseline("dlinear"), id="dlinear"),
 ]
 
 

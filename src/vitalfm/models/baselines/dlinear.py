@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,6 +33,7 @@ from vitalfm.models.base import Forecast, SeriesBatch, TimeAxis, eval_mode
 from vitalfm.models.baselines.inputs import fill_context, fit_context, scale_context
 from vitalfm.models.baselines.options import choice, option_error, positive_int
 from vitalfm.models.baselines.scratch import ScratchForecaster
+from vitalfm.models.randomness import check_seeds, sample_rows
 from vitalfm.models.series_loss import pooled
 
 DISTRIBUTIONS = ("student_t", "normal")
@@ -135,13 +137,30 @@ class DLinearForecaster(ScratchForecaster):
         horizon: int,
         num_samples: int,
         time: TimeAxis | None = None,
+        seeds: np.ndarray | None = None,
     ) -> Forecast:
+        """Sample gluonts' distribution: the batch's from torch's global generator, or with
+        ``seeds`` (one per row) each row's alone under its seed
+        (:func:`~vitalfm.models.randomness.sample_rows`)."""
         self._check_horizon(horizon)
+        seeds = check_seeds(seeds, len(context))
         eval_mode(self.module)
         past, observed, our_loc, our_scale = self._past(context)
         distr_args, loc, scale = self.module(past_target=past, past_observed_values=observed)
-        distribution = self.module.distr_output.distribution(distr_args, loc=loc, scale=scale)
-        samples = distribution.sample((num_samples,))[..., :horizon]  # [S, B, H]
+        output = self.module.distr_output
+        if seeds is None:
+            distribution = output.distribution(distr_args, loc=loc, scale=scale)
+            samples = distribution.sample((num_samples,))
+        else:
+            samples = sample_rows(
+                lambda rows: output.distribution(
+                    tuple(arg[rows] for arg in distr_args), loc=loc[rows], scale=scale[rows]
+                ),
+                seeds,
+                (num_samples,),
+                past.device,
+            )
+        samples = samples[..., :horizon]  # [S, B, H]
         samples = samples.permute(1, 0, 2) * our_scale.unsqueeze(1) + our_loc.unsqueeze(1)
         samples = samples.float().cpu()
         return Forecast(median=samples.quantile(0.5, dim=1), samples=samples)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from vitalfm.models.base import Forecast, ModelError, SeriesBatch, TimeAxis, eval_mode
 from vitalfm.models.chronos.base import STANDIN_COMMON, STANDIN_T5, ChronosForecaster
+from vitalfm.models.randomness import check_seeds, row_generators, row_uniforms, seeded_rows
 from vitalfm.models.series_loss import check_reduction, pooled
 
 
@@ -129,7 +131,13 @@ class ChronosT5Forecaster(ChronosForecaster):
     # --- forecasting ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _sample_t5(self, context: torch.Tensor, horizon: int, num_samples: int) -> torch.Tensor:
+    def _sample_t5(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        num_samples: int,
+        seeds: np.ndarray | None = None,
+    ) -> torch.Tensor:
         """Sample paths like the pipeline's ``generate`` call, drawing only among the top-k.
 
         Why our own loop: ``generate`` draws each token with ``torch.multinomial`` over the
@@ -139,6 +147,11 @@ class ChronosT5Forecaster(ChronosForecaster):
         (top-k, temperature, no top-p, EOS suppressed until the horizon as by
         ``min_new_tokens``) at a fraction of the cost; the random draws differ, so set
         ``t5_sampler = "library"`` for bit-identical pipeline output.
+
+        With ``seeds`` (one per row), row ``i``'s paths take their uniforms [S, H] from a
+        generator seeded by ``seeds[i]`` and pick each token by the inverse CDF of the top-k
+        probabilities (the same distribution as ``torch.multinomial``'s draw); without, the
+        tokens are drawn by ``torch.multinomial`` from torch's global generator.
         """
         config = self.pipeline.model.config
         tokenizer = self.pipeline.tokenizer
@@ -148,9 +161,16 @@ class ChronosT5Forecaster(ChronosForecaster):
         hidden = self.module.get_encoder()(input_ids=ids, attention_mask=attention)
         hidden = hidden.last_hidden_state
         top_k = min(int(config.top_k), self.module.config.vocab_size - 1)
+        # [B, S, H] per-row uniforms: column t of row i's paths draws token t
+        uniforms = (
+            None
+            if seeds is None
+            else row_uniforms(row_generators(seeds, device), (num_samples, horizon))
+        )
 
-        def step(token: torch.Tensor, past: Any, draws: int) -> tuple[torch.Tensor, Any]:
-            """``draws`` next tokens per row of ``token``, and the grown cache."""
+        def step(token: torch.Tensor, past: Any, t: int) -> tuple[torch.Tensor, Any]:
+            """Token ``t`` of every path (step 0: ``num_samples`` per row of ``token``, which
+            holds one row per series; later: one per row, one row per path), and the cache."""
             out = self.module(
                 encoder_outputs=(hidden,),
                 attention_mask=attention,
@@ -163,7 +183,15 @@ class ChronosT5Forecaster(ChronosForecaster):
             # A positive temperature keeps the order, so it applies to the top-k values only.
             values, indices = logits.topk(top_k, dim=-1)
             probs = torch.softmax(values / config.temperature, dim=-1)
-            choice = torch.multinomial(probs, draws, replacement=True)
+            draws = num_samples if t == 0 else 1
+            if uniforms is None:
+                choice = torch.multinomial(probs, draws, replacement=True)
+            else:
+                # inverse CDF: the first index whose cumulative probability exceeds u x total
+                cdf = probs.cumsum(dim=-1)
+                u = uniforms[:, :, t].reshape(len(probs), draws)
+                choice = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+                choice = choice.clamp_max(top_k - 1)  # u x total rounded up to the total
             return indices.gather(1, choice).reshape(-1, 1), out.cache
 
         # Every path of a series starts from the same decoder state: the first step runs once
@@ -171,16 +199,41 @@ class ChronosT5Forecaster(ChronosForecaster):
         start = torch.full(
             (len(ids), 1), self.module.config.decoder_start_token_id, dtype=torch.long
         )
-        token, past = step(start.to(device), None, num_samples)
+        token, past = step(start.to(device), None, 0)
         past.batch_repeat_interleave(num_samples)
         hidden = hidden.repeat_interleave(num_samples, dim=0)
         attention = attention.repeat_interleave(num_samples, dim=0)
         drawn = [token]
-        for _ in range(horizon - 1):
-            token, past = step(token, past, 1)
+        for t in range(1, horizon):
+            token, past = step(token, past, t)
             drawn.append(token)
         tokens = torch.cat(drawn, dim=1).reshape(len(context), num_samples, horizon)
         return tokenizer.output_transform(tokens.cpu(), scale).float()
+
+    def _sample_library(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        num_samples: int,
+        seeds: np.ndarray | None = None,
+    ) -> torch.Tensor:
+        """``ChronosPipeline.predict``: on the whole batch from torch's global generator, or
+        with ``seeds`` once per series under its own seed (slow; isolated, and bit-identical to
+        the pipeline run on that series alone after ``torch.manual_seed(seed)``)."""
+        if seeds is None:
+            return self.pipeline.predict(
+                context, prediction_length=horizon, num_samples=num_samples
+            )
+        parts = []
+        with seeded_rows(next(self.module.parameters()).device) as reseed:
+            for row, seed in enumerate(seeds):
+                reseed(int(seed))
+                parts.append(
+                    self.pipeline.predict(
+                        context[row : row + 1], prediction_length=horizon, num_samples=num_samples
+                    )
+                )
+        return torch.cat(parts)
 
     @torch.no_grad()
     def predict(
@@ -189,14 +242,14 @@ class ChronosT5Forecaster(ChronosForecaster):
         horizon: int,
         num_samples: int,
         time: TimeAxis | None = None,  # Chronos has no calendar features
+        seeds: np.ndarray | None = None,
     ) -> Forecast:
+        seeds = check_seeds(seeds, len(context))
         eval_mode(self.module)
         context = context.float().cpu()
         config = self.pipeline.model.config
         if self.t5_sampler == "library" or horizon > config.prediction_length:
-            samples = self.pipeline.predict(
-                context, prediction_length=horizon, num_samples=num_samples
-            )
+            samples = self._sample_library(context, horizon, num_samples, seeds)
         else:
-            samples = self._sample_t5(context, horizon, num_samples)
+            samples = self._sample_t5(context, horizon, num_samples, seeds)
         return Forecast(median=samples.quantile(0.5, dim=1), samples=samples)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch.distributions import StudentT
 
@@ -60,6 +61,7 @@ from vitalfm.models.lag_llama.network import (
     RopeScaling,
     SamplingCache,
 )
+from vitalfm.models.randomness import check_seeds, row_generators, row_normals, row_student_t
 from vitalfm.models.series_loss import pooled
 
 __all__ = ["LagLlamaForecaster", "released_model_kwargs", "standin_model_kwargs"]
@@ -353,8 +355,14 @@ class LagLlamaForecaster(Forecaster):
         horizon: int,
         num_samples: int,
         time: TimeAxis | None = None,
+        seeds: np.ndarray | None = None,
     ) -> Forecast:
         """Sample ``num_samples`` paths per series autoregressively, all B*S paths at once.
+
+        Draws: without ``seeds``, ``StudentT.sample`` from torch's global generator; with
+        ``seeds`` (one per row), row ``i``'s paths draw only from a generator seeded by
+        ``seeds[i]``: their standard normals [S, H] first, then at each step one gamma variate
+        per path (:func:`~vitalfm.models.randomness.row_student_t`, the same Student-t).
 
         Both paths compute loc/scale once from the context and keep them over the horizon,
         as teacher-forced training scales horizon tokens by the context's statistics.
@@ -368,6 +376,7 @@ class LagLlamaForecaster(Forecaster):
                 f"cannot forecast horizon {horizon} with {num_samples} samples",
                 "use a horizon and a number of samples of at least 1",
             )
+        seeds = check_seeds(seeds, len(context))
         eval_mode(self.module)
         device = next(self.module.parameters()).device
         context = context.float().to(device)
@@ -390,6 +399,17 @@ class LagLlamaForecaster(Forecaster):
             "total_length": tokens + horizon,
         }
         lags = self.config.lags_seq
+        generators = None if seeds is None else row_generators(seeds, device)
+        normals = None if generators is None else row_normals(generators, (num_samples, horizon))
+
+        def draw(
+            step: int, df: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor
+        ) -> torch.Tensor:
+            """Step ``step``'s value of every path, in scaled units."""
+            if generators is None or normals is None:
+                return _draw(df, mu, sigma)
+            noise = normals[:, :, step].reshape(-1).to(df.dtype)
+            return row_student_t(df, mu, sigma, generators, noise)
 
         def features(start: int, stop: int) -> torch.Tensor:
             return token_features(
@@ -408,11 +428,11 @@ class LagLlamaForecaster(Forecaster):
                         features(position, position + 1), start=position, cache=cache, **call
                     )
                     params = tuple(p[:, -1] for p in out)
-                history[:, max_lag + tokens + step] = _draw(*params)
+                history[:, max_lag + tokens + step] = draw(step, *params)
         else:
             for step in range(horizon):
                 out = self.module(features(0, tokens + step), start=0, **call)
-                history[:, max_lag + tokens + step] = _draw(*(p[:, -1] for p in out))
+                history[:, max_lag + tokens + step] = draw(step, *(p[:, -1] for p in out))
         drawn = history[:, max_lag + tokens :] * path_scale + path_loc
         samples = drawn.reshape(rows, num_samples, horizon).cpu()
         return Forecast(median=samples.quantile(0.5, dim=1), samples=samples)

@@ -7,19 +7,22 @@ as ``MoiraiForecast._val_loss`` builds them; NaN in the horizon is unobserved, n
 With ``patch_size: auto`` (and for stand-ins) every step trains one patch size drawn from the
 model's, and the validation loss averages them all (:meth:`Moirai1Forecaster.loss`).
 Forecasting runs ``MoiraiForecast`` on the whole batch, by default drawing only the horizon's
-points from the same distribution (:attr:`Moirai1Forecaster.sampler`).
+points from the same distribution (:attr:`Moirai1Forecaster.sampler`); with per-series seeds,
+each series' paths are drawn under its own seed (:meth:`Moirai1Forecaster._sample_seeded`).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from vitalfm.models.base import Forecast, ModelError, SeriesBatch
 from vitalfm.models.moirai.base import AUTO, MoiraiForecaster
 from vitalfm.models.moirai.inputs import moirai_inputs
+from vitalfm.models.randomness import check_seeds, seeded_rows
 from vitalfm.models.series_loss import check_reduction, pooled
 
 # Stand-in: the released architecture and config format, scaled down so that the `pretrain`
@@ -42,7 +45,7 @@ class Moirai1Forecaster(MoiraiForecaster):
     loss_name: ClassVar[str] = "nll"
     loss_pooling: ClassVar[str] = "series"
     #: "fast" (only the horizon's points drawn, same distribution; see
-    #: :meth:`_horizon_distribution`) or "library" (``MoiraiForecast.forward``, its draws).
+    #: :meth:`_horizon_parameters`) or "library" (``MoiraiForecast.forward``, its draws).
     sampler: str = "fast"
 
     @classmethod
@@ -173,39 +176,99 @@ class Moirai1Forecaster(MoiraiForecaster):
 
     # --- forecasting -----------------------------------------------------------------------
 
-    def _forecast(self, context: torch.Tensor, horizon: int, num_samples: int) -> Forecast:
+    def _forecast(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        num_samples: int,
+        seeds: np.ndarray | None = None,
+    ) -> Forecast:
+        """With ``seeds`` (one per row) each row's paths are drawn under its own seed alone
+        (:meth:`_sample_seeded`); without, the batch's from torch's global generator."""
+        seeds = check_seeds(seeds, len(context))
         if self.patch_size == AUTO:
-            samples = self._sample_auto(context, horizon, num_samples)
-        else:
+            samples = self._sample_auto(context, horizon, num_samples, seeds)
+        elif seeds is None:
             samples = self._sample(context, horizon, num_samples, int(self.patch_size))
+        else:
+            sizes = [int(self.patch_size)] * len(context)
+            samples = self._sample_seeded(context, horizon, num_samples, sizes, seeds)
         samples = samples.float().cpu()
         return Forecast(median=samples.quantile(0.5, dim=1), samples=samples)
 
     def _sample(
         self, context: torch.Tensor, horizon: int, num_samples: int, patch_size: int
     ) -> torch.Tensor:
-        """[B, S, H] sample paths at one patch size (see :attr:`sampler`)."""
+        """[B, S, H] sample paths at one patch size (see :attr:`sampler`), the whole batch's
+        from torch's global generator."""
         past_target, past_observed, past_is_pad = moirai_inputs(context)
-        with self._net.hparams_context(
+        with self._forecast_context(context, horizon, num_samples, patch_size):
+            if self.sampler == "library":
+                return self._net(past_target, past_observed, past_is_pad)
+            params, loc, scale = self._horizon_parameters(
+                past_target, past_observed, past_is_pad, patch_size
+            )
+            distr = self._distribution(params, loc, scale)
+            paths = distr.sample(torch.Size((num_samples,)))  # [S, B, tokens, patch]
+            return paths.permute(1, 0, 2, 3).flatten(2)[..., :horizon]
+
+    def _sample_seeded(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        num_samples: int,
+        patch_sizes: list[int],
+        seeds: np.ndarray,
+    ) -> torch.Tensor:
+        """[B, S, H] sample paths, row ``i``'s at ``patch_sizes[i]`` drawn under ``seeds[i]``
+        alone (:func:`~vitalfm.models.randomness.seeded_rows`).
+
+        Fast sampler: the batch's horizon distribution at each size (one forward per size
+        used), then each row's slice sampled under its seed. Library sampler:
+        ``MoiraiForecast.forward`` on each row alone under its seed (bit-identical to that
+        forward on the one series after ``torch.manual_seed(seeds[i])``; one forward per row).
+        """
+        inputs = moirai_inputs(context)
+        parts = []
+        if self.sampler == "library":
+            with seeded_rows(context.device) as reseed:
+                for row, (size, seed) in enumerate(zip(patch_sizes, seeds, strict=True)):
+                    with self._forecast_context(context, horizon, num_samples, size):
+                        reseed(int(seed))
+                        parts.append(self._net(*(t[row : row + 1] for t in inputs)))
+            return torch.cat(parts)
+        horizon_parameters = {}
+        for size in sorted(set(patch_sizes)):
+            with self._forecast_context(context, horizon, num_samples, size):
+                horizon_parameters[size] = self._horizon_parameters(*inputs, size)
+        with seeded_rows(context.device) as reseed:
+            for row, (size, seed) in enumerate(zip(patch_sizes, seeds, strict=True)):
+                distr = self._distribution(*horizon_parameters[size], rows=slice(row, row + 1))
+                reseed(int(seed))
+                paths = distr.sample(torch.Size((num_samples,)))  # [S, 1, tokens, patch]
+                parts.append(paths.permute(1, 0, 2, 3).flatten(2)[..., :horizon])
+        return torch.cat(parts)
+
+    def _forecast_context(
+        self, context: torch.Tensor, horizon: int, num_samples: int, patch_size: int
+    ) -> Any:
+        """``MoiraiForecast.hparams_context`` for forecasting ``context`` at ``patch_size``."""
+        return self._net.hparams_context(
             prediction_length=horizon,
             context_length=context.shape[-1],
             patch_size=patch_size,
             num_samples=num_samples,
-        ):
-            if self.sampler == "library":
-                return self._net(past_target, past_observed, past_is_pad)
-            distr = self._horizon_distribution(past_target, past_observed, past_is_pad, patch_size)
-            paths = distr.sample(torch.Size((num_samples,)))  # [S, B, tokens, patch]
-            return paths.permute(1, 0, 2, 3).flatten(2)[..., :horizon]
+        )
 
-    def _horizon_distribution(
+    def _horizon_parameters(
         self,
         past_target: torch.Tensor,
         past_observed: torch.Tensor,
         past_is_pad: torch.Tensor,
         patch_size: int,
-    ) -> Any:
-        """The module's predictive distribution restricted to the points that are forecast.
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """The module's predictive distribution restricted to the points that are forecast,
+        as (distribution parameters, loc, scale); :meth:`_distribution` builds it.
 
         Why not ``MoiraiForecast.forward``: it samples the mixture at every token (context
         included) and every position of the largest patch (128), then keeps the horizon
@@ -214,6 +277,8 @@ class Moirai1Forecaster(MoiraiForecaster):
         capture the scaler's loc/scale and ``param_proj``'s parameters with forward hooks,
         keep the horizon's and rebuild the distribution with the module's own
         ``distr_output.distribution``: the same distribution, fewer (so different) draws.
+        Parameters of three or more dimensions are [batch, tokens, patch, ...]; the others
+        (the fixed-scale normal's scale) are constants.
         Call inside ``hparams_context`` (context and prediction lengths set).
         """
         from torch.utils._pytree import tree_map
@@ -239,15 +304,36 @@ class Moirai1Forecaster(MoiraiForecaster):
             lambda t: t[:, tokens, :patch_size] if t.dim() >= 3 else t, captured["params"]
         )
         loc, scale = (t[:, tokens] for t in captured["loc_scale"])
-        return base.distr_output.distribution(params, loc=loc, scale=scale)
+        return params, loc, scale
 
-    def _sample_auto(self, context: torch.Tensor, horizon: int, num_samples: int) -> torch.Tensor:
+    def _distribution(
+        self, params: Any, loc: torch.Tensor, scale: torch.Tensor, rows: slice | None = None
+    ) -> Any:
+        """The module's ``distr_output`` distribution of :meth:`_horizon_parameters`' output,
+        restricted to the batch's ``rows`` if given."""
+        from torch.utils._pytree import tree_map
+
+        if rows is not None:
+            params = tree_map(lambda t: t[rows] if t.dim() >= 3 else t, params)
+            loc, scale = loc[rows], scale[rows]
+        return self._base_module().distr_output.distribution(params, loc=loc, scale=scale)
+
+    def _sample_auto(
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        num_samples: int,
+        seeds: np.ndarray | None = None,
+    ) -> torch.Tensor:
         """``MoiraiForecast``'s "auto": per series, the paths of the patch size whose NLL is
         lowest on the context's last ``horizon`` points given the points before them.
 
         uni2ts's own "auto" needs ``context_length + horizon`` points and then forecasts from
         only the last ``context_length``; we score on the same split but forecast from the
         whole context (with the "library" sampler the random draws are the same, size by size).
+        With ``seeds``, row ``i``'s paths are drawn only at its chosen size, under ``seeds[i]``
+        (:meth:`_sample_seeded`). The NLL itself is random-free: the mixture's ``log_prob``
+        draws placeholder values only where it then returns -inf.
         """
         length = context.shape[-1]
         if length <= horizon:
@@ -262,6 +348,10 @@ class Moirai1Forecaster(MoiraiForecaster):
                 context_length=length - horizon, prediction_length=horizon
             ):
                 losses.append(self._net._val_loss(size, past_target, past_observed, past_is_pad))
-            paths.append(self._sample(context, horizon, num_samples, size))
+            if seeds is None:
+                paths.append(self._sample(context, horizon, num_samples, size))
         best = torch.stack(losses).argmin(dim=0)
+        if seeds is not None:
+            sizes = [self.patch_sizes[int(i)] for i in best]
+            return self._sample_seeded(context, horizon, num_samples, sizes, seeds)
         return torch.stack(paths)[best, torch.arange(len(best), device=best.device)]
