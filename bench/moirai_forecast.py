@@ -220,14 +220,25 @@ def library_moirai2_pipeline(
 def check_moirai(
     net: Any, windows: Any, args: argparse.Namespace, mine: np.ndarray, levels: Any
 ) -> dict[str, Any]:
-    """The predictor, batch by batch with the engine's seeds, draws the engine's paths (the
-    engine's "library" sampler)."""
+    """The predictor, series by series under each series' own seed, draws the engine's paths
+    (the engine's "library" sampler runs each series alone under its seed)."""
+    from vitalfm.engine.forecast import series_seeds
+
     predictor = net.create_predictor(batch_size=args.batch_size, device="cpu")
     parts = []
-    for index, (_, contexts) in enumerate(batches(windows, args.batch_size)):
-        torch.manual_seed(args.seed * 1_000_003 + index)
-        samples = np.stack([f.samples for f in predictor.predict(dataset(contexts))])
-        parts.append(study_quantiles(torch.from_numpy(samples), None, levels))
+    for vital in windows.vital_names:
+        rows = forecast_rows(windows, vital)
+        seeds = series_seeds(
+            args.seed,
+            windows.window_icustay_ids()[rows],
+            windows.window_start_seconds()[rows],
+            [vital] * len(rows),
+        )
+        contexts = windows.context(vital, rows)
+        for context, seed in zip(contexts, seeds, strict=True):
+            torch.manual_seed(int(seed))
+            samples = np.stack([f.samples for f in predictor.predict(dataset(context[None]))])
+            parts.append(study_quantiles(torch.from_numpy(samples), None, levels))
     reference = np.concatenate(parts)
     if not np.allclose(mine, reference, rtol=1e-6, atol=0):
         raise AssertionError("MOIRAI: engine and predictor paths differ for the same seeds")

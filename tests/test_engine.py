@@ -14,6 +14,7 @@ import torch
 
 from vitalfm.engine.forecast import (
     ForecastConfig,
+    call_rows,
     forecast_windows,
     paths_schema,
     series_seeds,
@@ -194,9 +195,10 @@ def seeded_noise() -> SeededNoise:
 
 @pytest.mark.parametrize("name", ["chronos-bolt", "persistence"])
 def test_every_call_has_the_batch_size_and_padding_is_discarded(name: str) -> None:
-    """Calls of exactly forecast.batch_size rows (the last padded with copies of its first
-    series, with their own seeds) across vitals; the table holds the real series only, and
-    equals what one call per series of the same shape gives."""
+    """Calls of exactly forecast.batch_size rows rounded up to a multiple of 64 (the last
+    padded with copies of its first series, with their own seeds) across vitals; the table
+    holds the real series only, and equals what one call per series of the same shape
+    gives."""
     forecaster = (
         ChronosForecaster.standin(name, horizon=12, seed=0)
         if name.startswith("chronos")
@@ -214,10 +216,12 @@ def test_every_call_has_the_batch_size_and_padding_is_discarded(name: str) -> No
     forecaster.predict = counted  # type: ignore[method-assign]
     result = forecast_windows(forecaster, windows, VITALS, config, progress=False)
     series = sum(len(usable_rows(windows, v)) for v in VITALS)
-    assert series % 8  # the last call is padded
-    assert [size for size, _ in calls] == [8] * -(-series // 8)
+    rows = call_rows(config.batch_size)
+    assert rows == 64
+    assert series % rows  # the last call is padded
+    assert [size for size, _ in calls] == [rows] * -(-series // rows)
     assert result.facts["calls"] == len(calls)
-    assert result.facts["padded_series"] == 8 * len(calls) - series
+    assert result.facts["padded_series"] == rows * len(calls) - series
     seeds = np.concatenate([s for _, s in calls])
     assert len(set(seeds.tolist())) == len(seeds)  # padding rows draw their own streams
     assert result.table.num_rows == series * 12
@@ -359,7 +363,7 @@ def test_batches_and_forecasts_carry_when_each_window_was_measured() -> None:
         "datetime64[s]"
     )
     series = table.num_rows // windows.horizon_steps  # each call of 4 rows, the last padded
-    assert sum(len(axis.start_s) for axis in seen) == 4 * -(-series // 4)
+    assert sum(len(axis.start_s) for axis in seen) == call_rows(4) * -(-series // call_rows(4))
 
 
 def test_unknown_model_options_are_refused_with_the_allowed_ones() -> None:
@@ -608,7 +612,7 @@ def test_a_predictor_gets_each_rows_vital_and_seed_without_padding() -> None:
     vitals = np.concatenate([v for _, v, _ in seen])
     seeds = np.concatenate([s for _, _, s in seen])
     expected_rows = np.concatenate([usable_rows(windows, v) for v in VITALS])
-    assert np.array_equal(rows, expected_rows) and len(seen) == -(-len(rows) // 8)
+    assert np.array_equal(rows, expected_rows) and len(seen) == -(-len(rows) // call_rows(8))
     assert any(len(set(v.tolist())) == 2 for _, v, _ in seen)  # a call across vitals
     start_s, stays = windows.window_start_seconds(), windows.window_icustay_ids()
     assert np.array_equal(seeds, series_seeds(9, stays[rows], start_s[rows], vitals.tolist()))
@@ -630,11 +634,11 @@ def test_validation_forecasts_seed_each_series_in_calls_of_one_shape(tmp_path: P
     trainer.forecaster.predict = recorded  # type: ignore[method-assign]
     first = trainer.validation_forecast_metrics()
     pairs = trainer.forecast_set.pairs
-    assert len(pairs) % 16 and {size for size, _ in calls} == {16}
+    assert len(pairs) % call_rows(16) and {size for size, _ in calls} == {call_rows(16)}
     seeds = np.concatenate([s for _, s in calls])[: len(pairs)]
     expected = series_seeds(
         _forecast_seed(trainer.config.seed), pairs.window_ids, pairs.start_s, list(pairs.vitals)
     )
     assert np.array_equal(seeds, expected)
-    assert len(set(np.concatenate([s for _, s in calls]).tolist())) == 16 * len(calls)
+    assert len(set(np.concatenate([s for _, s in calls]).tolist())) == call_rows(16) * len(calls)
     assert trainer.validation_forecast_metrics()["crps"] == first["crps"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitalfm.engine.forecast import ForecastConfig, forecast_windows, to_quantiles
+from vitalfm.engine.forecast import ForecastConfig, forecast_windows, series_seeds, to_quantiles
 from vitalfm.engine.train import Trainer, TrainingConfig
 from vitalfm.engine.training_data import CorpusTrainingData, WindowTrainingData, usable_rows
 from vitalfm.methods import MethodSpec
@@ -159,22 +159,31 @@ def test_standins_load_with_the_uni2ts_loader(name: str, standin_dirs: dict[str,
 def test_engine_samples_equal_moirai_forecast_for_the_same_seed(
     patch_size: int, standin_dirs: dict[str, Path]
 ) -> None:
-    """forecast_windows (one batch per vital) draws exactly what MoiraiForecast draws."""
+    """forecast_windows draws exactly what MoiraiForecast draws for each series alone under
+    that series' own seed (the library sampler runs per series)."""
     forecaster = load(standin_dirs["moirai"], patch_size=patch_size)
     forecaster.sampler = "library"
     windows = toy_windows("test", n_stays=2)
-    config = ForecastConfig(num_samples=12, batch_size=256, seed=3)
-    table = forecast_windows(forecaster, windows, VITALS, config, progress=False).table
-    frame = table.to_pandas()
+    config = ForecastConfig(num_samples=12, batch_size=8, seed=3)
+    frame = forecast_windows(forecaster, windows, VITALS, config, progress=False).table.to_pandas()
     net = uni2ts_forecast(
         standin_dirs["moirai"], 24, patch_size=patch_size, num_samples=config.num_samples
     )
-    for batch_index, vital in enumerate(VITALS):
+    for vital in VITALS:
         rows = usable_rows(windows, vital)
-        inputs = uni2ts_inputs(net, windows.context(vital, rows))
-        torch.manual_seed(config.seed * 1_000_003 + batch_index)  # the engine's batch seed
-        with torch.no_grad():
-            samples = net(**inputs)
+        seeds = series_seeds(
+            config.seed,
+            windows.window_icustay_ids()[rows],
+            windows.window_start_seconds()[rows],
+            [vital] * len(rows),
+        )
+        drawn = []
+        for row, seed in zip(rows, seeds, strict=True):
+            inputs = uni2ts_inputs(net, windows.context(vital, np.array([row])))
+            torch.manual_seed(int(seed))
+            with torch.no_grad():
+                drawn.append(net(**inputs))
+        samples = torch.cat(drawn)
         assert samples.shape == (len(rows), config.num_samples, 12)
         mine = frame[frame.vital == vital].sort_values(["window_id", "step"])
         assert mine.window_id.unique().tolist() == rows.tolist()

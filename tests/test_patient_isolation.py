@@ -35,7 +35,7 @@ SELECTIONS: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] = (
     ((4, 3, 2, 1), ("mbp", "heart_rate")),
     ((3, 2), ("mbp",)),
 )
-CONFIG = ForecastConfig(num_samples=8, batch_size=8, seed=11)
+CONFIG = ForecastConfig(num_samples=8, batch_size=6, seed=11)
 
 
 def pretrained(name: str) -> Callable[[], Forecaster]:

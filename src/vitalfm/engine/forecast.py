@@ -123,6 +123,20 @@ _SERIES_TAG, _PADDING_TAG = 17, 18
 _U64, _U63 = (1 << 64) - 1, (1 << 63) - 1
 
 
+#: Every model call holds a whole number of this many rows (the batch size rounded up). A fixed
+#: row count is not enough on its own: CPU kernels can round a row by its position in the call,
+#: e.g. an ``nn.Linear`` with one or two outputs (Lag-Llama's and DLinear's heads) when the rows
+#: are not a multiple of 4 or 8, and elementwise softplus, log1p and sigmoid on the elements past
+#: a tensor's last full vector block. Measured on this machine's CPU (bench-free probes, issue
+#: 17): no position dependence at 64, 128, 192, 256, 1,280 or 2,560 rows.
+CALL_ROW_MULTIPLE = 64
+
+
+def call_rows(batch_size: int) -> int:
+    """The rows of every model call for a batch size: rounded up to :data:`CALL_ROW_MULTIPLE`."""
+    return -(-max(1, int(batch_size)) // CALL_ROW_MULTIPLE) * CALL_ROW_MULTIPLE
+
+
 def series_seeds(
     seed: int, stay_ids: np.ndarray, start_s: np.ndarray, vitals: Sequence[str]
 ) -> np.ndarray:
@@ -236,12 +250,13 @@ def forecast_windows(
     Patient isolation: a series' forecast (quantiles and paths, bit for bit on CPU) does not
     depend on which other series are forecast with it, their number or order
     (tests/test_patient_isolation.py). The series (vital by vital, windows
-    ascending) are cut into calls of exactly ``config.batch_size`` rows, the last one padded
-    with copies of its first series (given their own seeds, their outputs discarded): CPU
-    kernels may round differently for another number of rows (measured: 1 ulp for
-    Chronos-Bolt, Chronos-2 and Moirai-2), so every call has the same shape. Each series
-    draws from its own random stream (``seeds``, :func:`series_seeds`), never from its
-    position in a call. A predictor is called per call without padding.
+    ascending) are cut into calls of exactly :func:`call_rows` rows (``config.batch_size``
+    rounded up to a multiple of 64), the last one padded with copies of its first series
+    (given their own seeds, their outputs discarded): CPU kernels may round differently for
+    another number of rows (measured: 1 ulp for Chronos-Bolt, Chronos-2 and Moirai-2) or by a
+    row's position in a call of an odd size, so every call has the same, whole-block shape.
+    Each series draws from its own random stream (``seeds``, :func:`series_seeds`), never
+    from its position in a call. A predictor is called per call without padding.
 
     Fixed-shape calls replace the earlier merging of a deterministic model's batches into
     calls of up to 2**15 context values, whose size followed the number of series. Measured
@@ -295,7 +310,7 @@ def forecast_windows(
     seeds = series_seeds(
         config.seed, windows.window_icustay_ids()[rows], window_start_s, series_vital.tolist()
     )
-    size = config.batch_size
+    size = call_rows(config.batch_size)
     pad_seeds = padding_seeds(config.seed, size)
     median = np.empty((n_series, horizon), np.float32)
     # level-major, so that each quantile column is one contiguous block

@@ -239,13 +239,14 @@ class Trainer:
         (:func:`~vitalfm.engine.forecast.forecast_windows`), each series samples from its own
         stream (:func:`~vitalfm.engine.forecast.series_seeds` of its window's index in the
         validation split, start and vital), the same at every evaluation (the training RNG is
-        left as it was), and every call has ``validation_batch_size`` rows (the last padded),
+        left as it was), and every call has ``validation_batch_size`` rows rounded up to a
+        multiple of 64 (:func:`~vitalfm.engine.forecast.call_rows`; the last call padded),
         so evaluations differ only by the weights and no series' forecast depends on the
         others. Empty without a forecast set.
         """
         if self.forecast_set is None:
             return {}
-        from vitalfm.engine.forecast import padding_seeds, series_seeds, to_quantiles
+        from vitalfm.engine.forecast import call_rows, padding_seeds, series_seeds, to_quantiles
         from vitalfm.evaluation.metrics import point_terms, to_minmax
         from vitalfm.evaluation.quantiles import CRPS_LEVELS
 
@@ -256,7 +257,7 @@ class Trainer:
         horizon = pairs.target.shape[1]
         crps, abs_error, points = 0.0, 0.0, 0
         devices = [self.device] if self.device.type == "cuda" else []
-        base, size = _forecast_seed(cfg.seed), cfg.validation_batch_size
+        base, size = _forecast_seed(cfg.seed), call_rows(cfg.validation_batch_size)
         seeds = series_seeds(base, pairs.window_ids, pairs.start_s, pairs.vitals.tolist())
         pad_seeds = padding_seeds(base, size)
         with torch.random.fork_rng(devices=devices), torch.no_grad():
