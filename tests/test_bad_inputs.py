@@ -427,11 +427,11 @@ DAMAGED_RESULTS = [
         "window file results/windows/test.npz is corrupt or incomplete",
     ),
     (
-        "grid-parquet-read-by-split",
-        "results/grid/grid.parquet",
+        "cohort-parquet-read-by-split",
+        "results/cohort/cohort.parquet",
         "split",
         "results/splits/manifest.parquet",
-        "rule grid remakes it",
+        "rule cohort remakes it",
     ),
 ]
 

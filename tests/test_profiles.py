@@ -359,6 +359,7 @@ def test_paper_dry_run_lists_its_jobs_without_database_or_network(clone: Path) -
         "finetune": sum(len(run.seeds) for run in runs if run.trains),
         "forecast": sum(len(run.seeds) for run in runs),
         "score": sum(len(run.seeds) for run in runs),
+        "events": sum(len(run.seeds) for run in runs),
     }
     assert {rule: stats.get(rule, 0) for rule in expected} == expected
     others = set(stats) - set(expected) - {"total"}
