@@ -117,3 +117,9 @@ def get_final_outputs():
         *[f"results/tables/clinical_events.{fmt}" for fmt in TABLE_FORMATS],
         *[f"results/figures/clinical_events.{fmt}" for fmt in FIGURE_FORMATS],
     ]
+
+
+def sample_paths_output(paths):
+    """The forecast rule's sample-path files: kept, or temp() when forecast.keep_sample_paths
+    is false (they are large at the paper's scale and only the events rule reads them)."""
+    return paths if config["forecast"]["keep_sample_paths"] else temp(paths)

@@ -71,10 +71,13 @@ rule forecast:
             "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.parquet",
             split=SPLITS_SCORED,
         ),
-        # the sample paths at the observed horizon points (no rows for a quantile model)
-        paths=expand(
-            "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.paths.parquet",
-            split=SPLITS_SCORED,
+        # the sample paths at the observed horizon points (no rows for a quantile model);
+        # temporary unless forecast.keep_sample_paths
+        paths=sample_paths_output(
+            expand(
+                "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.paths.parquet",
+                split=SPLITS_SCORED,
+            )
         ),
         metadata=expand(
             "results/forecasts/{split}/{{model}}/{{setting}}/seed-{{seed}}.json",

@@ -130,33 +130,34 @@ def observed_truth(
     return onset > 0, onset
 
 
-def _cdf_below(quantiles: np.ndarray, levels: np.ndarray, c: float) -> np.ndarray:
-    """P(Y < c) under the interpolated quantile function (mass beyond the outermost levels at
-    the outermost quantiles): sup{u : Q(u) < c}. ``quantiles`` [..., K] sorted."""
-    k = (quantiles < c).sum(axis=-1)  # levels strictly below c
-    K = len(levels)
-    lo = np.clip(k - 1, 0, K - 1)
-    hi = np.clip(k, 0, K - 1)
+def _interpolated_level(
+    quantiles: np.ndarray, levels: np.ndarray, count: np.ndarray, c: float
+) -> np.ndarray:
+    """The level at which the quantile function, linear between the stored levels, reaches
+    ``c``, where ``count`` of the sorted ``quantiles`` [..., K] lie before ``c``."""
+    top = len(levels) - 1
+    lo = np.clip(count - 1, 0, top)
+    hi = np.clip(count, 0, top)
     q_lo = np.take_along_axis(quantiles, lo[..., None], -1)[..., 0]
     q_hi = np.take_along_axis(quantiles, hi[..., None], -1)[..., 0]
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(q_hi > q_lo, (c - q_lo) / (q_hi - q_lo), 0.0)
-    inner = levels[lo] + (levels[hi] - levels[lo]) * frac
-    return np.where(k == 0, 0.0, np.where(k == K, 1.0, inner))
+    return levels[lo] + (levels[hi] - levels[lo]) * frac
+
+
+def _cdf_below(quantiles: np.ndarray, levels: np.ndarray, c: float) -> np.ndarray:
+    """P(Y < c) under the interpolated quantile function (mass beyond the outermost levels at
+    the outermost quantiles): sup{u : Q(u) < c}. ``quantiles`` [..., K] sorted."""
+    k = (quantiles < c).sum(axis=-1)  # levels strictly below c
+    inner = _interpolated_level(quantiles, levels, k, c)
+    return np.where(k == 0, 0.0, np.where(k == len(levels), 1.0, inner))
 
 
 def _cdf_above(quantiles: np.ndarray, levels: np.ndarray, c: float) -> np.ndarray:
     """P(Y > c) = 1 - inf{u : Q(u) > c}, same conventions as :func:`_cdf_below`."""
     j = (quantiles <= c).sum(axis=-1)  # levels at or below c
-    K = len(levels)
-    lo = np.clip(j - 1, 0, K - 1)
-    hi = np.clip(j, 0, K - 1)
-    q_lo = np.take_along_axis(quantiles, lo[..., None], -1)[..., 0]
-    q_hi = np.take_along_axis(quantiles, hi[..., None], -1)[..., 0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(q_hi > q_lo, (c - q_lo) / (q_hi - q_lo), 0.0)
-    u = levels[lo] + (levels[hi] - levels[lo]) * frac
-    return np.where(j == K, 0.0, np.where(j == 0, 1.0, 1.0 - u))
+    u = _interpolated_level(quantiles, levels, j, c)
+    return np.where(j == len(levels), 0.0, np.where(j == 0, 1.0, 1.0 - u))
 
 
 def step_probabilities(event: Event, quantiles: np.ndarray, levels: Sequence[float]) -> np.ndarray:
