@@ -170,11 +170,17 @@ def scores_of(replicates: set[str]) -> set[str]:
     return {f"results/scores/{SPLITS[0]}/{rep}.parquet" for rep in replicates}
 
 
+def events_of(replicates: set[str]) -> set[str]:
+    """The events jobs of ``replicates`` by their first output (one job covers every split)."""
+    return {f"results/events/{SPLITS[0]}/{rep}.parquet" for rep in replicates}
+
+
 def downstream_of(replicates: set[str], trained: set[str]) -> dict[str, set[str]]:
     """What must rerun when ``replicates`` are forecast anew (and ``trained`` retrained)."""
     jobs = {
         "forecast": forecasts_of(replicates),
         "score": scores_of(replicates),
+        "events": events_of(replicates),
         **REPORT,
     }
     if trained:
@@ -182,10 +188,15 @@ def downstream_of(replicates: set[str], trained: set[str]) -> dict[str, set[str]
     return jobs
 
 
+EVENT_REPORT = {
+    "event_metrics": {"results/metrics/clinical_events.parquet"},
+    "clinical_events_report": {"results/tables/clinical_events.csv"},
+}
 REPORT = {
     "metrics": {"results/metrics/metrics.parquet"},
     "tables": {"results/tables/findings.csv"},
     "figures": {"results/figures/rank_sweep.png"},
+    **EVENT_REPORT,
 }
 WINDOWS = {"windows": {f"results/windows/{s}.npz" for s in ("train", *SPLITS)}}
 BOLT = {r for r in TRAINED | UNTRAINED if r.startswith("chronos-bolt")}
@@ -200,6 +211,12 @@ CHANGES: dict[str, tuple[str, object, dict[str, set[str]]]] = {
     ),
     "forecast": ("forecast.num_samples", 6, downstream_of(TRAINED | UNTRAINED, set())),
     "evaluation": ("evaluation.bootstrap.resamples", 40, REPORT),
+    # an event setting reruns the event jobs only, not the forecasts, scores or metrics
+    "an event setting": (
+        "evaluation.event_alarm_probability",
+        0.4,
+        {"events": events_of(TRAINED | UNTRAINED), **EVENT_REPORT},
+    ),
     "a data value (windows)": (
         "windows.stride_hours",
         1.5,
@@ -247,7 +264,7 @@ def test_a_config_change_reruns_exactly_the_jobs_it_affects(
     jobs = planned(done)
     assert set(jobs) == set(expected), f"{key}: {sorted(jobs)}"
     for rule, outputs in expected.items():
-        if rule in ("tables", "figures"):
+        if rule in ("tables", "figures", "clinical_events_report"):
             continue  # one job each, many outputs: the rule is enough
         assert jobs[rule] == outputs, f"{key}: rule {rule}"
     if expected:
