@@ -11,9 +11,11 @@ import pytest
 from vitalfm.config import validate_config
 from vitalfm.errors import ConfigError
 from vitalfm.evaluation.event_metrics import (
+    EVENT_COUNT_METRICS,
     group_metrics,
     resampled_auc_ap,
     roc_points,
+    run_event_metrics,
     score_bins,
     weighted_auc_ap,
 )
@@ -239,6 +241,39 @@ def test_brier_sensitivity_false_alarms_and_lead_time():
     assert got["false_alarm_rate"].tolist() == pytest.approx([1 / 2, 1 / 4])
     assert got["prevalence"].tolist() == pytest.approx([3 / 5, 3 / 7])
     assert got["lead_minutes"].tolist() == pytest.approx([7.5, (60 - 15) / 3])
+
+
+@pytest.mark.parametrize("positives", [2, 3])
+def test_ranking_metrics_need_enough_windows_with_and_without_the_event(positives: int):
+    """With fewer than min_windows positives, AUROC, AUPRC, sensitivity and lead time (value
+    and resamples) are NaN; prevalence, Brier and false alarms are still reported."""
+    rng = np.random.default_rng(positives)
+    n = 12
+    truth = np.zeros(n, bool)
+    truth[:positives] = True
+    table = pd.DataFrame(
+        {
+            "subject_id": np.arange(n) % 4,
+            "event": "hypotension",
+            "vital": "mbp",
+            "truth": truth,
+            "ongoing": False,
+            "probability": np.where(truth, 0.8, rng.uniform(0, 0.6, n)),
+            "lead_minutes": np.where(truth, 15.0, np.nan),
+        }
+    )
+    patients = np.arange(4)
+    weights = np.vstack([np.ones(4), np.array([2.0, 0, 1, 1])])
+    cell = run_event_metrics([table], patients, weights, None, 0.5, min_windows=3)[
+        ("hypotension", "new_onset")
+    ]
+    counted = positives >= 3
+    for metric in EVENT_COUNT_METRICS:
+        assert np.isfinite(cell["value"][metric]) == counted, metric
+        assert np.isfinite(cell["boot"][metric]).any() == counted, metric
+    for metric in ("prevalence", "brier", "false_alarm_rate"):
+        assert np.isfinite(cell["value"][metric]), metric
+    assert cell["value"]["prevalence"] == pytest.approx(positives / n)
 
 
 # --- config ---------------------------------------------------------------------------------

@@ -212,7 +212,7 @@ def forecast(cfg: Mapping[str, Any], run: Run, seed: int) -> str:
 
 #: ``evaluation`` keys the metrics rule does not compute from: the ranges (the scores hold
 #: them) and the clinical events (rules events and event_metrics).
-METRICS_LEAVE_OUT = ("minmax_ranges", "events", "event_alarm_probability")
+METRICS_LEAVE_OUT = ("minmax_ranges", "events", "event_alarm_probability", "event_min_windows")
 
 
 def score(cfg: Mapping[str, Any]) -> str:
@@ -276,6 +276,7 @@ def event_metrics(cfg: Mapping[str, Any]) -> str:
                 "bootstrap": evaluation["bootstrap"],
                 "events": evaluation["events"],
                 "event_alarm_probability": evaluation["event_alarm_probability"],
+                "event_min_windows": evaluation["event_min_windows"],
             },
         }
     )

@@ -234,17 +234,25 @@ def group_of(frame: pd.DataFrame, group: str) -> pd.DataFrame:
     return frame[frame["ongoing"]] if group == ONGOING else frame[~frame["ongoing"]]
 
 
+#: The metrics that rank or count events, NaN for a cell with fewer than ``min_windows``
+#: windows with the event or without it (``evaluation.event_min_windows``).
+EVENT_COUNT_METRICS = ("auroc", "auprc", "sensitivity", "lead_minutes")
+
+
 def run_event_metrics(
     tables: Sequence[pd.DataFrame],
     patients: np.ndarray,
     weights: np.ndarray,
     seed_draws: np.ndarray | None,
     alarm: float,
+    min_windows: int = 1,
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """One run's metrics on one split from its replicates' event tables (one per seed).
 
     {(event, group): {"value": {metric: float}, "boot": {metric: [B]}, counts...}}; the value
     is the mean over seeds of each seed's metric, the resamples the seed-weighted means.
+    :data:`EVENT_COUNT_METRICS` are NaN (value and resamples) where the first replicate has
+    fewer than ``min_windows`` windows with the event or without it.
     """
     out: dict[tuple[str, str], dict[str, Any]] = {}
     keys = dict.fromkeys((e, g) for t in tables for e in t["event"].unique() for g in GROUPS)
@@ -270,6 +278,12 @@ def run_event_metrics(
             )
         stacked = np.stack(boots)  # [S, M, B]
         boot = {m: _seed_mean(stacked[:, i], seed_draws) for i, m in enumerate(METRICS)}
+        positives = int(first["truth"].sum())
+        if min(positives, len(first) - positives) < min_windows:
+            for i, metric in enumerate(METRICS):
+                if metric in EVENT_COUNT_METRICS:
+                    mean[i] = np.nan
+                    boot[metric] = np.full_like(boot[metric], np.nan)
         out[(event, group)] = {
             "vital": str(next(p for p in parts if len(p))["vital"].iloc[0]),
             "value": dict(zip(METRICS, mean, strict=True)),
@@ -289,6 +303,7 @@ def event_tables(
     alarm: float,
     splits: Sequence[str],
     persistence_family: str | None,
+    min_windows: int = 1,
 ) -> pd.DataFrame:
     """The ``clinical_events`` metrics table from every replicate's event table
     (``tables[(split, run id, seed)]``), columns :data:`EVENT_METRIC_COLUMNS`."""
@@ -306,7 +321,12 @@ def event_tables(
         for run in runs:
             draws = seed_draws[:, [study_seeds.index(s) for s in run.seeds]]
             summaries[run.run_id] = run_event_metrics(
-                per_run[run.run_id], patients, weights, draws if len(run.seeds) > 1 else None, alarm
+                per_run[run.run_id],
+                patients,
+                weights,
+                draws if len(run.seeds) > 1 else None,
+                alarm,
+                min_windows,
             )
         for run in runs:
             refs = {"zero_shot": zero_shot.get(run.model), "persistence": persistence}

@@ -313,10 +313,6 @@ class Forecaster(ABC):
     loss_name: ClassVar[str] = "loss"
     #: Settings a config may give under ``models.<name>.options``: {name: what it does}.
     OPTIONS: ClassVar[dict[str, str]] = {}
-    #: True when :meth:`predict` draws nothing at random (it ignores ``seeds``) and each
-    #: row's forecast depends on its own context only (not on the other rows of its batch).
-    #: Sampling families leave it False.
-    deterministic: ClassVar[bool] = False
     #: True when the family's library loads a checkpoint on GPU in the checkpoint's own dtype
     #: (chronos-forecasting: ``dtype="auto"``); False when it builds the network in float32 and
     #: copies the stored weights in (uni2ts, Lag-Llama). See
@@ -444,7 +440,7 @@ class Forecaster(ABC):
         ``seeds[i]``, so that row ``i``'s output depends only on its own context, time and
         seed, never on the other rows of the call, their number or order (the engine's
         patient isolation: :func:`vitalfm.engine.forecast.forecast_windows`). Families that
-        draw nothing (:attr:`deterministic`) ignore it.
+        draw nothing ignore it.
         """
 
     def describe(self) -> dict[str, Any]:

@@ -132,6 +132,9 @@ def events_table(
             "over detected new-onset events.",
             "Ongoing: the context already shows the event. 95% intervals over test patients "
             "(and seeds); differences are paired on the same resamples.",
+            f"–: fewer than {cfg['evaluation']['event_min_windows']} windows with the event or "
+            "without it (evaluation.event_min_windows): AUROC, AUPRC, sensitivity and lead time "
+            "are not estimated from so few events.",
         ],
         bold=mask,
     )
@@ -156,6 +159,7 @@ def events_figure(
         & (events["metric"] == "auroc")
     ]
     run_ids = [r.run_id for r in runs]
+    minimum = int(cfg["evaluation"]["event_min_windows"])
     best = best_runs(runs, metrics)
     colors = family_colors([r.model for r in runs])
     model_of = {r.run_id: r.model for r in runs}
@@ -188,7 +192,8 @@ def events_figure(
             left.text(
                 0.5,
                 0.5,
-                "no new-onset test windows both with and without the event",
+                f"fewer than {minimum} new-onset test windows with the event or without it:\n"
+                "AUROC not estimated (evaluation.event_min_windows)",
                 ha="center",
                 va="center",
                 fontsize=7,
@@ -207,7 +212,7 @@ def events_figure(
                 continue
             part = table[(table["event"] == event.name) & ~table["ongoing"]]
             y_true = part["truth"].to_numpy(bool)
-            if y_true.all() or not y_true.any():
+            if min(y_true.sum(), (~y_true).sum()) < minimum:
                 continue
             fpr, tpr = roc_points(y_true, part["probability"].to_numpy(float))
             auc = cells.loc[run, "value"] if run in cells.index else np.nan
@@ -218,7 +223,13 @@ def events_figure(
         if drawn:
             right.legend(fontsize=5.5, loc="lower right", frameon=False)
         else:
-            right.text(0.5, 0.5, "no positives and negatives", ha="center", fontsize=7)
+            right.text(
+                0.5,
+                0.5,
+                f"fewer than {minimum} windows with or without the event",
+                ha="center",
+                fontsize=7,
+            )
         right.set_xlim(0, 1)
         right.set_ylim(0, 1.01)
         right.set_xlabel("false-alarm rate")

@@ -37,8 +37,10 @@ def kind_marker(kind: str) -> str:
 
 
 def family_colors(families: Sequence[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10")
-    return {family: cmap(i % 10) for i, family in enumerate(dict.fromkeys(families))}
+    """One colour per name: tab10, or tab20 for more than ten names (so none repeats)."""
+    names = list(dict.fromkeys(families))
+    cmap, size = (plt.get_cmap("tab10"), 10) if len(names) <= 10 else (plt.get_cmap("tab20"), 20)
+    return {name: cmap(i % size) for i, name in enumerate(names)}
 
 
 def yerr(frame: pd.DataFrame) -> np.ndarray:

@@ -133,6 +133,7 @@ def event_metrics(
             float(evaluation["event_alarm_probability"]),
             [s for s in (SELECTION_SPLIT, REPORT_SPLIT) if any(k[0] == s for k in tables)],
             naive_reference_family(),
+            min_windows=int(evaluation["event_min_windows"]),
         )
         write_parquet(pa.Table.from_pandas(frame, preserve_index=False), outputs["events"])
         write_text(frame.to_csv(index=False), outputs["events_csv"])

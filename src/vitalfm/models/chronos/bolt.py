@@ -33,8 +33,6 @@ class ChronosBoltForecaster(ChronosForecaster):
     VARIANT: ClassVar[str] = "chronos-bolt"
     PIPELINE: ClassVar[str] = "ChronosBoltPipeline"
     loss_name: ClassVar[str] = "quantile_loss"
-    #: Quantiles from one forward pass, each row scaled and encoded on its own.
-    deterministic: ClassVar[bool] = True
 
     def __init__(self, pipeline: Any, source: ModelSource) -> None:
         super().__init__(pipeline, source)

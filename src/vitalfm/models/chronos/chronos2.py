@@ -39,8 +39,6 @@ class Chronos2Forecaster(ChronosForecaster):
     PIPELINE: ClassVar[str] = "Chronos2Pipeline"
     loss_name: ClassVar[str] = "quantile_loss"
     loss_pooling: ClassVar[str] = "series"
-    #: Quantiles from forward passes where each row is its own group (no cross-learning).
-    deterministic: ClassVar[bool] = True
 
     def __init__(self, pipeline: Any, source: ModelSource) -> None:
         super().__init__(pipeline, source)

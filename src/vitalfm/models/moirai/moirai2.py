@@ -71,8 +71,6 @@ class Moirai2Forecaster(MoiraiForecaster):
     VARIANT: ClassVar[str] = "moirai-2"
     CONFIG_KEYS: ClassVar[frozenset[str]] = frozenset({"patch_size", "quantile_levels"})
     loss_name: ClassVar[str] = "quantile_loss"
-    #: Quantiles from one forward pass, each row its own packed sample.
-    deterministic: ClassVar[bool] = True
 
     def __init__(self, module: nn.Module, source: ModelSource) -> None:
         super().__init__(module, source)
