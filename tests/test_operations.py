@@ -211,11 +211,16 @@ CHANGES: dict[str, tuple[str, object, dict[str, set[str]]]] = {
     ),
     "forecast": ("forecast.num_samples", 6, downstream_of(TRAINED | UNTRAINED, set())),
     "evaluation": ("evaluation.bootstrap.resamples", 40, REPORT),
-    # an event setting reruns the event jobs only, not the forecasts, scores or metrics
+    # an event setting reruns the event jobs (and the tables and figures, which record the
+    # effective config), not the forecasts, scores or metrics
     "an event setting": (
         "evaluation.event_alarm_probability",
         0.4,
-        {"events": events_of(TRAINED | UNTRAINED), **EVENT_REPORT},
+        {
+            "events": events_of(TRAINED | UNTRAINED),
+            **{rule: REPORT[rule] for rule in ("tables", "figures")},
+            **EVENT_REPORT,
+        },
     ),
     "a data value (windows)": (
         "windows.stride_hours",
