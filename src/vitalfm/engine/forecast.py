@@ -15,7 +15,7 @@ import bisect
 import logging
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +153,40 @@ def series_seeds(
         entropy = [base, _SERIES_TAG, int(stay) & _U64, int(start) & _U64, codes[vital]]
         out[i] = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & _U63
     return out
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One model call over series ``start:stop``: ``index`` the series each row holds (those
+    series, then the copies that pad the call to its fixed size) and ``seeds`` one per row."""
+
+    start: int
+    stop: int
+    index: np.ndarray
+    seeds: np.ndarray
+
+    @property
+    def real(self) -> int:
+        """The rows that are series of the call (the rest is padding, discarded)."""
+        return self.stop - self.start
+
+
+def fixed_shape_calls(
+    seeds: np.ndarray, size: int, padding_seed: int | None
+) -> Iterator[ModelCall]:
+    """The series (``seeds``: one each, in order) cut into calls of ``size`` rows; the last
+    call is padded with copies of its first series, seeded from :func:`padding_seeds` of
+    ``padding_seed``, or left short when that is None (a predictor, which is no model)."""
+    pad_seeds = padding_seeds(padding_seed, size) if padding_seed is not None else None
+    for start in range(0, len(seeds), size):
+        stop = min(start + size, len(seeds))
+        index = np.arange(start, stop)
+        call_seeds = seeds[index]
+        missing = size - (stop - start)
+        if pad_seeds is not None and missing:
+            index = np.concatenate([index, np.full(missing, start)])
+            call_seeds = np.concatenate([call_seeds, pad_seeds[:missing]])
+        yield ModelCall(start, stop, index, call_seeds)
 
 
 def padding_seeds(seed: int, count: int) -> np.ndarray:
@@ -311,7 +345,6 @@ def forecast_windows(
         config.seed, windows.window_icustay_ids()[rows], window_start_s, series_vital.tolist()
     )
     size = call_rows(config.batch_size)
-    pad_seeds = padding_seeds(config.seed, size)
     median = np.empty((n_series, horizon), np.float32)
     # level-major, so that each quantile column is one contiguous block
     quantiles = np.empty((len(levels), n_series, horizon), np.float32)
@@ -322,22 +355,16 @@ def forecast_windows(
     started = time.perf_counter()
     bar = tqdm(total=n_series, desc="forecast", disable=not progress, mininterval=15.0)
     calls = padded = 0
-    for first in range(0, n_series, size):
-        stop = min(first + size, n_series)
-        real = stop - first
-        index = np.arange(first, stop)
-        call_seeds = seeds[index]
-        if pad and real < size:  # copies of the call's first series, with their own seeds
-            index = np.concatenate([index, np.full(size - real, first)])
-            call_seeds = np.concatenate([call_seeds, pad_seeds[: size - real]])
-            padded += size - real
+    for call in fixed_shape_calls(seeds, size, config.seed if pad else None):
+        first, stop, real, index = call.start, call.stop, call.real, call.index
+        padded += len(index) - real
         context = torch.from_numpy(context_all[index])
         axis = TimeAxis(window_start_s[index], step_s)
         # every call starts from the same global state: a draw a family still takes from it
         # (none should, with seeds) depends on neither the call's place nor earlier calls
         torch.manual_seed(config.seed)
         forecast = predictor(
-            rows[index], series_vital[index], context, axis, config.num_samples, call_seeds
+            rows[index], series_vital[index], context, axis, config.num_samples, call.seeds
         )
         calls += 1
         median[first:stop] = forecast.median[:real].float().cpu().numpy()

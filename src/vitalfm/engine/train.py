@@ -246,7 +246,12 @@ class Trainer:
         """
         if self.forecast_set is None:
             return {}
-        from vitalfm.engine.forecast import call_rows, padding_seeds, series_seeds, to_quantiles
+        from vitalfm.engine.forecast import (
+            call_rows,
+            fixed_shape_calls,
+            series_seeds,
+            to_quantiles,
+        )
         from vitalfm.evaluation.metrics import point_terms, to_minmax
         from vitalfm.evaluation.quantiles import CRPS_LEVELS
 
@@ -259,21 +264,16 @@ class Trainer:
         devices = [self.device] if self.device.type == "cuda" else []
         base, size = _forecast_seed(cfg.seed), call_rows(cfg.validation_batch_size)
         seeds = series_seeds(base, pairs.window_ids, pairs.start_s, pairs.vitals.tolist())
-        pad_seeds = padding_seeds(base, size)
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(base % 2**63)
-            for start in range(0, len(pairs), size):
-                rows = slice(start, start + size)
-                index = np.arange(len(pairs))[rows]
-                real = len(index)
-                call_seeds = np.concatenate([seeds[index], pad_seeds[: size - real]])
-                index = np.concatenate([index, np.full(size - real, start)])
+            for call in fixed_shape_calls(seeds, size, base):
+                rows, index, real = slice(call.start, call.stop), call.index, call.real
                 forecast = self.forecaster.predict(
                     torch.from_numpy(np.ascontiguousarray(pairs.context[index])),
                     horizon,
                     cfg.validation_num_samples,
                     time=TimeAxis(pairs.start_s[index], pairs.step_s),
-                    seeds=call_seeds,
+                    seeds=call.seeds,
                 )
                 quantiles = to_quantiles(forecast, CRPS_LEVELS).detach().cpu().double().numpy()
                 median = forecast.median.detach().cpu().double().numpy()
