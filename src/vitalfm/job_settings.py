@@ -212,23 +212,33 @@ def forecast(cfg: Mapping[str, Any], run: Run, seed: int) -> str:
 
 #: ``evaluation`` keys the metrics rule does not compute from: the ranges (the scores hold
 #: them) and the clinical events (rules events and event_metrics).
-METRICS_LEAVE_OUT = ("minmax_ranges", "events", "event_alarm_probability", "event_min_windows")
+#: The clinical events' settings (rules events and event_metrics).
+EVENT_SETTINGS = ("events", "event_alarm_probability", "event_min_windows")
+METRICS_LEAVE_OUT = ("minmax_ranges", *EVENT_SETTINGS)
 
 
 def score(cfg: Mapping[str, Any]) -> str:
     return canonical({"minmax_ranges": _ranges(cfg)})
 
 
-def metrics(cfg: Mapping[str, Any]) -> str:
+def _run_sections(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The sections the study's runs are expanded from (:func:`vitalfm.study.study_runs`), in
-    the config's order, and the evaluation settings (less :data:`METRICS_LEAVE_OUT`)."""
+    the config's order."""
     training = cfg["training"]
+    return {
+        "database": {"source": cfg["database"]["source"]},
+        "models": cfg["models"],
+        "methods": cfg["methods"],
+        "training": {k: training[k] for k in TRAINING_REPLICATES if k in training},
+    }
+
+
+def metrics(cfg: Mapping[str, Any]) -> str:
+    """The runs (:func:`_run_sections`) and the evaluation settings (less
+    :data:`METRICS_LEAVE_OUT`)."""
     return ordered(
         {
-            "database": {"source": cfg["database"]["source"]},
-            "models": cfg["models"],
-            "methods": cfg["methods"],
-            "training": {k: training[k] for k in TRAINING_REPLICATES if k in training},
+            **_run_sections(cfg),
             "evaluation": {
                 k: v for k, v in cfg["evaluation"].items() if k not in METRICS_LEAVE_OUT
             },
@@ -261,22 +271,16 @@ def events(cfg: Mapping[str, Any]) -> str:
 
 
 def event_metrics(cfg: Mapping[str, Any]) -> str:
-    """Rule ``event_metrics``: the runs (as :func:`metrics` resolves them), the bootstrap and
-    the alarm threshold."""
-    training = cfg["training"]
+    """Rule ``event_metrics``: the runs (:func:`_run_sections`), the oracle, the bootstrap
+    and the event settings."""
     evaluation = cfg["evaluation"]
     return ordered(
         {
-            "database": {"source": cfg["database"]["source"]},
-            "models": cfg["models"],
-            "methods": cfg["methods"],
-            "training": {k: training[k] for k in TRAINING_REPLICATES if k in training},
+            **_run_sections(cfg),
             "evaluation": {
                 "oracle": evaluation["oracle"],
                 "bootstrap": evaluation["bootstrap"],
-                "events": evaluation["events"],
-                "event_alarm_probability": evaluation["event_alarm_probability"],
-                "event_min_windows": evaluation["event_min_windows"],
+                **{key: evaluation[key] for key in EVENT_SETTINGS},
             },
         }
     )
