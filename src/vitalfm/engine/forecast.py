@@ -293,10 +293,8 @@ def forecast_windows(
     from its position in a call. A predictor is called per call without padding.
 
     Fixed-shape calls replace the earlier merging of a deterministic model's batches into
-    calls of up to 2**15 context values, whose size followed the number of series. Measured
-    (toy windows, 1,540 series, context 24, batch 128, 1 CPU thread, median of 5): Chronos-Bolt
-    stand-in 0.049 s merged vs 0.096 s fixed, Chronos-2 0.080 vs 0.112 s, Moirai-2 0.037 vs
-    0.083 s: 1.4-2.2x, a few hundredths of a second per 1,500 series.
+    calls of up to 2**15 context values, whose size followed the number of series (the default
+    study's wall time did not change with it: BENCHMARKS.md, "The whole default study").
     """
     if (forecaster is None) == (predictor is None):
         raise ModelError("forecast_windows needs a forecaster or a predictor", "pass one")
